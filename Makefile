@@ -1,0 +1,55 @@
+# The README's commands are targets here. Everything installs into .venv from the
+# committed lock files, so a machine needs only Python 3.11+ and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install up migrate test lint fmt lock clean
+
+help:
+	@echo "make up       install, then run the whole service (embedded database and broker unless configured)"
+	@echo "make test     install, then run the whole test suite"
+	@echo "make lint     ruff and mypy"
+	@echo "make fmt      format the code"
+	@echo "make migrate  apply database migrations"
+	@echo "make lock     re-resolve requirements*.lock from pyproject.toml"
+
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rpm needs Python 3.11 or newer")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: $(STAMP)
+	$(BIN)/rpm up
+
+migrate: $(STAMP)
+	$(BIN)/rpm migrate
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Hashes pin every file; the dev lock is constrained by the runtime one so both agree.
+lock:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
+	$(PYTHON) -m uv pip compile pyproject.toml --universal --python-version 3.11 \
+		--generate-hashes --quiet -o requirements.lock
+	$(PYTHON) -m uv pip compile pyproject.toml --extra dev -c requirements.lock --universal \
+		--python-version 3.11 --generate-hashes --quiet -o requirements-dev.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""HTTP routers: thin adapters that parse, authorize, call a service and render."""

@@ -1,0 +1,165 @@
+"""The one place that wires the service: FastAPI app, store, MQTT consumer, scheduler.
+
+Everything long-lived starts in the lifespan and stops with it. The database and the
+broker are each reached through a retry loop, so the HTTP server (and `/healthz`) is up
+at once while `/readyz` says what is still missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC
+
+import aiomqtt
+import psycopg
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
+
+import rpm
+from rpm.api import health as health_api
+from rpm.backoff import Backoff
+from rpm.config import BrokerAddress, Settings
+from rpm.db.migrate import MigrationError
+from rpm.db.store import make_pool, prepare_schema
+from rpm.db.timescale import TimescaleUnavailable
+from rpm.health import Health
+from rpm.ingest.consumer import ConsumerOptions, MqttConsumer
+
+logger = logging.getLogger(__name__)
+
+DATABASE_PROBE_INTERVAL_S = 5
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What `rpm up` resolved before the app starts: real or embedded endpoints."""
+
+    settings: Settings
+    database_url: str
+    broker: BrokerAddress
+    broker_is_embedded: bool
+    # Called when the service cannot go on (a broken migration, say): stops the server.
+    on_fatal: Callable[[str], None]
+    health: Health = field(default_factory=Health)
+
+
+def create_app(wiring: Wiring) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings = wiring.settings
+        pool = make_pool(wiring.database_url, settings.database)
+        app.state.pool = pool
+        app.state.health = wiring.health
+
+        consumer = MqttConsumer(
+            wiring.broker,
+            ConsumerOptions(
+                client_id=settings.mqtt.client_id,
+                keepalive_s=settings.mqtt.keepalive_s,
+                shared_group=None if wiring.broker_is_embedded else settings.mqtt.shared_group,
+                # The embedded broker (amqtt) speaks MQTT 3.1.1 only.
+                protocol=aiomqtt.ProtocolVersion.V311
+                if wiring.broker_is_embedded
+                else aiomqtt.ProtocolVersion.V5,
+            ),
+            on_message=_log_message,
+            health=wiring.health,
+        )
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        tasks = [
+            _supervised(_open_store(wiring, pool, scheduler), "store", wiring.on_fatal),
+            _supervised(consumer.run(), "mqtt-consumer", wiring.on_fatal),
+        ]
+        scheduler.start()
+        try:
+            yield
+        finally:
+            scheduler.shutdown(wait=False)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await pool.close()
+            logger.info("stopped")
+
+    app = FastAPI(
+        title="rpm",
+        version=rpm.__version__,
+        summary="Remote patient monitoring: device readings, care-plan rules and alerts.",
+        lifespan=lifespan,
+    )
+    app.include_router(health_api.router)
+    return app
+
+
+def _supervised(
+    coroutine: object, name: str, on_fatal: Callable[[str], None]
+) -> asyncio.Task[None]:
+    """Run a long-lived task; if it dies of anything but cancellation, stop the service."""
+    task: asyncio.Task[None] = asyncio.create_task(coroutine, name=name)  # type: ignore[arg-type]
+
+    def _done(finished: asyncio.Task[None]) -> None:
+        if not finished.cancelled() and finished.exception() is not None:
+            logger.critical("task %s failed", name, exc_info=finished.exception())
+            on_fatal(f"task {name} failed: {finished.exception()}")
+
+    task.add_done_callback(_done)
+    return task
+
+
+async def _open_store(
+    wiring: Wiring, pool: AsyncConnectionPool, scheduler: AsyncIOScheduler
+) -> None:
+    """Wait for the database, migrate it, open the pool, then probe it on a schedule."""
+    backoff = Backoff()
+    while True:
+        try:
+            report = await prepare_schema(wiring.database_url, wiring.settings.database)
+            break
+        except psycopg.OperationalError as exc:
+            delay = backoff.next_delay()
+            wiring.health.set("database", False, f"{_first_line(exc)}; retrying in {delay:.0f} s")
+            await asyncio.sleep(delay)
+        except (MigrationError, TimescaleUnavailable, psycopg.Error) as exc:
+            # Not a connection problem: retrying would not help and would hide it.
+            logger.critical("cannot prepare the database: %s", exc)
+            wiring.on_fatal(f"cannot prepare the database: {exc}")
+            return
+    logger.info(
+        "database schema ready (%s; %s)",
+        f"applied {', '.join(report.applied)}" if report.applied else "up to date",
+        "TimescaleDB" if report.timescale else "plain PostgreSQL",
+    )
+    await pool.open(wait=False)
+    await _probe_database(pool, wiring.health)
+    scheduler.add_job(
+        _probe_database,
+        "interval",
+        seconds=DATABASE_PROBE_INTERVAL_S,
+        args=[pool, wiring.health],
+        id="probe-database",
+        max_instances=1,
+        coalesce=True,
+    )
+
+
+async def _probe_database(pool: AsyncConnectionPool, health: Health) -> None:
+    try:
+        async with pool.connection(timeout=DATABASE_PROBE_INTERVAL_S) as conn:
+            await conn.execute("SELECT 1")
+    except (psycopg.Error, TimeoutError) as exc:
+        health.set("database", False, _first_line(exc))
+    else:
+        health.set("database", True)
+
+
+async def _log_message(message: aiomqtt.Message) -> None:
+    logger.debug("message on %s (%d bytes)", message.topic, len(bytes(message.payload or b"")))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,0 +1,186 @@
+"""Typed settings, read from `RPM_*` environment variables and a `.env` file.
+
+Each area has its own prefix (`RPM_DATABASE_`, `RPM_MQTT_`, `RPM_HTTP_`, ...), so every
+variable is named `RPM_<AREA>_<FIELD>` and listed in the README with its default.
+`load_settings()` turns pydantic's validation errors into one `SettingsError` whose
+message names each bad variable and what it expects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_FILE = ".env"
+
+
+class SettingsError(Exception):
+    """A setting has a value the service cannot start with."""
+
+
+class _Area(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=ENV_FILE, env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+
+class ServiceSettings(_Area):
+    model_config = SettingsConfigDict(env_prefix="RPM_")
+
+    data_dir: Path = Field(
+        Path(".rpm"),
+        description="Where the embedded database and broker keep their data.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+
+class DatabaseSettings(_Area):
+    model_config = SettingsConfigDict(env_prefix="RPM_DATABASE_")
+
+    url: str | None = Field(
+        None,
+        description="postgresql:// URL of the store; unset starts an embedded PostgreSQL.",
+    )
+    pool_min_size: int = Field(2, ge=1)
+    pool_max_size: int = Field(10, ge=1)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    timescale: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="auto: use TimescaleDB when the extension is available; on: require it.",
+    )
+    chunk_interval_days: int = Field(7, ge=1)
+    compress_after_days: int = Field(30, ge=1)
+    retention_days: int | None = Field(
+        None, ge=1, description="Drop readings older than this (TimescaleDB only); unset: keep."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("expected a postgresql:// URL, e.g. postgresql://rpm@db:5432/rpm")
+        return value
+
+
+class MqttSettings(_Area):
+    model_config = SettingsConfigDict(env_prefix="RPM_MQTT_")
+
+    url: str | None = Field(
+        None,
+        description="mqtt:// or mqtts:// URL of the broker; unset starts an embedded broker.",
+    )
+    client_id: str = Field("rpm-ingest", min_length=1, max_length=23)
+    shared_group: str = Field(
+        "rpm", pattern=r"^[A-Za-z0-9_-]+$", description="MQTT shared-subscription group."
+    )
+    keepalive_s: int = Field(30, ge=5)
+    embedded_port: int = Field(
+        1884, ge=1, le=65535, description="Port of the embedded broker (beside a system 1883)."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _mqtt_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("expected mqtt://[user:password@]host[:port] or mqtts://...")
+        try:
+            parts.port  # noqa: B018 - parsing the port is the check
+        except ValueError as exc:
+            raise ValueError(f"the port is not a number from 1 to 65535 ({exc})") from None
+        return value
+
+
+class HttpSettings(_Area):
+    model_config = SettingsConfigDict(env_prefix="RPM_HTTP_")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where the MQTT broker is, parsed from `RPM_MQTT_URL` or the embedded defaults."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def from_url(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        tls = parts.scheme == "mqtts"
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (8883 if tls else 1883),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+        )
+
+    def __str__(self) -> str:
+        """The address without credentials, for logs."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    service: ServiceSettings
+    database: DatabaseSettings
+    mqtt: MqttSettings
+    http: HttpSettings
+
+
+_AREAS: dict[str, type[_Area]] = {
+    "service": ServiceSettings,
+    "database": DatabaseSettings,
+    "mqtt": MqttSettings,
+    "http": HttpSettings,
+}
+
+
+def load_settings() -> Settings:
+    """Read every area; raise `SettingsError` listing every bad variable at once."""
+    areas: dict[str, _Area] = {}
+    problems: list[str] = []
+    for name, area in _AREAS.items():
+        try:
+            areas[name] = area()
+        except ValidationError as exc:
+            problems.extend(_describe(area, exc))
+    if problems:
+        raise SettingsError("invalid settings:\n" + "\n".join(f"  {p}" for p in problems))
+    settings = Settings.model_validate(areas)
+    if settings.database.pool_min_size > settings.database.pool_max_size:
+        raise SettingsError(
+            "invalid settings:\n  RPM_DATABASE_POOL_MIN_SIZE: must not exceed "
+            f"RPM_DATABASE_POOL_MAX_SIZE ({settings.database.pool_max_size})"
+        )
+    return settings
+
+
+_SENSITIVE = ("url", "password", "secret", "token", "key")
+
+
+def _describe(area: type[_Area], exc: ValidationError) -> list[str]:
+    prefix = str(area.model_config.get("env_prefix", ""))
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        variable = (prefix + field).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        # URLs and secrets may carry credentials: name the variable, never echo its value.
+        shown = "" if any(word in field for word in _SENSITIVE) else f"={error['input']!r}"
+        lines.append(f"{variable}{shown}: {message}")
+    return lines

@@ -1,0 +1,1 @@
+"""The store: connection pool, migrations and the TimescaleDB branch."""

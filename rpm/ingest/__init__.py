@@ -1,0 +1,1 @@
+"""Ingest: device messages in, readings and rejections out."""
