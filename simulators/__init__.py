@@ -1,0 +1,1 @@
+"""Device simulators: they talk to rpm only over MQTT and HTTP, like a device."""

@@ -1,0 +1,81 @@
+"""docker-compose.yml cannot run here (no Docker engine): check what can be checked."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.main import get_command
+
+from rpm.cli import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_parses_and_names_the_three_services() -> None:
+    assert set(COMPOSE["services"]) == {"db", "mqtt", "rpm"}
+    assert COMPOSE["services"]["db"]["image"].startswith("timescale/timescaledb:")
+    assert COMPOSE["services"]["mqtt"]["image"].startswith("eclipse-mosquitto:2")
+
+
+@pytest.mark.parametrize("service", ["db", "mqtt", "rpm"])
+def test_every_service_has_a_health_check_and_restarts(service: str) -> None:
+    definition = COMPOSE["services"][service]
+    assert definition["healthcheck"]["test"]
+    assert definition["restart"] == "unless-stopped"
+
+
+def test_every_mounted_file_exists() -> None:
+    for name, service in COMPOSE["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).is_file(), f"{name} mounts missing {source}"
+            else:
+                assert source in COMPOSE["volumes"], f"{name} uses undeclared volume {source}"
+
+
+def test_the_entrypoint_runs_the_mounted_config() -> None:
+    mqtt = COMPOSE["services"]["mqtt"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in mqtt["volumes"]}
+    entrypoint = mqtt["entrypoint"][-1]
+    assert entrypoint in mounts
+    script = (ROOT / mounts[entrypoint]).read_text()
+    config = re.search(r"mosquitto -c (\S+)", script)
+    assert config is not None
+    assert config[1] in mounts
+
+
+def test_mosquitto_config_is_what_the_service_relies_on() -> None:
+    conf = dict(
+        line.split(None, 1)
+        for line in (ROOT / "deploy/mosquitto/mosquitto.conf").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert conf["persistence"] == "true"
+    assert int(conf["autosave_interval"]) <= 60
+    assert conf["allow_anonymous"] == "false"
+    assert int(conf["max_inflight_messages"]) >= 1000
+    acl = (ROOT / "deploy/mosquitto/acl").read_text()
+    assert "pattern write rpm/v1/devices/%u/readings" in acl
+
+
+def test_the_rpm_service_is_built_here_and_runs_a_real_command() -> None:
+    rpm = COMPOSE["services"]["rpm"]
+    assert (ROOT / rpm["build"] / "Dockerfile").is_file()
+    program, command, *_ = rpm["command"]
+    assert program == "rpm"
+    assert command in get_command(cli).commands  # type: ignore[attr-defined]
+    assert {"db", "mqtt"} == set(rpm["depends_on"])
+
+
+def test_every_file_the_dockerfile_copies_exists() -> None:
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            *sources, _destination = shlex.split(line)[1:]
+            for source in sources:
+                assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
