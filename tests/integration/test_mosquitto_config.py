@@ -7,18 +7,15 @@ docker-compose.yml mounts are rewritten to this test's directory.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
-from tests.support import free_port
+from tests.support import MosquittoProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORDS = {"rpm-ingest": "ingest-test-pw", "BP-0001": "device-1-pw", "BP-0002": "device-2-pw"}
@@ -26,9 +23,8 @@ PASSWORDS = {"rpm-ingest": "ingest-test-pw", "BP-0001": "device-1-pw", "BP-0002"
 
 @pytest.fixture
 def broker_port(tmp_path: Path) -> Iterator[int]:
-    if shutil.which("mosquitto") is None or shutil.which("mosquitto_passwd") is None:
+    if shutil.which("mosquitto_passwd") is None:
         pytest.skip("Mosquitto is not installed (Debian package mosquitto)")
-    port = free_port()
     passwd = tmp_path / "passwd"
     passwd.touch(mode=0o600)
     for user, password in PASSWORDS.items():
@@ -36,32 +32,15 @@ def broker_port(tmp_path: Path) -> Iterator[int]:
     (tmp_path / "data").mkdir()
     config = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
     config = (
-        config.replace("listener 1883", f"listener {port} 127.0.0.1")
+        config.replace("listener 1883\n", "")
         .replace("/mosquitto/data/passwd", str(passwd))
         .replace("/mosquitto/data/", f"{tmp_path / 'data'}/")
         .replace("/mosquitto/config/acl", str(ROOT / "deploy/mosquitto/acl"))
     )
-    # Run as whoever runs the tests (as root Mosquitto would switch to its own user).
-    config += f"\nuser {os.environ.get('USER') or 'root'}\n" if os.geteuid() == 0 else ""
-    (tmp_path / "mosquitto.conf").write_text(config)
-    broker = subprocess.Popen(
-        ["mosquitto", "-c", str(tmp_path / "mosquitto.conf")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        assert broker.poll() is None, f"mosquitto refused the config:\n{broker.stdout.read()}"  # type: ignore[union-attr]
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "mosquitto did not start"
-            time.sleep(0.05)
-    yield port
-    broker.terminate()
-    broker.communicate(timeout=10)
+    broker = MosquittoProcess(config, tmp_path)
+    broker.start()
+    yield broker.port
+    broker.stop()
 
 
 def _client(port: int, user: str | None) -> aiomqtt.Client:

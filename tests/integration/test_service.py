@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,7 +19,7 @@ from rpm.config import (
     ServiceSettings,
     Settings,
 )
-from tests.support import free_port
+from tests.support import MosquittoProcess, free_port
 
 
 def _wiring(database_url: str, broker: BrokerAddress, fatal: list[str]) -> Wiring:
@@ -109,3 +110,19 @@ def test_a_database_ahead_of_the_code_stops_the_service(
             time.sleep(0.05)
         assert client.get("/readyz").status_code == 503
     assert "has migration 0999" in fatal[0]
+
+
+def test_readiness_follows_a_broker_that_goes_away_and_comes_back(
+    db_url: str, tmp_path: Path, fatal: list[str]
+) -> None:
+    broker = MosquittoProcess("allow_anonymous true", tmp_path)
+    broker.start()
+    address = BrokerAddress("127.0.0.1", broker.port)
+    with TestClient(create_app(_wiring(db_url, address, fatal))) as client:
+        _wait_for(client, {"database": True, "broker": True})
+        broker.stop()
+        _wait_for(client, {"broker": False})
+        broker.start()
+        _wait_for(client, {"broker": True}, timeout=40)
+    broker.stop()
+    assert fatal == []
