@@ -26,7 +26,16 @@ from rpm.devices.checks import (
     check_time,
     parse_timestamp,
 )
-from rpm.devices.model import Decoded, MealContext, Reading, ReadingKind, Reason, Rejection, Source
+from rpm.devices.model import (
+    Decoded,
+    DeviceStatus,
+    MealContext,
+    Reading,
+    ReadingKind,
+    Reason,
+    Rejection,
+    Source,
+)
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_READINGS_PER_MESSAGE = 10_000
@@ -408,7 +417,7 @@ def _decode_format(item: object) -> Reading | Rejection:
         ):
             return _from_omh(item)
     except ValidationError as exc:
-        return _schema_rejection(exc)
+        return schema_rejection(exc)
     return Rejection(
         Reason.UNKNOWN_FORMAT,
         'neither a native reading (with "kind") nor an Open mHealth blood-pressure, '
@@ -416,7 +425,7 @@ def _decode_format(item: object) -> Reading | Rejection:
     )
 
 
-def _schema_rejection(exc: ValidationError) -> Rejection:
+def schema_rejection(exc: ValidationError) -> Rejection:
     problems = []
     reason = Reason.SCHEMA
     for error in exc.errors(include_url=False)[:5]:
@@ -428,3 +437,31 @@ def _schema_rejection(exc: ValidationError) -> Rejection:
             reason = Reason.UNIT
         problems.append(f"{location}: {message}")
     return Rejection(reason, "; ".join(problems))
+
+
+# --- device status ----------------------------------------------------------------------
+
+
+class StatusPayload(_Strict):
+    """`rpm/v1/devices/{serial}/status`: what a device says of itself."""
+
+    battery: Annotated[int, Field(strict=True, ge=0, le=100)] | None = None
+    signal_dbm: Annotated[int, Field(strict=True, ge=-150, le=0)] | None = None
+    firmware: Annotated[str, Field(max_length=64)] | None = None
+    reported_at: str | None = None
+
+
+def decode_status(payload: bytes) -> DeviceStatus | Rejection:
+    try:
+        status = StatusPayload.model_validate_json(payload)
+    except ValidationError as exc:
+        if any(error["type"] == "json_invalid" for error in exc.errors()):
+            return Rejection(Reason.MALFORMED_JSON, "a status message must be a JSON object")
+        return schema_rejection(exc)
+    reported_at = None
+    if status.reported_at is not None:
+        parsed = parse_timestamp(status.reported_at, "reported_at")
+        if isinstance(parsed, Rejection):
+            return parsed
+        reported_at = parsed
+    return DeviceStatus(reported_at, status.battery, status.signal_dbm, status.firmware)

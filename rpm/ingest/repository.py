@@ -1,0 +1,175 @@
+"""The ingest SQL: device look-up for a batch, and writing what the batch became.
+
+Readings go in by binary COPY into a per-session staging table, then one
+`INSERT ... SELECT ... ON CONFLICT DO NOTHING` against the natural key, so that a
+redelivered or re-sent reading is dropped by the database, not by luck.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+
+from rpm.devices.model import DeviceKind
+from rpm.ingest.pipeline import Assignment, BatchPlan, KnownDevice, ReadingRow
+
+_READING_COLUMNS = (
+    "device_id", "kind", "measured_at", "patient_id", "received_at", "measured_utc_offset_min",
+    "systolic_mmhg", "diastolic_mmhg", "pulse_bpm", "weight_kg", "glucose_mg_dl",
+    "meal_context", "statistic", "original", "source", "device_reading_id",
+)  # fmt: skip
+_READING_TYPES = (
+    "int8", "text", "timestamptz", "int8", "timestamptz", "int2",
+    "float4", "float4", "float4", "float8", "float4",
+    "text", "text", "jsonb", "text", "text",
+)  # fmt: skip
+_COLUMNS = ", ".join(_READING_COLUMNS)
+
+# ON COMMIT DELETE ROWS: the staging table is empty at the start of every batch.
+_CREATE_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS reading_staging"
+    " (LIKE reading INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_COPY = f"COPY reading_staging ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+# Built from the column constants above, nothing else.
+_INSERT = (
+    f"INSERT INTO reading ({_COLUMNS}) SELECT {_COLUMNS} FROM reading_staging"  # noqa: S608
+    " ON CONFLICT DO NOTHING RETURNING device_id, kind, measured_at"
+)
+
+_DEVICES = """
+SELECT d.id, d.serial, d.kind, d.status = 'active',
+       coalesce(array_agg(a.patient_id ORDER BY a.assigned_at)
+                FILTER (WHERE a.id IS NOT NULL), '{}'),
+       coalesce(array_agg(a.assigned_at ORDER BY a.assigned_at)
+                FILTER (WHERE a.id IS NOT NULL), '{}'),
+       coalesce(array_agg(a.unassigned_at ORDER BY a.assigned_at)
+                FILTER (WHERE a.id IS NOT NULL), '{}')
+FROM device d
+LEFT JOIN device_assignment a ON a.device_id = d.id
+WHERE d.serial = ANY(%s)
+GROUP BY d.id
+"""
+
+_DEAD_LETTER = """
+INSERT INTO rejected_message (received_at, source, topic, device_serial, payload, reason, detail)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+"""
+
+_STATUS = """
+UPDATE device SET battery_percent = coalesce(%s, battery_percent),
+                  signal_dbm = coalesce(%s, signal_dbm),
+                  firmware = coalesce(%s, firmware),
+                  status_reported_at = %s
+WHERE id = %s AND (status_reported_at IS NULL OR status_reported_at <= %s)
+"""
+
+_LAST_SEEN = """
+UPDATE device SET last_seen_at = greatest(device.last_seen_at, seen.at)
+FROM unnest(%s::bigint[], %s::timestamptz[]) AS seen(id, at)
+WHERE device.id = seen.id
+"""
+
+Connection = AsyncConnection[TupleRow]
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    inserted: list[ReadingRow]
+    duplicates: int
+    dead_letters: int
+
+
+async def load_devices(conn: Connection, serials: Iterable[str]) -> dict[str, KnownDevice]:
+    cursor = await conn.execute(_DEVICES, [list(serials)])
+    devices = {}
+    for device_id, serial, kind, active, patients, starts, ends in await cursor.fetchall():
+        periods = tuple(Assignment(*period) for period in zip(patients, starts, ends, strict=True))
+        devices[serial] = KnownDevice(device_id, serial, DeviceKind(kind), active, periods)
+    return devices
+
+
+async def store(conn: Connection, plan: BatchPlan) -> StoredBatch:
+    """Write the batch; the caller owns the transaction and commits it."""
+    inserted = await _insert_readings(conn, plan.rows)
+    if plan.dead_letters:
+        async with conn.cursor() as cursor:
+            await cursor.executemany(
+                _DEAD_LETTER,
+                [
+                    (
+                        d.envelope.received_at,
+                        d.envelope.transport.value,
+                        d.envelope.topic,
+                        d.device_serial,
+                        d.envelope.payload,
+                        d.reason.value,
+                        d.detail,
+                    )
+                    for d in plan.dead_letters
+                ],
+            )
+    if plan.statuses:
+        async with conn.cursor() as cursor:
+            await cursor.executemany(
+                _STATUS,
+                [
+                    (
+                        s.status.battery_percent,
+                        s.status.signal_dbm,
+                        s.status.firmware,
+                        reported := s.status.reported_at or s.received_at,
+                        s.device_id,
+                        reported,
+                    )
+                    for s in plan.statuses
+                ],
+            )
+    if plan.last_seen:
+        await conn.execute(_LAST_SEEN, [list(plan.last_seen), list(plan.last_seen.values())])
+    return StoredBatch(inserted, len(plan.rows) - len(inserted), len(plan.dead_letters))
+
+
+async def _insert_readings(conn: Connection, rows: Sequence[ReadingRow]) -> list[ReadingRow]:
+    if not rows:
+        return []
+    await conn.execute(_CREATE_STAGING)
+    async with conn.cursor() as cursor:
+        async with cursor.copy(_COPY) as copy:
+            copy.set_types(list(_READING_TYPES))
+            for row in rows:
+                r = row.reading
+                await copy.write_row(
+                    (
+                        row.device_id,
+                        r.kind.value,
+                        r.measured_at,
+                        row.patient_id,
+                        row.received_at,
+                        r.utc_offset_min,
+                        r.systolic_mmhg,
+                        r.diastolic_mmhg,
+                        r.pulse_bpm,
+                        r.weight_kg,
+                        r.glucose_mg_dl,
+                        r.meal_context.value if r.meal_context else None,
+                        r.statistic,
+                        Jsonb(r.original),
+                        r.source.value,
+                        r.device_reading_id,
+                    )
+                )
+        await cursor.execute(_INSERT)
+        keys = {(device, kind, at) for device, kind, at in await cursor.fetchall()}
+    # A key repeated within the batch was inserted once: report its first row.
+    inserted = []
+    for row in rows:
+        key = (row.device_id, row.reading.kind.value, row.reading.measured_at)
+        if key in keys:
+            keys.discard(key)
+            inserted.append(row)
+    return inserted
