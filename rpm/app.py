@@ -29,6 +29,7 @@ from rpm.db.store import make_pool, prepare_schema
 from rpm.db.timescale import TimescaleUnavailable
 from rpm.health import Health
 from rpm.ingest.consumer import ConsumerOptions, MqttConsumer
+from rpm.ingest.service import IngestService
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         app.state.pool = pool
         app.state.health = wiring.health
 
+        ingest = IngestService(pool, settings.ingest.time_limits())
         consumer = MqttConsumer(
             wiring.broker,
             ConsumerOptions(
@@ -66,15 +68,23 @@ def create_app(wiring: Wiring) -> FastAPI:
                 protocol=aiomqtt.ProtocolVersion.V311
                 if wiring.broker_is_embedded
                 else aiomqtt.ProtocolVersion.V5,
+                batch_size=settings.ingest.batch_size,
+                session_expiry_s=settings.mqtt.session_expiry_s,
             ),
-            on_message=_log_message,
-            health=wiring.health,
+            ingest,
+            wiring.health,
         )
         scheduler = AsyncIOScheduler(timezone=UTC)
-        tasks = [
-            _supervised(_open_store(wiring, pool, scheduler), "store", wiring.on_fatal),
-            _supervised(consumer.run(), "mqtt-consumer", wiring.on_fatal),
-        ]
+        tasks: list[asyncio.Task[None]] = []
+
+        async def start() -> None:
+            await _open_store(wiring, pool, scheduler)
+            if pool.closed:
+                return
+            # Consume only once the store can take what arrives.
+            tasks.append(_supervised(consumer.run(), "mqtt-consumer", wiring.on_fatal))
+
+        tasks.append(_supervised(start(), "store", wiring.on_fatal))
         scheduler.start()
         try:
             yield
@@ -155,10 +165,6 @@ async def _probe_database(pool: AsyncConnectionPool, health: Health) -> None:
         health.set("database", False, _first_line(exc))
     else:
         health.set("database", True)
-
-
-async def _log_message(message: aiomqtt.Message) -> None:
-    logger.debug("message on %s (%d bytes)", message.topic, len(bytes(message.payload or b"")))
 
 
 def _first_line(exc: BaseException) -> str:

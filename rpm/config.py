@@ -8,13 +8,17 @@ message names each bad variable and what it expects.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rpm.devices.checks import TimeLimits
 
 ENV_FILE = ".env"
 
@@ -75,11 +79,19 @@ class MqttSettings(_Area):
         None,
         description="mqtt:// or mqtts:// URL of the broker; unset starts an embedded broker.",
     )
-    client_id: str = Field("rpm-ingest", min_length=1, max_length=23)
+    client_id: str = Field(
+        default_factory=lambda: f"rpm-{socket.gethostname()}"[:23],
+        min_length=1,
+        max_length=23,
+        description="MQTT client id; unique per process and stable across its restarts.",
+    )
     shared_group: str = Field(
         "rpm", pattern=r"^[A-Za-z0-9_-]+$", description="MQTT shared-subscription group."
     )
     keepalive_s: int = Field(30, ge=5)
+    session_expiry_s: int = Field(
+        7 * 24 * 3600, ge=0, description="MQTT 5: how long the broker keeps our session."
+    )
     embedded_port: int = Field(
         1884, ge=1, le=65535, description="Port of the embedded broker (beside a system 1883)."
     )
@@ -97,6 +109,24 @@ class MqttSettings(_Area):
         except ValueError as exc:
             raise ValueError(f"the port is not a number from 1 to 65535 ({exc})") from None
         return value
+
+
+class IngestSettings(_Area):
+    model_config = SettingsConfigDict(env_prefix="RPM_INGEST_")
+
+    batch_size: int = Field(500, ge=1, le=5000, description="Most messages per commit.")
+    max_future_s: int = Field(
+        300, ge=0, description="Reject readings stamped further ahead of their receipt."
+    )
+    max_age_days: int | None = Field(
+        365, ge=1, description="Reject readings older than this; unset accepts any age."
+    )
+
+    def time_limits(self) -> TimeLimits:
+        return TimeLimits(
+            max_future=timedelta(seconds=self.max_future_s),
+            max_age=None if self.max_age_days is None else timedelta(days=self.max_age_days),
+        )
 
 
 class HttpSettings(_Area):
@@ -139,6 +169,7 @@ class Settings(BaseModel):
     service: ServiceSettings
     database: DatabaseSettings
     mqtt: MqttSettings
+    ingest: IngestSettings
     http: HttpSettings
 
 
@@ -146,6 +177,7 @@ _AREAS: dict[str, type[_Area]] = {
     "service": ServiceSettings,
     "database": DatabaseSettings,
     "mqtt": MqttSettings,
+    "ingest": IngestSettings,
     "http": HttpSettings,
 }
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rpm.health import Health
 
@@ -24,3 +25,8 @@ async def readyz(request: Request) -> JSONResponse:
     health: Health = request.app.state.health
     body = {"ready": health.ready, **health.snapshot()}
     return JSONResponse(body, status_code=200 if health.ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,28 +1,46 @@
-"""The MQTT adapter: subscribe to the device topics and keep subscribed.
+"""The MQTT adapter: consume device messages in batches, acknowledge after the commit.
 
-A reconnect loop with backoff wraps the client: a broker that is down at start-up or
-goes away later is retried, logged once per outage, and reported to `/readyz`.
+QoS 1 with a persistent session: the broker keeps a message until we acknowledge it, and
+we acknowledge a batch only once `IngestService.ingest` has committed it, as readings
+or dead letters. A crash at any point before that leaves the messages unacknowledged, and
+the broker delivers them again when the session resumes; the reading's natural key makes
+the second delivery harmless.
+
+aiomqtt 2.x has no public manual acknowledgement; the paho client under it does
+(`manual_ack_set`, `ack(mid, qos)`). Everything that reaches past aiomqtt's public API is
+in `_ManualAckClient` below, and `tests/integration/test_consumer.py` proves that an
+unacknowledged message is delivered again.
+
+Batches form by themselves: the consumer takes every message that is already waiting (up
+to the batch size), so under load a batch holds what arrived during the previous commit
+and at low rates a message is stored at once rather than waiting for company.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import aiomqtt
+import paho.mqtt.client as paho
+import psycopg
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from psycopg_pool import PoolTimeout
 
 from rpm.backoff import Backoff
 from rpm.config import BrokerAddress
 from rpm.health import Health
+from rpm.ingest import metrics
+from rpm.ingest.pipeline import Envelope, Transport
+from rpm.ingest.service import IngestService
 
 logger = logging.getLogger(__name__)
 
 READINGS_TOPIC = "rpm/v1/devices/+/readings"
 STATUS_TOPIC = "rpm/v1/devices/+/status"
-
-MessageHandler = Callable[[aiomqtt.Message], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -32,10 +50,80 @@ class ConsumerOptions:
     # None subscribes plainly: the embedded broker has no shared subscriptions.
     shared_group: str | None
     protocol: aiomqtt.ProtocolVersion
+    batch_size: int = 500
+    # How long the broker keeps our session (and our unacknowledged messages) while we are
+    # disconnected. MQTT 5 only; with 3.1.1 the broker's own setting applies.
+    session_expiry_s: int = 7 * 24 * 3600
 
     def topic_filters(self) -> list[str]:
         prefix = f"$share/{self.shared_group}/" if self.shared_group else ""
         return [prefix + READINGS_TOPIC, prefix + STATUS_TOPIC]
+
+
+class _ManualAckClient:
+    """aiomqtt's client with acknowledgement left to us, and a batch-wise message getter.
+
+    The only place that touches aiomqtt's private attributes (`_client`, `_queue`,
+    `_disconnected`): pinned to aiomqtt 2.x in pyproject.toml.
+    """
+
+    def __init__(self, address: BrokerAddress, options: ConsumerOptions) -> None:
+        v5 = options.protocol == aiomqtt.ProtocolVersion.V5
+        properties = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = options.session_expiry_s
+            # At most this many unacknowledged messages in flight to us: two batches' worth,
+            # so the next batch arrives while the last one commits.
+            properties.ReceiveMaximum = min(65535, 2 * options.batch_size)
+        self.client = aiomqtt.Client(
+            address.host,
+            address.port,
+            username=address.username,
+            password=address.password,
+            identifier=options.client_id,
+            protocol=options.protocol,
+            keepalive=options.keepalive_s,
+            tls_params=aiomqtt.TLSParameters() if address.tls else None,
+            # A persistent session: unacknowledged messages survive our restart.
+            clean_session=None if v5 else False,
+            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+        )
+        self.client._client.manual_ack_set(True)
+        self._getter: asyncio.Task[aiomqtt.Message] | None = None
+
+    def ack(self, message: aiomqtt.Message) -> None:
+        if message.qos > 0:
+            self.client._client.ack(message.mid, message.qos)
+
+    async def next_batch(self, size: int) -> list[aiomqtt.Message]:
+        """Wait for one message, then take whatever else is already waiting, up to `size`."""
+        queue: asyncio.Queue[aiomqtt.Message] = self.client._queue
+        disconnected = self.client._disconnected
+        if self._getter is None:
+            self._getter = asyncio.create_task(queue.get())
+        # The getter task is kept across calls rather than cancelled: a get that completes
+        # while being cancelled would drop a message we would then never acknowledge.
+        done, _ = await asyncio.wait(
+            (self._getter, disconnected), return_when=asyncio.FIRST_COMPLETED
+        )
+        if self._getter not in done:
+            raise aiomqtt.MqttError("disconnected while waiting for messages")
+        batch = [self._getter.result()]
+        self._getter = None
+        for attempt in range(2):
+            while len(batch) < size and not queue.empty():
+                batch.append(queue.get_nowait())
+            if attempt == 0 and len(batch) < size:
+                # Let the socket reader run once: more may already be in the kernel buffer.
+                await asyncio.sleep(0)
+        return batch
+
+    def close(self) -> None:
+        if self._getter is not None:
+            self._getter.cancel()
+            self._getter = None
 
 
 class MqttConsumer:
@@ -43,45 +131,78 @@ class MqttConsumer:
         self,
         address: BrokerAddress,
         options: ConsumerOptions,
-        on_message: MessageHandler,
+        ingest: IngestService,
         health: Health,
     ) -> None:
         self._address = address
         self._options = options
-        self._on_message = on_message
+        self._ingest = ingest
         self._health = health
-
-    def _client(self) -> aiomqtt.Client:
-        return aiomqtt.Client(
-            self._address.host,
-            self._address.port,
-            username=self._address.username,
-            password=self._address.password,
-            identifier=self._options.client_id,
-            protocol=self._options.protocol,
-            keepalive=self._options.keepalive_s,
-            tls_params=aiomqtt.TLSParameters() if self._address.tls else None,
-        )
 
     async def run(self) -> None:
         """Consume until cancelled, reconnecting with backoff."""
         backoff = Backoff()
         while True:
+            connection = _ManualAckClient(self._address, self._options)
             try:
-                async with self._client() as client:
+                async with connection.client as client:
                     for topic_filter in self._options.topic_filters():
                         await client.subscribe(topic_filter, qos=1)
                     self._health.set("broker", True)
                     logger.info(
-                        "subscribed to %s on %s",
+                        "subscribed to %s on %s as %s",
                         ", ".join(self._options.topic_filters()),
                         self._address,
+                        self._options.client_id,
                     )
                     backoff.reset()
-                    async for message in client.messages:
-                        await self._on_message(message)
+                    while True:
+                        batch = await connection.next_batch(self._options.batch_size)
+                        await self._commit(batch)
+                        for message in batch:
+                            connection.ack(message)
             except aiomqtt.MqttError as exc:
                 delay = backoff.next_delay()
                 self._health.set("broker", False, f"{self._address}: {exc}")
                 logger.debug("reconnecting to %s in %.1f s", self._address, delay)
                 await asyncio.sleep(delay)
+            finally:
+                connection.close()
+
+    async def _commit(self, batch: list[aiomqtt.Message]) -> None:
+        """Store the batch, retrying while the database is away; never give up on it.
+
+        Until this returns nothing is acknowledged, so the broker holds the messages for
+        us whatever happens to this process meanwhile.
+        """
+        received_at = datetime.now(UTC)
+        envelopes = [
+            Envelope(Transport.MQTT, str(m.topic), _payload_bytes(m.payload), received_at)
+            for m in batch
+        ]
+        metrics.MESSAGES_RECEIVED.labels(Transport.MQTT.value).inc(len(batch))
+        backoff = Backoff()
+        while True:
+            try:
+                await self._ingest.ingest(envelopes)
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                delay = backoff.next_delay()
+                self._health.set("database", False, str(exc).strip().splitlines()[0])
+                logger.warning(
+                    "could not store a batch of %d messages; retrying in %.1f s",
+                    len(batch),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            else:
+                return
+
+
+def _payload_bytes(payload: object) -> bytes:
+    match payload:
+        case bytes() | bytearray():
+            return bytes(payload)
+        case None:
+            return b""
+        case _:
+            return str(payload).encode()

@@ -1,0 +1,174 @@
+"""The MQTT consumer against a real Mosquitto (our own) and the real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiomqtt
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from rpm.app import Wiring, create_app
+from rpm.config import (
+    BrokerAddress,
+    DatabaseSettings,
+    HttpSettings,
+    IngestSettings,
+    MqttSettings,
+    ServiceSettings,
+    Settings,
+)
+from rpm.ingest.consumer import ConsumerOptions, _ManualAckClient
+from tests.support import MosquittoProcess
+
+BROKER_CONFIG = "allow_anonymous true\nmax_inflight_messages 1000\npersistence false\n"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
+    process = MosquittoProcess(BROKER_CONFIG, tmp_path)
+    process.start()
+    yield process
+    process.stop()
+
+
+def _options(client_id: str) -> ConsumerOptions:
+    return ConsumerOptions(
+        client_id=client_id,
+        keepalive_s=30,
+        shared_group=None,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        batch_size=50,
+    )
+
+
+async def _publish(port: int, messages: list[tuple[str, bytes]]) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, identifier="test-device") as device:
+        for topic, payload in messages:
+            await device.publish(topic, payload, qos=1)
+
+
+async def _drain(connection: _ManualAckClient, expected: int) -> list[aiomqtt.Message]:
+    received: list[aiomqtt.Message] = []
+    async with asyncio.timeout(10):
+        while len(received) < expected:
+            received += await connection.next_batch(100)
+    return received
+
+
+async def _nothing_within(connection: _ManualAckClient, seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            await connection.next_batch(100)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def test_an_unacknowledged_message_is_delivered_again(broker: MosquittoProcess) -> None:
+    address = BrokerAddress("127.0.0.1", broker.port)
+    options = _options("ack-test")
+    topics = ["rpm/v1/devices/+/readings"]
+
+    # Subscribe once so that the broker keeps a session for this client id.
+    first = _ManualAckClient(address, options)
+    async with first.client as client:
+        await client.subscribe(topics[0], qos=1)
+    first.close()
+    published = [(f"rpm/v1/devices/BP-{i}/readings", f"m{i}".encode()) for i in range(5)]
+    await _publish(broker.port, published)
+
+    unacked = _ManualAckClient(address, options)
+    async with unacked.client:
+        got = await _drain(unacked, 5)
+        assert sorted(bytes(m.payload) for m in got) == [p for _, p in published]  # type: ignore[arg-type]
+    unacked.close()  # gone without acknowledging anything
+
+    again = _ManualAckClient(address, options)
+    async with again.client:
+        redelivered = await _drain(again, 5)
+        assert sorted(bytes(m.payload) for m in redelivered) == [p for _, p in published]  # type: ignore[arg-type]
+        for message in redelivered:
+            again.ack(message)
+        await asyncio.sleep(0.2)  # let the acknowledgements reach the broker
+    again.close()
+
+    settled = _ManualAckClient(address, options)
+    async with settled.client:
+        assert await _nothing_within(settled, 1.0)
+    settled.close()
+
+
+def _wiring(db_url: str, port: int, fatal: list[str]) -> Wiring:
+    settings = Settings(
+        service=ServiceSettings(),
+        database=DatabaseSettings(url=db_url),
+        mqtt=MqttSettings(client_id="rpm-consumer-test"),
+        ingest=IngestSettings(batch_size=50),
+        http=HttpSettings(),
+    )
+    return Wiring(settings, db_url, BrokerAddress("127.0.0.1", port), False, fatal.append)
+
+
+def _count(db_url: str, sql: str) -> int:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(sql).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _wait_for_count(db_url: str, sql: str, expected: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while (found := _count(db_url, sql)) != expected:
+        assert time.monotonic() < deadline, f"{sql}: {found}, expected {expected}"
+        time.sleep(0.1)
+
+
+def test_published_readings_are_stored_once_and_bad_ones_dead_lettered(
+    db_url: str, broker: MosquittoProcess
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO patient (external_ref, given_name, family_name) VALUES ('P-1', 'T', 'P')"
+        )
+        conn.execute("INSERT INTO device (serial, kind) VALUES ('BP-1', 'blood_pressure_cuff')")
+        conn.execute(
+            "INSERT INTO device_assignment (device_id, patient_id, assigned_at)"
+            " SELECT d.id, p.id, now() - interval '30 days' FROM device d, patient p"
+        )
+    start = datetime.now(UTC) - timedelta(days=1)
+    readings = [
+        (
+            "rpm/v1/devices/BP-1/readings",
+            json.dumps(
+                {
+                    "kind": "blood_pressure",
+                    "measured_at": (start + timedelta(minutes=i)).isoformat(),
+                    "systolic": 120 + i % 20,
+                    "diastolic": 80,
+                    "unit": "mmHg",
+                }
+            ).encode(),
+        )
+        for i in range(300)
+    ]
+    bad = [("rpm/v1/devices/XX-1/readings", b"{}"), ("rpm/v1/devices/BP-1/readings", b"nope")]
+    fatal: list[str] = []
+    with TestClient(create_app(_wiring(db_url, broker.port, fatal))) as client:
+        deadline = time.monotonic() + 20
+        while not client.get("/readyz").json()["ready"]:
+            assert time.monotonic() < deadline, client.get("/readyz").json()
+            time.sleep(0.05)
+        asyncio.run(_publish(broker.port, readings + bad + readings[:50]))
+        _wait_for_count(db_url, "SELECT count(*) FROM rejected_message", 2)
+        _wait_for_count(db_url, "SELECT count(*) FROM reading", 300)
+        metrics = client.get("/metrics").text
+    assert fatal == []
+    assert "rpm_ingest_readings_stored_total" in metrics
+    assert 'rpm_ingest_messages_rejected_total{reason="malformed_json"}' in metrics
