@@ -58,6 +58,7 @@ GROUP BY d.id
 _DEAD_LETTER = """
 INSERT INTO rejected_message (received_at, source, topic, device_serial, payload, reason, detail)
 VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (topic, payload_sha256) WHERE replayed_at IS NULL DO NOTHING
 """
 
 _STATUS = """

@@ -167,3 +167,12 @@ async def test_a_deactivated_device_is_dead_lettered(conn: Conn, service: Ingest
     await registry.deactivate(conn, "BP-1")
     result = await service.ingest([_message("BP-1", _bp(NOW))])
     assert (result.stored, result.rejected_messages) == (0, 1)
+
+
+async def test_a_redelivered_rejected_message_is_kept_once(
+    conn: Conn, service: IngestService
+) -> None:
+    message = Envelope(Transport.MQTT, "rpm/v1/devices/BP-1/readings", b"{oops", NOW)
+    await service.ingest([message])
+    await service.ingest([message, message])
+    assert await _count(conn, "SELECT count(*) FROM rejected_message") == 1

@@ -13,6 +13,12 @@ ALTER TABLE rejected_message
     ADD COLUMN replay_result  text;
 CREATE INDEX rejected_message_pending_idx ON rejected_message (received_at DESC)
     WHERE replayed_at IS NULL;
+-- A message redelivered after a crash between commit and acknowledgement must not be
+-- dead-lettered twice: identical bytes on the same topic are kept once until replayed.
+ALTER TABLE rejected_message
+    ADD COLUMN payload_sha256 bytea GENERATED ALWAYS AS (sha256(payload)) STORED;
+CREATE UNIQUE INDEX rejected_message_once_idx ON rejected_message (topic, payload_sha256)
+    WHERE replayed_at IS NULL;
 
 -- Vendors that push readings over HTTPS (cellular gateways). Each integration has its own
 -- secret, sent in a header; only its SHA-256 is kept (it is a random 256-bit token, so a
