@@ -12,6 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from rpm.app import Wiring
+from rpm.config import (
+    BrokerAddress,
+    DatabaseSettings,
+    HttpSettings,
+    IngestSettings,
+    MqttSettings,
+    ServiceSettings,
+    Settings,
+)
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -61,3 +72,15 @@ class MosquittoProcess:
             self._process.send_signal(sig)
             self._process.communicate(timeout=10)
             self._process = None
+
+
+def wiring(database_url: str, broker: BrokerAddress, fatal: list[str]) -> Wiring:
+    """What `rpm up` would wire for this database and broker; fatal errors land in `fatal`."""
+    settings = Settings(
+        service=ServiceSettings(),
+        database=DatabaseSettings(url=database_url, connect_timeout_s=2),
+        mqtt=MqttSettings(client_id=f"rpm-test-{free_port()}"),
+        ingest=IngestSettings(batch_size=50),
+        http=HttpSettings(),
+    )
+    return Wiring(settings, database_url, broker, broker_is_embedded=False, on_fatal=fatal.append)

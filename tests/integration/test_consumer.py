@@ -14,18 +14,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from rpm.app import Wiring, create_app
-from rpm.config import (
-    BrokerAddress,
-    DatabaseSettings,
-    HttpSettings,
-    IngestSettings,
-    MqttSettings,
-    ServiceSettings,
-    Settings,
-)
+from rpm.app import create_app
+from rpm.config import BrokerAddress
 from rpm.ingest.consumer import ConsumerOptions, _ManualAckClient
-from tests.support import MosquittoProcess
+from tests.support import MosquittoProcess, wiring
 
 BROKER_CONFIG = "allow_anonymous true\nmax_inflight_messages 1000\npersistence false\n"
 
@@ -105,17 +97,6 @@ async def test_an_unacknowledged_message_is_delivered_again(broker: MosquittoPro
     settled.close()
 
 
-def _wiring(db_url: str, port: int, fatal: list[str]) -> Wiring:
-    settings = Settings(
-        service=ServiceSettings(),
-        database=DatabaseSettings(url=db_url),
-        mqtt=MqttSettings(client_id="rpm-consumer-test"),
-        ingest=IngestSettings(batch_size=50),
-        http=HttpSettings(),
-    )
-    return Wiring(settings, db_url, BrokerAddress("127.0.0.1", port), False, fatal.append)
-
-
 def _count(db_url: str, sql: str) -> int:
     with psycopg.connect(db_url) as conn:
         row = conn.execute(sql).fetchone()
@@ -160,7 +141,9 @@ def test_published_readings_are_stored_once_and_bad_ones_dead_lettered(
     ]
     bad = [("rpm/v1/devices/XX-1/readings", b"{}"), ("rpm/v1/devices/BP-1/readings", b"nope")]
     fatal: list[str] = []
-    with TestClient(create_app(_wiring(db_url, broker.port, fatal))) as client:
+    with TestClient(
+        create_app(wiring(db_url, BrokerAddress("127.0.0.1", broker.port), fatal))
+    ) as client:
         deadline = time.monotonic() + 20
         while not client.get("/readyz").json()["ready"]:
             assert time.monotonic() < deadline, client.get("/readyz").json()

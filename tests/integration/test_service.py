@@ -10,28 +10,9 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from rpm.app import Wiring, create_app
-from rpm.config import (
-    BrokerAddress,
-    DatabaseSettings,
-    HttpSettings,
-    IngestSettings,
-    MqttSettings,
-    ServiceSettings,
-    Settings,
-)
-from tests.support import MosquittoProcess, free_port
-
-
-def _wiring(database_url: str, broker: BrokerAddress, fatal: list[str]) -> Wiring:
-    settings = Settings(
-        service=ServiceSettings(),
-        database=DatabaseSettings(url=database_url, connect_timeout_s=2),
-        mqtt=MqttSettings(client_id=f"rpm-test-{free_port()}"),
-        ingest=IngestSettings(),
-        http=HttpSettings(),
-    )
-    return Wiring(settings, database_url, broker, broker_is_embedded=False, on_fatal=fatal.append)
+from rpm.app import create_app
+from rpm.config import BrokerAddress
+from tests.support import MosquittoProcess, free_port, wiring
 
 
 def _wait_for(
@@ -55,7 +36,7 @@ def fatal() -> list[str]:
 def test_ready_when_database_and_broker_are_connected(
     db_url: str, mqtt_broker: BrokerAddress, fatal: list[str]
 ) -> None:
-    with TestClient(create_app(_wiring(db_url, mqtt_broker, fatal))) as client:
+    with TestClient(create_app(wiring(db_url, mqtt_broker, fatal))) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         _wait_for(client, {"database": True, "broker": True})
         response = client.get("/readyz")
@@ -70,7 +51,7 @@ def test_a_missing_broker_is_retried_logged_and_not_ready(
     nowhere = BrokerAddress("127.0.0.1", free_port())
     with (
         caplog.at_level(logging.INFO),
-        TestClient(create_app(_wiring(db_url, nowhere, fatal))) as client,
+        TestClient(create_app(wiring(db_url, nowhere, fatal))) as client,
     ):
         _wait_for(client, {"database": True})
         response = client.get("/readyz")
@@ -87,7 +68,7 @@ def test_a_missing_database_is_retried_logged_and_not_ready(
     nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/rpm"
     with (
         caplog.at_level(logging.INFO),
-        TestClient(create_app(_wiring(nowhere, mqtt_broker, fatal))) as client,
+        TestClient(create_app(wiring(nowhere, mqtt_broker, fatal))) as client,
     ):
         deadline = time.monotonic() + 10
         while not any("database not available" in r.getMessage() for r in caplog.records):
@@ -105,7 +86,7 @@ def test_a_database_ahead_of_the_code_stops_the_service(
         conn.execute(
             "INSERT INTO schema_migration (version, name, checksum) VALUES (999, 'future', '')"
         )
-    with TestClient(create_app(_wiring(db_url, mqtt_broker, fatal))) as client:
+    with TestClient(create_app(wiring(db_url, mqtt_broker, fatal))) as client:
         deadline = time.monotonic() + 10
         while not fatal:
             assert time.monotonic() < deadline, "the service did not give up"
@@ -120,7 +101,7 @@ def test_readiness_follows_a_broker_that_goes_away_and_comes_back(
     broker = MosquittoProcess("allow_anonymous true", tmp_path)
     broker.start()
     address = BrokerAddress("127.0.0.1", broker.port)
-    with TestClient(create_app(_wiring(db_url, address, fatal))) as client:
+    with TestClient(create_app(wiring(db_url, address, fatal))) as client:
         _wait_for(client, {"database": True, "broker": True})
         broker.stop()
         _wait_for(client, {"broker": False})
