@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from datetime import datetime
 from types import FrameType
+from typing import Annotated
 
+import psycopg
 import typer
 import uvicorn
 
@@ -17,6 +23,8 @@ from rpm.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from rpm.db.migrate import MigrationError
 from rpm.db.store import prepare_schema
 from rpm.db.timescale import TimescaleUnavailable
+from rpm.devices import registry
+from rpm.devices.model import DeviceKind
 from rpm.ingest.embedded_broker import embedded_broker
 from rpm.logs import configure_logging
 
@@ -69,6 +77,107 @@ async def _migrate(settings: Settings) -> int:
     applied = ", ".join(report.applied) or "nothing to apply"
     typer.echo(f"migrations: {applied}; {'TimescaleDB' if report.timescale else 'PostgreSQL'}")
     return 0
+
+
+devices_cli = typer.Typer(help="The device registry.", no_args_is_help=True)
+cli.add_typer(devices_cli, name="devices")
+
+
+def _registry_call(
+    change: Callable[[registry.Connection], Awaitable[object]],
+) -> object:
+    """Run one registry call against the configured (or embedded) database."""
+    settings = _settings()
+
+    async def run() -> object:
+        async with AsyncExitStack() as stack:
+            url = settings.database.url or await _embedded_database(settings, stack)
+            await prepare_schema(url, settings.database)
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                return await change(conn)
+
+    try:
+        return asyncio.run(run())
+    except registry.RegistryError as exc:
+        typer.echo(f"rpm: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _show(device: object) -> None:
+    if isinstance(device, registry.DeviceRecord):
+        typer.echo(json.dumps(dataclasses.asdict(device), default=str))
+
+
+@devices_cli.command("register")
+def devices_register(
+    serial: str,
+    kind: Annotated[DeviceKind, typer.Option(help="What the device measures.")],
+    model: Annotated[str, typer.Option(help="Make and model, for people.")] = "",
+) -> None:
+    """Register a device under its serial (its MQTT identity)."""
+    _show(_registry_call(lambda conn: registry.register(conn, serial, kind, model)))
+
+
+@devices_cli.command("assign")
+def devices_assign(
+    serial: str,
+    patient_id: int,
+    at: Annotated[
+        str | None, typer.Option(help="When the patient got it, RFC 3339 (default now).")
+    ] = None,
+) -> None:
+    """Give a device to a patient, ending its current assignment."""
+    _show(_registry_call(lambda conn: registry.assign(conn, serial, patient_id, _aware(at))))
+
+
+@devices_cli.command("unassign")
+def devices_unassign(
+    serial: str,
+    at: Annotated[str | None, typer.Option(help="When, RFC 3339 (default now).")] = None,
+) -> None:
+    """End a device's current assignment."""
+    _show(_registry_call(lambda conn: registry.unassign(conn, serial, _aware(at))))
+
+
+@devices_cli.command("deactivate")
+def devices_deactivate(serial: str) -> None:
+    """Retire a device: its messages are dead-lettered from now on."""
+    _show(_registry_call(lambda conn: registry.deactivate(conn, serial)))
+
+
+@devices_cli.command("list")
+def devices_list(
+    after: Annotated[str, typer.Option(help="Start after this serial (paging).")] = "",
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+) -> None:
+    """Devices with their patient, last-seen time and battery, one JSON object a line."""
+    found = _registry_call(
+        lambda conn: registry.list_devices(conn, after_serial=after, limit=limit)
+    )
+    for device in found if isinstance(found, list) else []:
+        _show(device)
+
+
+@devices_cli.command("history")
+def devices_history(serial: str) -> None:
+    """Who had the device, and when."""
+    periods = _registry_call(lambda conn: registry.history(conn, serial))
+    for period in periods if isinstance(periods, list) else []:
+        typer.echo(json.dumps(dataclasses.asdict(period), default=str))
+
+
+def _aware(moment: str | None) -> datetime | None:
+    """An RFC 3339 time; one given without an offset is in the machine's time zone."""
+    if moment is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(moment)
+    except ValueError:
+        typer.echo(
+            f"rpm: --at {moment!r} is not a time such as 2026-11-24T07:30:00-05:00", err=True
+        )
+        raise typer.Exit(2) from None
+    return parsed if parsed.tzinfo is not None else parsed.astimezone()
 
 
 class _Shutdown:

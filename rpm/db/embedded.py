@@ -49,6 +49,7 @@ class EmbeddedPostgres:
         self._bin = _binaries()
         self._socket_dir = self.data
         self._as_root = os.geteuid() == 0
+        self._started_here = False
 
     @property
     def url(self) -> str:
@@ -58,15 +59,19 @@ class EmbeddedPostgres:
         """Initialise the cluster if new, start it, create the database; return its URL."""
         if not (self.data / "PG_VERSION").exists():
             self._initdb()
-        if len(str(self.data)) > _MAX_SOCKET_DIR:
-            self._socket_dir = Path(tempfile.mkdtemp(prefix="rpm-pg-"))
-            self._own(self._socket_dir, 0o755)
         if self._pg_ctl("status", check=False).returncode == 0:
-            # A server left running by an rpm that was killed: take it over.
+            # Another rpm command is using it (or one was killed): use it, leave it running.
+            # postmaster.pid's fifth line is the directory of its socket.
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+            self._socket_dir = Path(lines[4])
             logger.info("embedded PostgreSQL already running in %s", self.data)
         else:
+            if len(str(self.data)) > _MAX_SOCKET_DIR:
+                self._socket_dir = Path(tempfile.mkdtemp(prefix="rpm-pg-"))
+                self._own(self._socket_dir, 0o755)
             options = f"-k {shlex.quote(str(self._socket_dir))} -p {_PORT} -h ''"
             self._pg_ctl("start", "-l", str(self.data / "server.log"), "-o", options, "-t", "60")
+            self._started_here = True
         self._create_database()
         logger.info(
             "embedded PostgreSQL %s running, data in %s (set RPM_DATABASE_URL to use another)",
@@ -76,8 +81,11 @@ class EmbeddedPostgres:
         return self.url
 
     def stop(self) -> None:
-        self._pg_ctl("stop", "-m", "fast")
-        logger.info("embedded PostgreSQL stopped")
+        """Stop the server if this process started it."""
+        if self._started_here:
+            self._pg_ctl("stop", "-m", "fast")
+            self._started_here = False
+            logger.info("embedded PostgreSQL stopped")
 
     def _initdb(self) -> None:
         self._own(self.data, 0o700)
