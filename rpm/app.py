@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC
+from typing import Any
 
 import aiomqtt
 import psycopg
@@ -107,10 +108,10 @@ def create_app(wiring: Wiring) -> FastAPI:
 
 
 def _supervised(
-    coroutine: object, name: str, on_fatal: Callable[[str], None]
+    coroutine: Coroutine[Any, Any, None], name: str, on_fatal: Callable[[str], None]
 ) -> asyncio.Task[None]:
     """Run a long-lived task; if it dies of anything but cancellation, stop the service."""
-    task: asyncio.Task[None] = asyncio.create_task(coroutine, name=name)  # type: ignore[arg-type]
+    task = asyncio.create_task(coroutine, name=name)
 
     def _done(finished: asyncio.Task[None]) -> None:
         if not finished.cancelled() and finished.exception() is not None:

@@ -88,7 +88,12 @@ def _from_native(item: dict[str, Any]) -> Reading | Rejection:
     measured_at = parse_timestamp(native.measured_at, "measured_at")
     if isinstance(measured_at, Rejection):
         return measured_at
-    common = {"measured_at": measured_at, "source": Source.NATIVE, "original": item}
+    common: dict[str, Any] = {
+        "measured_at": measured_at,
+        "source": Source.NATIVE,
+        "original": item,
+        "device_reading_id": native.id,
+    }
     match native:
         case NativeBloodPressure():
             return Reading(
@@ -96,23 +101,20 @@ def _from_native(item: dict[str, Any]) -> Reading | Rejection:
                 systolic_mmhg=native.systolic,
                 diastolic_mmhg=native.diastolic,
                 pulse_bpm=native.pulse,
-                device_reading_id=native.id,
-                **common,  # type: ignore[arg-type]
+                **common,
             )
         case NativeBodyWeight():
             return Reading(
                 ReadingKind.BODY_WEIGHT,
                 weight_kg=native.weight * KG_PER_MASS_UNIT[native.unit],
-                device_reading_id=native.id,
-                **common,  # type: ignore[arg-type]
+                **common,
             )
         case NativeBloodGlucose():
             return Reading(
                 ReadingKind.BLOOD_GLUCOSE,
                 glucose_mg_dl=native.glucose * MG_DL_PER_GLUCOSE_UNIT[native.unit],
                 meal_context=native.meal,
-                device_reading_id=native.id,
-                **common,  # type: ignore[arg-type]
+                **common,
             )
 
 
@@ -355,37 +357,47 @@ def _effective_time(frame: TimeFrame) -> datetime | Rejection:
 # --- dispatch ---------------------------------------------------------------------------
 
 
+def parse_items(payload: bytes) -> tuple[list[object], bool] | Rejection:
+    """The items of a message: one JSON object, or an array of them (then True).
+
+    Shared by every format, so that size limits and JSON errors read the same everywhere.
+    """
+    if not payload.strip():
+        return Rejection(Reason.EMPTY_PAYLOAD, "the message is empty")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return Rejection(
+            Reason.PAYLOAD_TOO_LARGE,
+            f"{len(payload)} bytes; a message may carry at most {MAX_PAYLOAD_BYTES}",
+        )
+    try:
+        document = pydantic_core.from_json(payload)
+    except ValueError as exc:
+        return Rejection(Reason.MALFORMED_JSON, f"not valid JSON: {exc}")
+    if not isinstance(document, list):
+        return [document], False
+    if not document:
+        return Rejection(Reason.EMPTY_PAYLOAD, "the array holds no readings")
+    if len(document) > MAX_READINGS_PER_MESSAGE:
+        return Rejection(
+            Reason.PAYLOAD_TOO_LARGE,
+            f"{len(document)} readings; a message may carry at most {MAX_READINGS_PER_MESSAGE}",
+        )
+    return document, True
+
+
 def decode_readings(
     payload: bytes, *, received_at: datetime, limits: TimeLimits | None = None
 ) -> list[Decoded]:
     """Every item of a readings message, decoded and checked, in order."""
     limits = limits or TimeLimits()
-    if not payload.strip():
-        return [Rejection(Reason.EMPTY_PAYLOAD, "the message is empty")]
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return [
-            Rejection(
-                Reason.PAYLOAD_TOO_LARGE,
-                f"{len(payload)} bytes; a message may carry at most {MAX_PAYLOAD_BYTES}",
-            )
-        ]
-    try:
-        document = pydantic_core.from_json(payload)
-    except ValueError as exc:
-        return [Rejection(Reason.MALFORMED_JSON, f"not valid JSON: {exc}")]
-    if isinstance(document, list):
-        if not document:
-            return [Rejection(Reason.EMPTY_PAYLOAD, "the array holds no readings")]
-        if len(document) > MAX_READINGS_PER_MESSAGE:
-            return [
-                Rejection(
-                    Reason.PAYLOAD_TOO_LARGE,
-                    f"{len(document)} readings; a message may carry at most "
-                    f"{MAX_READINGS_PER_MESSAGE}",
-                )
-            ]
-        return [_decode_item(item, i, received_at, limits) for i, item in enumerate(document)]
-    return [_decode_item(document, None, received_at, limits)]
+    parsed = parse_items(payload)
+    if isinstance(parsed, Rejection):
+        return [parsed]
+    items, is_array = parsed
+    return [
+        _decode_item(item, i if is_array else None, received_at, limits)
+        for i, item in enumerate(items)
+    ]
 
 
 def _decode_item(

@@ -22,7 +22,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
-import pydantic_core
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from rpm.devices.checks import (
@@ -32,7 +31,7 @@ from rpm.devices.checks import (
     check_time,
     parse_timestamp,
 )
-from rpm.devices.codecs import MAX_PAYLOAD_BYTES, MAX_READINGS_PER_MESSAGE, schema_rejection
+from rpm.devices.codecs import parse_items, schema_rejection
 from rpm.devices.model import (
     DeviceStatus,
     MealContext,
@@ -77,23 +76,10 @@ def decode_tenovi(
     payload: bytes, *, received_at: datetime, limits: TimeLimits | None = None
 ) -> list[TenoviItem]:
     limits = limits or TimeLimits()
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return [(None, Rejection(Reason.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes"))]
-    try:
-        document = pydantic_core.from_json(payload)
-    except ValueError as exc:
-        return [(None, Rejection(Reason.MALFORMED_JSON, f"not valid JSON: {exc}"))]
-    items = document if isinstance(document, list) else [document]
-    if not items or len(items) > MAX_READINGS_PER_MESSAGE:
-        return [
-            (
-                None,
-                Rejection(
-                    Reason.EMPTY_PAYLOAD if not items else Reason.PAYLOAD_TOO_LARGE,
-                    f"{len(items)} measurements; a request carries 1 to {MAX_READINGS_PER_MESSAGE}",
-                ),
-            )
-        ]
+    parsed = parse_items(payload)
+    if isinstance(parsed, Rejection):
+        return [(None, parsed)]
+    items, _ = parsed
     return [_decode_item(item, received_at, limits) for item in items]
 
 
