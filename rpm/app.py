@@ -31,6 +31,7 @@ from rpm.db.timescale import TimescaleUnavailable
 from rpm.health import Health
 from rpm.ingest.consumer import ConsumerOptions, MqttConsumer
 from rpm.ingest.service import IngestService
+from rpm.rules.handoff import readings_stored
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         app.state.pool = pool
         app.state.health = wiring.health
 
-        ingest = IngestService(pool, settings.ingest.time_limits())
+        ingest = IngestService(pool, settings.ingest.time_limits(), on_stored=readings_stored)
         consumer = MqttConsumer(
             wiring.broker,
             ConsumerOptions(

@@ -154,4 +154,12 @@ def test_published_readings_are_stored_once_and_bad_ones_dead_lettered(
         metrics = client.get("/metrics").text
     assert fatal == []
     assert "rpm_ingest_readings_stored_total" in metrics
+    # Every stored reading reached the rule engine's entry point once.
+    assert _counter(metrics, "rpm_rules_readings_received_total") >= 300
     assert 'rpm_ingest_messages_rejected_total{reason="malformed_json"}' in metrics
+
+
+def _counter(exposition: str, name: str) -> float:
+    return sum(
+        float(line.split()[-1]) for line in exposition.splitlines() if line.startswith(name + " ")
+    )
