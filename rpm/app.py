@@ -22,7 +22,11 @@ from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 import rpm
+from rpm.api import dead_letters as dead_letters_api
+from rpm.api import devices as devices_api
 from rpm.api import health as health_api
+from rpm.api import webhooks as webhooks_api
+from rpm.api.deps import install_error_handlers
 from rpm.backoff import Backoff
 from rpm.config import BrokerAddress, Settings
 from rpm.db.migrate import MigrationError
@@ -60,6 +64,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         app.state.health = wiring.health
 
         ingest = IngestService(pool, settings.ingest.time_limits(), on_stored=readings_stored)
+        app.state.ingest = ingest
         consumer = MqttConsumer(
             wiring.broker,
             ConsumerOptions(
@@ -104,7 +109,9 @@ def create_app(wiring: Wiring) -> FastAPI:
         summary="Remote patient monitoring: device readings, care-plan rules and alerts.",
         lifespan=lifespan,
     )
-    app.include_router(health_api.router)
+    install_error_handlers(app)
+    for api in (health_api, devices_api, dead_letters_api, webhooks_api):
+        app.include_router(api.router)
     return app
 
 

@@ -107,7 +107,10 @@ async def history(conn: Connection, serial: str) -> list[AssignmentRecord]:
             " JOIN device d ON d.id = a.device_id WHERE d.serial = %s ORDER BY a.assigned_at",
             [serial],
         )
-        return await cursor.fetchall()
+        periods = await cursor.fetchall()
+    if not periods:
+        await get(conn, serial)  # no history, or no such device?
+    return periods
 
 
 async def assign(

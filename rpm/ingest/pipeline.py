@@ -32,7 +32,8 @@ from rpm.devices.tenovi import decode_tenovi
 
 TOPIC_PREFIX = "rpm/v1/devices/"
 _TOPIC = re.compile(r"^rpm/v1/devices/([A-Za-z0-9._:-]{1,64})/(readings|status)$")
-TENOVI_TOPIC = "webhook/tenovi"
+# Webhook messages are filed under webhook/<vendor>/<integration>.
+_TENOVI_TOPICS = "webhook/tenovi/"
 
 
 class Transport(StrEnum):
@@ -45,7 +46,7 @@ class Envelope:
     """A message as it reached us, before anything was made of it."""
 
     transport: Transport
-    topic: str  # the MQTT topic, or webhook/<vendor> for HTTP
+    topic: str  # the MQTT topic, or webhook/<vendor>/<integration> for HTTP
     payload: bytes
     received_at: datetime
 
@@ -133,7 +134,7 @@ class BatchPlan:
 
 def decode(envelope: Envelope, limits: TimeLimits) -> DecodedMessage:
     """Step 1: what the message says, before we know anything about its device."""
-    if envelope.topic == TENOVI_TOPIC:
+    if envelope.topic.startswith(_TENOVI_TOPICS):
         decoded = decode_tenovi(envelope.payload, received_at=envelope.received_at, limits=limits)
         return DecodedMessage(envelope, _items(decoded))
     match = _TOPIC.match(envelope.topic)
@@ -148,6 +149,11 @@ def decode(envelope: Envelope, limits: TimeLimits) -> DecodedMessage:
         return DecodedMessage(envelope, (Item(serial, decode_status(envelope.payload)),))
     readings = decode_readings(envelope.payload, received_at=envelope.received_at, limits=limits)
     return DecodedMessage(envelope, _items([(serial, outcome) for outcome in readings]))
+
+
+def webhook_topic(vendor: str, integration: str) -> str:
+    """What a webhook message is filed under: its vendor and the integration that sent it."""
+    return f"webhook/{vendor}/{integration}"
 
 
 def _items(

@@ -1,4 +1,5 @@
-"""The ingest SQL: device look-up for a batch, and writing what the batch became.
+"""The ingest SQL: device look-up for a batch, and writing what the batch became
+(the dead letters' own SQL is in `dead_letters`).
 
 Readings go in by binary COPY into a per-session staging table, then one
 `INSERT ... SELECT ... ON CONFLICT DO NOTHING` against the natural key, so that a
@@ -15,6 +16,7 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from rpm.devices.model import DeviceKind
+from rpm.ingest import dead_letters
 from rpm.ingest.pipeline import Assignment, BatchPlan, KnownDevice, ReadingRow
 
 _READING_COLUMNS = (
@@ -55,12 +57,6 @@ WHERE d.serial = ANY(%s)
 GROUP BY d.id
 """
 
-_DEAD_LETTER = """
-INSERT INTO rejected_message (received_at, source, topic, device_serial, payload, reason, detail)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (topic, payload_sha256) WHERE replayed_at IS NULL DO NOTHING
-"""
-
 _STATUS = """
 UPDATE device SET battery_percent = coalesce(%s, battery_percent),
                   signal_dbm = coalesce(%s, signal_dbm),
@@ -98,22 +94,7 @@ async def store(conn: Connection, plan: BatchPlan) -> StoredBatch:
     """Write the batch; the caller owns the transaction and commits it."""
     inserted = await _insert_readings(conn, plan.rows)
     if plan.dead_letters:
-        async with conn.cursor() as cursor:
-            await cursor.executemany(
-                _DEAD_LETTER,
-                [
-                    (
-                        d.envelope.received_at,
-                        d.envelope.transport.value,
-                        d.envelope.topic,
-                        d.device_serial,
-                        d.envelope.payload,
-                        d.reason.value,
-                        d.detail,
-                    )
-                    for d in plan.dead_letters
-                ],
-            )
+        await dead_letters.insert(conn, plan.dead_letters)
     if plan.statuses:
         async with conn.cursor() as cursor:
             await cursor.executemany(

@@ -1,8 +1,8 @@
 """Ingest a batch of messages: decode, attribute, store in one transaction, hand off.
 
-Shared by the MQTT consumer and the HTTP webhook, so that both give the same guarantees:
-when `ingest` returns, every message of the batch is committed, as readings or as dead
-letters, and only then may the caller acknowledge it.
+Shared by the MQTT consumer, the HTTP webhook and dead-letter replay, so that all three
+give the same guarantees: when `ingest` returns, every message of the batch is
+committed, as readings or as dead letters, and only then may the caller acknowledge it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from psycopg_pool import AsyncConnectionPool
 
 from rpm.devices.checks import TimeLimits
-from rpm.ingest import metrics, pipeline, repository
-from rpm.ingest.pipeline import Envelope, ReadingRow
+from rpm.ingest import dead_letters, metrics, pipeline, repository
+from rpm.ingest.dead_letters import DeadLetterFilter
+from rpm.ingest.pipeline import BatchPlan, Envelope, ReadingRow
+from rpm.ingest.repository import Connection, StoredBatch
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,25 @@ class BatchResult:
     stored: int
     duplicates: int
     rejected_messages: int
+    # What the first few dead letters of the batch said, for a webhook's reply.
+    rejections: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    dead_letter_id: int
+    stored: int
+    duplicates: int
+    # Set when the message failed again: the new dead letter and why.
+    new_dead_letter_id: int | None = None
+    reason: str | None = None
+
+    def describe(self) -> str:
+        readings = f"stored {self.stored} reading(s), {self.duplicates} already stored"
+        if self.reason is None:
+            return readings
+        again = self.new_dead_letter_id
+        return f"{readings}; failed again ({self.reason}): see dead letter {again}"
 
 
 class IngestService:
@@ -44,14 +65,69 @@ class IngestService:
         self._on_stored = on_stored
 
     async def ingest(self, envelopes: Sequence[Envelope]) -> BatchResult:
-        decoded = [pipeline.decode(envelope, self._limits) for envelope in envelopes]
         started = time.perf_counter()
         async with self._pool.connection() as conn, conn.transaction():
-            devices = await repository.load_devices(conn, pipeline.serials(decoded))
-            plan = pipeline.resolve(decoded, devices)
-            stored = await repository.store(conn, plan)
+            plan, stored = await self._store(conn, envelopes)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(envelopes))
+        await self._after_commit(plan, stored)
+        return BatchResult(
+            len(envelopes),
+            len(stored.inserted),
+            stored.duplicates,
+            stored.dead_letters,
+            tuple(f"{d.reason.value}: {d.detail}" for d in plan.dead_letters[:10]),
+        )
+
+    async def replay(
+        self, ids: Sequence[int] = (), matching: DeadLetterFilter | None = None, limit: int = 100
+    ) -> list[ReplayOutcome]:
+        """Feed dead letters through the pipeline again, by id or all that match a filter.
+
+        Each keeps its original receive time, so the time checks judge it as they did
+        when it arrived. Raises `DeadLetterError` when an id is unknown or already replayed.
+        """
+        outcomes = []
+        handed_off: list[ReadingRow] = []
+        async with self._pool.connection() as conn, conn.transaction():
+            if ids:
+                claimed = await dead_letters.claim_ids(conn, ids)
+            else:
+                claimed = await dead_letters.claim(conn, matching or DeadLetterFilter(), limit)
+            # One message at a time, so that each outcome names its own readings.
+            for dead_letter_id, envelope in claimed:
+                plan, stored = await self._store(conn, [envelope])
+                outcome = ReplayOutcome(dead_letter_id, len(stored.inserted), stored.duplicates)
+                if plan.dead_letters:
+                    outcome = ReplayOutcome(
+                        dead_letter_id,
+                        len(stored.inserted),
+                        stored.duplicates,
+                        await dead_letters.pending_id(conn, envelope),
+                        plan.dead_letters[0].reason.value,
+                    )
+                await dead_letters.record_result(conn, dead_letter_id, outcome.describe())
+                outcomes.append(outcome)
+                handed_off += stored.inserted
+        metrics.READINGS_STORED.inc(len(handed_off))
+        logger.info(
+            "replayed %d dead letter(s): %d stored again as readings",
+            len(outcomes),
+            sum(1 for o in outcomes if o.reason is None),
+        )
+        if self._on_stored is not None and handed_off:
+            await self._on_stored(handed_off)
+        return outcomes
+
+    async def _store(
+        self, conn: Connection, envelopes: Sequence[Envelope]
+    ) -> tuple[BatchPlan, StoredBatch]:
+        decoded = [pipeline.decode(envelope, self._limits) for envelope in envelopes]
+        devices = await repository.load_devices(conn, pipeline.serials(decoded))
+        plan = pipeline.resolve(decoded, devices)
+        return plan, await repository.store(conn, plan)
+
+    async def _after_commit(self, plan: BatchPlan, stored: StoredBatch) -> None:
         metrics.READINGS_STORED.inc(len(stored.inserted))
         metrics.READINGS_DUPLICATE.inc(stored.duplicates)
         for letter in plan.dead_letters:
@@ -63,6 +139,3 @@ class IngestService:
             )
         if self._on_stored is not None and stored.inserted:
             await self._on_stored(stored.inserted)
-        return BatchResult(
-            len(envelopes), len(stored.inserted), stored.duplicates, stored.dead_letters
-        )

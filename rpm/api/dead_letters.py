@@ -1,0 +1,140 @@
+"""The dead letter over HTTP, for administrators: list, inspect, replay."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field, model_validator
+
+from rpm.api.deps import Conn, Ingest
+from rpm.devices.model import Reason
+from rpm.ingest import dead_letters
+from rpm.ingest.dead_letters import DeadLetterFilter, DeadLetterRecord
+from rpm.ingest.service import ReplayOutcome
+
+router = APIRouter(prefix="/api/v1/dead-letters", tags=["dead letters"])
+
+_ERRORS: dict[int | str, dict[str, str]] = {
+    404: {"description": "No such dead letter"},
+    409: {"description": "The dead letter was already replayed"},
+}
+MAX_REPLAY = 1000
+
+
+class DeadLetterMessage(BaseModel):
+    id: int
+    received_at: datetime
+    source: str
+    topic: str
+    device_serial: str | None
+    reason: str
+    detail: str
+    replayed_at: datetime | None
+    replay_result: str | None
+    payload: str = Field(description="The raw bytes: as text when they are UTF-8, else base64")
+    payload_encoding: Literal["utf-8", "base64"]
+
+
+class ReplayRequest(BaseModel):
+    """Either `ids`, or a filter (`reason`, `device_serial`) with a `limit`."""
+
+    ids: list[int] = Field(default_factory=list, max_length=MAX_REPLAY)
+    reason: Reason | None = None
+    device_serial: str | None = None
+    limit: int = Field(100, ge=1, le=MAX_REPLAY)
+
+    @model_validator(mode="after")
+    def _ids_or_filter(self) -> ReplayRequest:
+        if self.ids and (self.reason or self.device_serial):
+            raise ValueError("give either ids or a filter (reason, device_serial), not both")
+        if not self.ids and not (self.reason or self.device_serial):
+            raise ValueError(
+                "give ids, or a reason or device_serial to replay all that match;"
+                " replaying every dead letter at once is not offered"
+            )
+        return self
+
+
+class ReplayResult(BaseModel):
+    dead_letter_id: int
+    stored: int
+    duplicates: int
+    new_dead_letter_id: int | None
+    reason: str | None
+    result: str
+
+    @classmethod
+    def of(cls, outcome: ReplayOutcome) -> ReplayResult:
+        return cls(
+            dead_letter_id=outcome.dead_letter_id,
+            stored=outcome.stored,
+            duplicates=outcome.duplicates,
+            new_dead_letter_id=outcome.new_dead_letter_id,
+            reason=outcome.reason,
+            result=outcome.describe(),
+        )
+
+
+@router.get("", summary="Dead letters, newest first")
+async def list_dead_letters(
+    conn: Conn,
+    reason: Reason | None = None,
+    device_serial: str | None = None,
+    include_replayed: bool = False,
+    before_id: Annotated[int | None, Query(description="Paging: the last id seen")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[DeadLetterRecord]:
+    return await dead_letters.list_dead_letters(
+        conn,
+        DeadLetterFilter(reason, device_serial),
+        include_replayed=include_replayed,
+        before_id=before_id,
+        limit=limit,
+    )
+
+
+@router.get("/{dead_letter_id}", summary="One dead letter with its raw bytes", responses=_ERRORS)
+async def inspect(conn: Conn, dead_letter_id: int) -> DeadLetterMessage:
+    record, payload = await dead_letters.get(conn, dead_letter_id)
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+    try:
+        text = payload.decode()
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(payload).decode(), "base64"
+    return DeadLetterMessage(
+        id=record.id,
+        received_at=record.received_at,
+        source=record.source,
+        topic=record.topic,
+        device_serial=record.device_serial,
+        reason=record.reason,
+        detail=record.detail,
+        replayed_at=record.replayed_at,
+        replay_result=record.replay_result,
+        payload=text,
+        payload_encoding=encoding,
+    )
+
+
+@router.post(
+    "/{dead_letter_id}/replay",
+    summary="Feed one dead letter through the pipeline again",
+    responses=_ERRORS,
+)
+async def replay_one(ingest: Ingest, dead_letter_id: int) -> ReplayResult:
+    (outcome,) = await ingest.replay([dead_letter_id])
+    return ReplayResult.of(outcome)
+
+
+@router.post(
+    "/replay",
+    summary="Replay dead letters by id, or all that match a filter (e.g. after assigning)",
+    responses=_ERRORS,
+)
+async def replay(ingest: Ingest, request: ReplayRequest) -> list[ReplayResult]:
+    matching = DeadLetterFilter(request.reason, request.device_serial)
+    outcomes = await ingest.replay(request.ids, matching, request.limit)
+    return [ReplayResult.of(outcome) for outcome in outcomes]

@@ -1,0 +1,76 @@
+"""What the API's routes share: a database connection per request, and its errors.
+
+A route that changes something commits inside the call it makes (the registry and the
+ingest service each own their transaction), so the reply is sent only after the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import psycopg
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
+
+from rpm.devices import registry
+from rpm.ingest import dead_letters
+from rpm.ingest.service import IngestService
+
+# How long a request waits for a pooled connection before it is told to come back.
+CONNECTION_TIMEOUT_S = 5.0
+RETRY_AFTER_S = 5
+
+
+def _pool(request: Request) -> AsyncConnectionPool:
+    pool: AsyncConnectionPool = request.app.state.pool
+    return pool
+
+
+async def _connection(request: Request) -> AsyncIterator[AsyncConnection[TupleRow]]:
+    async with _pool(request).connection(timeout=CONNECTION_TIMEOUT_S) as conn:
+        yield conn
+
+
+def _ingest_service(request: Request) -> IngestService:
+    service: IngestService = request.app.state.ingest
+    return service
+
+
+Pool = Annotated[AsyncConnectionPool, Depends(_pool)]
+Conn = Annotated[AsyncConnection[TupleRow], Depends(_connection)]
+Ingest = Annotated[IngestService, Depends(_ingest_service)]
+
+
+# The core's errors carry a message meant for people; this says which status each is.
+_STATUS_OF: dict[type[Exception], int] = {
+    registry.NotFound: 404,
+    registry.Conflict: 409,
+    registry.RegistryError: 422,
+    dead_letters.DeadLetterNotFound: 404,
+    dead_letters.AlreadyReplayed: 409,
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Refusals become 4xx replies with the core's message; a database that is down or
+    not yet ready is a 503 that says so, never a bare 500."""
+
+    async def refused(request: Request, exc: Exception) -> JSONResponse:
+        code = next(_STATUS_OF[cls] for cls in type(exc).__mro__ if cls in _STATUS_OF)
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "the database is not available at the moment; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    for refusal in _STATUS_OF:
+        app.add_exception_handler(refusal, refused)
+    for error in (PoolClosed, PoolTimeout, psycopg.OperationalError):
+        app.add_exception_handler(error, unavailable)

@@ -1,0 +1,22 @@
+"""The `rpm` command."""
+
+from __future__ import annotations
+
+import typer
+
+from rpm.cli import dead_letters, devices, integrations, serve
+
+cli = typer.Typer(
+    help="rpm: remote patient monitoring ingest and alerting.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+cli.command()(serve.up)
+cli.command()(serve.migrate)
+cli.add_typer(devices.app, name="devices")
+cli.add_typer(dead_letters.app, name="dead-letters")
+cli.add_typer(integrations.app, name="integrations")
+
+
+def main() -> None:
+    cli()

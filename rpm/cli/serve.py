@@ -1,0 +1,129 @@
+"""`rpm up` and `rpm migrate`: the service, and its database schema."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import AsyncExitStack
+from types import FrameType
+
+import typer
+import uvicorn
+
+from rpm.app import Wiring, create_app
+from rpm.cli.common import embedded_database, settings_or_exit
+from rpm.config import BrokerAddress, Settings
+from rpm.db.migrate import MigrationError
+from rpm.db.store import prepare_schema
+from rpm.db.timescale import TimescaleUnavailable
+from rpm.ingest.embedded_broker import embedded_broker
+
+logger = logging.getLogger("rpm")
+
+
+def up() -> None:
+    """Run the whole service: HTTP API, MQTT consumer and scheduler.
+
+    With no RPM_DATABASE_URL an embedded PostgreSQL is started (data kept in
+    RPM_DATA_DIR); with no RPM_MQTT_URL an embedded MQTT broker.
+    """
+    settings = settings_or_exit()
+    raise typer.Exit(asyncio.run(_serve(settings)))
+
+
+def migrate() -> None:
+    """Apply pending database migrations (the service also does this at start-up)."""
+    settings = settings_or_exit()
+    raise typer.Exit(asyncio.run(_migrate(settings)))
+
+
+async def _migrate(settings: Settings) -> int:
+    async with AsyncExitStack() as stack:
+        url = settings.database.url or await embedded_database(settings, stack)
+        try:
+            report = await prepare_schema(url, settings.database)
+        except (MigrationError, TimescaleUnavailable) as exc:
+            logger.error("%s", exc)
+            return 1
+    applied = ", ".join(report.applied) or "nothing to apply"
+    typer.echo(f"migrations: {applied}; {'TimescaleDB' if report.timescale else 'PostgreSQL'}")
+    return 0
+
+
+class _Shutdown:
+    """SIGINT/SIGTERM handling shared by the embedded start-up and uvicorn.
+
+    uvicorn re-raises the signal it caught once it has stopped; with this handler in
+    place that re-raise is harmless, so the embedded database and broker are still
+    stopped cleanly afterwards.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.exit_code = 0
+        self.server: uvicorn.Server | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.request()
+
+    def request(self) -> None:
+        self.requested = True
+        if self.server is not None:
+            self.server.should_exit = True
+
+    def fatal(self, reason: str) -> None:
+        logger.critical("stopping: %s", reason)
+        self.exit_code = 1
+        self.request()
+
+
+async def _serve(settings: Settings) -> int:
+    shutdown = _Shutdown()
+    shutdown.install()
+    async with AsyncExitStack() as stack:
+        database_url = settings.database.url or await embedded_database(settings, stack)
+        if settings.mqtt.url:
+            broker = BrokerAddress.from_url(settings.mqtt.url)
+        else:
+            broker = await _embedded_broker(settings, stack)
+        if shutdown.requested:
+            return shutdown.exit_code
+        wiring = Wiring(
+            settings=settings,
+            database_url=database_url,
+            broker=broker,
+            broker_is_embedded=not settings.mqtt.url,
+            on_fatal=shutdown.fatal,
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(wiring),
+                host=settings.http.host,
+                port=settings.http.port,
+                log_config=None,
+                access_log=False,
+            )
+        )
+        shutdown.server = server
+        base = f"http://{settings.http.host}:{settings.http.port}"
+        logger.info(
+            "rpm is starting: API %s/docs, health %s/healthz, readiness %s/readyz, MQTT %s",
+            base,
+            base,
+            base,
+            broker,
+        )
+        await server.serve()
+        if not server.started:
+            logger.error("the HTTP server did not start (is port %s free?)", settings.http.port)
+            return 1
+    return shutdown.exit_code
+
+
+async def _embedded_broker(settings: Settings, stack: AsyncExitStack) -> BrokerAddress:
+    return await stack.enter_async_context(embedded_broker(settings.mqtt.embedded_port))

@@ -1,0 +1,34 @@
+"""The wired service for API tests: real PostgreSQL, and a Mosquitto of its own."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rpm.app import create_app
+from rpm.config import BrokerAddress
+from tests.support import MosquittoProcess, wiring
+
+
+@pytest.fixture
+def service(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    """The whole app, started and ready; fails the test on any fatal error."""
+    broker = MosquittoProcess("allow_anonymous true\npersistence false\n", tmp_path)
+    broker.start()
+    fatal: list[str] = []
+    try:
+        with TestClient(
+            create_app(wiring(db_url, BrokerAddress("127.0.0.1", broker.port), fatal))
+        ) as client:
+            deadline = time.monotonic() + 20
+            while not client.get("/readyz").json()["ready"]:
+                assert time.monotonic() < deadline, client.get("/readyz").json()
+                time.sleep(0.05)
+            yield client
+    finally:
+        broker.stop()
+    assert fatal == []

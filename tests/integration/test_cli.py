@@ -1,0 +1,133 @@
+"""The admin commands (`rpm devices`, `rpm dead-letters`, `rpm integrations`) against the
+real PostgreSQL, run as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+RPM = str(Path(sys.executable).with_name("rpm"))
+
+
+def _rpm(db_url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RPM_")}
+    env["RPM_DATABASE_URL"] = db_url
+    command = args if args[0] in {"dead-letters", "integrations"} else ("devices", *args)
+    return subprocess.run(
+        [RPM, *command], env=env, cwd=tmp_path, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+
+
+def _lines(completed: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:
+    assert completed.returncode == 0, completed.stderr
+    return [json.loads(line) for line in completed.stdout.splitlines()]
+
+
+def test_register_assign_list_and_history(db_url: str, tmp_path: Path) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO patient (external_ref, given_name, family_name)"
+            " VALUES ('P-1', 'Test', 'Patient') RETURNING id"
+        ).fetchone()
+    assert row is not None
+    patient = str(row[0])
+
+    registered = _rpm(db_url, tmp_path, "register", "SC-0001", "--kind", "weight_scale")
+    assert registered.returncode == 0, registered.stderr
+    assert json.loads(registered.stdout)["kind"] == "weight_scale"
+
+    assigned = _rpm(
+        db_url, tmp_path, "assign", "SC-0001", patient, "--at", "2026-11-01T08:00-05:00"
+    )
+    assert assigned.returncode == 0, assigned.stderr
+    assert json.loads(assigned.stdout)["patient_id"] == int(patient)
+
+    listed = _rpm(db_url, tmp_path, "list")
+    assert [json.loads(line)["serial"] for line in listed.stdout.splitlines()] == ["SC-0001"]
+
+    unassigned = _rpm(db_url, tmp_path, "unassign", "SC-0001")
+    assert json.loads(unassigned.stdout)["patient_id"] is None
+    history = [
+        json.loads(line)
+        for line in _rpm(db_url, tmp_path, "history", "SC-0001").stdout.splitlines()
+    ]
+    assert len(history) == 1
+    assert history[0]["unassigned_at"] is not None
+
+
+def test_mistakes_are_refused_with_a_reason(db_url: str, tmp_path: Path) -> None:
+    assert (
+        _rpm(db_url, tmp_path, "register", "BP-1", "--kind", "blood_pressure_cuff").returncode == 0
+    )
+    again = _rpm(db_url, tmp_path, "register", "BP-1", "--kind", "blood_pressure_cuff")
+    assert again.returncode == 1
+    assert "already registered" in again.stderr
+    nobody = _rpm(db_url, tmp_path, "assign", "BP-1", "999999")
+    assert nobody.returncode == 1
+    assert "no patient with id 999999" in nobody.stderr
+    missing = _rpm(db_url, tmp_path, "deactivate", "NOPE")
+    assert "no device with serial 'NOPE'" in missing.stderr
+    bad_kind = _rpm(db_url, tmp_path, "register", "X-1", "--kind", "toaster")
+    assert bad_kind.returncode == 2
+
+
+def test_dead_letters_are_listed_shown_and_replayed(db_url: str, tmp_path: Path) -> None:
+    measured = datetime.now(UTC) - timedelta(hours=1)
+    payload = json.dumps(
+        {"kind": "body_weight", "measured_at": measured.isoformat(), "weight": 81.5, "unit": "kg"}
+    )
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO rejected_message (received_at, source, topic, device_serial, payload,"
+            " reason, detail) VALUES (now(), 'mqtt', 'rpm/v1/devices/SC-9/readings', 'SC-9',"
+            " %s, 'unknown_device', 'no device with serial ''SC-9'' is registered')",
+            [payload.encode()],
+        )
+        row = conn.execute(
+            "INSERT INTO patient (external_ref, given_name, family_name)"
+            " VALUES ('P-9', 'T', 'P') RETURNING id"
+        ).fetchone()
+    assert row is not None
+    [listed] = _lines(_rpm(db_url, tmp_path, "dead-letters", "list", "--reason", "unknown_device"))
+    assert listed["device_serial"] == "SC-9"
+    [shown] = _lines(_rpm(db_url, tmp_path, "dead-letters", "show", str(listed["id"])))
+    assert shown["payload"] == payload
+
+    _rpm(db_url, tmp_path, "register", "SC-9", "--kind", "weight_scale")
+    _rpm(db_url, tmp_path, "assign", "SC-9", str(row[0]), "--at", "2026-01-01T00:00:00Z")
+    [outcome] = _lines(_rpm(db_url, tmp_path, "dead-letters", "replay", "--device", "SC-9"))
+    assert outcome["result"] == "stored 1 reading(s), 0 already stored"
+    assert _lines(_rpm(db_url, tmp_path, "dead-letters", "list")) == []
+
+    again = _rpm(db_url, tmp_path, "dead-letters", "replay", str(listed["id"]))
+    assert again.returncode == 1
+    assert "already replayed" in again.stderr
+    neither = _rpm(db_url, tmp_path, "dead-letters", "replay")
+    assert neither.returncode == 2
+
+
+def test_an_integration_secret_is_shown_once_and_can_be_revoked(
+    db_url: str, tmp_path: Path
+) -> None:
+    [created] = _lines(
+        _rpm(db_url, tmp_path, "integrations", "create", "clinic-a", "--vendor", "tenovi")
+    )
+    assert str(created["secret"]).startswith("rpmwh_")
+    [listed] = _lines(_rpm(db_url, tmp_path, "integrations", "list"))
+    assert "secret" not in listed
+    assert listed["revoked_at"] is None
+    [revoked] = _lines(_rpm(db_url, tmp_path, "integrations", "revoke", "clinic-a"))
+    assert revoked["revoked_at"] is not None
+
+    taken = _rpm(db_url, tmp_path, "integrations", "create", "clinic-a", "--vendor", "tenovi")
+    assert taken.returncode == 1
+    assert "already exists" in taken.stderr
+    badly_named = _rpm(db_url, tmp_path, "integrations", "create", "Clinic A", "--vendor", "tenovi")
+    assert "lower-case letters" in badly_named.stderr
