@@ -1,0 +1,156 @@
+"""The `rpm-sim` command: simulated patients' devices, sending to a real broker and webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+
+from simulators.scenario import PRESETS, ScenarioError, Simulation, generate, load
+from simulators.transport import Pace, Target, send, wall_schedule
+
+cli = typer.Typer(
+    help="Simulated patients and devices for rpm: demos, labelled scenarios and load.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ScenarioName = Annotated[
+    str, typer.Argument(help="A preset name (see `rpm-sim list`) or a .toml file.")
+]
+Seed = Annotated[int | None, typer.Option(help="Override the scenario's seed.")]
+Days = Annotated[int | None, typer.Option(min=1, help="Override the scenario's length in days.")]
+Start = Annotated[
+    str | None,
+    typer.Option(
+        help="When the simulated period starts, RFC 3339 (default: it ends now;"
+        " real time starts now)."
+    ),
+]
+
+
+@cli.command("list")
+def list_scenarios() -> None:
+    """The preset scenarios and what each shows."""
+    for path in sorted(PRESETS.glob("*.toml")):
+        scenario = load(path.stem)
+        typer.echo(f"{scenario.name}: {' '.join(scenario.description.split())}")
+
+
+@cli.command()
+def show(scenario: ScenarioName, seed: Seed = None, days: Days = None, start: Start = None) -> None:
+    """What a run would send: patients, devices, message counts and the expected alerts."""
+    simulation = _simulate(scenario, seed, days, start, Pace.ACCELERATED)
+    typer.echo(
+        json.dumps(
+            {
+                "scenario": simulation.scenario.name,
+                "start": simulation.start.isoformat(),
+                "patients": [
+                    {
+                        "ref": p.ref,
+                        "time_zone": p.time_zone,
+                        "devices": {d.serial: d.kind.value for d in p.devices},
+                    }
+                    for p in simulation.patients
+                ],
+                "messages": len(simulation.messages),
+                "readings": simulation.readings,
+                "expected_alerts": [vars(e) for e in simulation.scenario.expected],
+                "max_unlabelled_alerts": simulation.scenario.max_unlabelled_alerts,
+            },
+            indent=2,
+        )
+    )
+
+
+@cli.command()
+def run(
+    scenario: ScenarioName,
+    mqtt_url: Annotated[
+        str, typer.Option(envvar="RPM_SIM_MQTT_URL", help="The broker devices publish to.")
+    ] = "mqtt://127.0.0.1:1883",
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RPM_SIM_WEBHOOK_URL", help="rpm's /webhooks/tenovi, for Tenovi-format cohorts."
+        ),
+    ] = None,
+    webhook_secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RPM_SIM_WEBHOOK_SECRET",
+            help="The integration's secret (`rpm integrations create`).",
+        ),
+    ] = None,
+    pace: Annotated[
+        Pace,
+        typer.Option(
+            help="realtime; accelerated (history in --duration s); load (--rate for --duration s)."
+        ),
+    ] = Pace.ACCELERATED,
+    duration: Annotated[
+        float, typer.Option(min=0.1, help="Seconds an accelerated or load run takes.")
+    ] = 60.0,
+    rate: Annotated[float, typer.Option(min=1, help="Messages per second in load mode.")] = 1000.0,
+    seed: Seed = None,
+    days: Days = None,
+    start: Start = None,
+) -> None:
+    """Send a scenario's messages, with a progress bar and a closing summary."""
+    simulation = _simulate(scenario, seed, days, start, pace)
+    messages = simulation.messages
+    if pace == Pace.LOAD:
+        messages = messages[: int(rate * duration)]
+    offsets = wall_schedule(messages, pace, duration, rate)
+    target = Target(mqtt_url, webhook_url, webhook_secret)
+    typer.echo(
+        f"{simulation.scenario.name}: {len(simulation.patients)} patients, {len(messages)} messages"
+        f" from {simulation.start:%Y-%m-%d %H:%M} UTC, {pace} pace",
+        err=True,
+    )
+    with typer.progressbar(length=len(messages), label="sending", file=sys.stderr) as bar:
+        summary = asyncio.run(send(messages, offsets, target, bar.update))
+    typer.echo(summary.describe())
+    if summary.errors:
+        raise typer.Exit(1)
+
+
+def _simulate(
+    name: str, seed: int | None, days: int | None, start: str | None, pace: Pace
+) -> Simulation:
+    try:
+        scenario = load(name)
+    except ScenarioError as exc:
+        typer.echo(f"rpm-sim: {exc}", err=True)
+        raise typer.Exit(2) from None
+    scenario = replace(
+        scenario,
+        seed=scenario.seed if seed is None else seed,
+        days=scenario.days if days is None else days,
+    )
+    if start is not None:
+        try:
+            began = datetime.fromisoformat(start)
+        except ValueError:
+            typer.echo(
+                f"rpm-sim: --start {start!r} is not a time such as 2026-11-01T00:00:00Z", err=True
+            )
+            raise typer.Exit(2) from None
+        if began.tzinfo is None:
+            typer.echo("rpm-sim: --start needs a UTC offset (e.g. Z or -05:00)", err=True)
+            raise typer.Exit(2)
+    else:
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        # Real time starts now; the others replay history that ends now.
+        began = now if pace == Pace.REALTIME else now - timedelta(days=scenario.days)
+    return generate(scenario, began)
+
+
+def main() -> None:
+    cli()
