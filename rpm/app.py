@@ -36,6 +36,9 @@ from rpm.rules.handoff import readings_stored
 logger = logging.getLogger(__name__)
 
 DATABASE_PROBE_INTERVAL_S = 5
+# Below the 10 s that docker waits between SIGTERM and SIGKILL (Kubernetes: 30 s), so that
+# a consumer still busy is cancelled, and disconnects cleanly, rather than killed.
+CONSUMER_STOP_GRACE_S = 8
 
 
 @dataclass(frozen=True)
@@ -78,13 +81,15 @@ def create_app(wiring: Wiring) -> FastAPI:
         )
         scheduler = AsyncIOScheduler(timezone=UTC)
         tasks: list[asyncio.Task[None]] = []
+        consuming: list[asyncio.Task[None]] = []
 
         async def start() -> None:
             await _open_store(wiring, pool, scheduler)
             if pool.closed:
                 return
             # Consume only once the store can take what arrives.
-            tasks.append(_supervised(consumer.run(), "mqtt-consumer", wiring.on_fatal))
+            consuming.append(_supervised(consumer.run(), "mqtt-consumer", wiring.on_fatal))
+            tasks.extend(consuming)
 
         tasks.append(_supervised(start(), "store", wiring.on_fatal))
         scheduler.start()
@@ -92,6 +97,12 @@ def create_app(wiring: Wiring) -> FastAPI:
             yield
         finally:
             scheduler.shutdown(wait=False)
+            # A clean stop lets the consumer finish the batch it holds;
+            # past the grace period it is cancelled, which is safe: what it has not
+            # acknowledged stays with the broker.
+            consumer.stop()
+            if consuming:
+                await asyncio.wait(consuming, timeout=CONSUMER_STOP_GRACE_S)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -14,14 +14,20 @@ unacknowledged message is delivered again.
 Batches form by themselves: the consumer takes every message that is already waiting (up
 to the batch size), so under load a batch holds what arrived during the previous commit
 and at low rates a message is stored at once rather than waiting for company.
+
+`MqttConsumer.stop` is the clean stop: the batch in hand is committed and acknowledged, no
+new one is taken, and the session is kept for the next start. Cancelling `run` is the
+abrupt stop: nothing more is acknowledged, so the broker keeps whatever was in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -41,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 READINGS_TOPIC = "rpm/v1/devices/+/readings"
 STATUS_TOPIC = "rpm/v1/devices/+/status"
+# Never subscribed to: see `_ManualAckClient.flush`.
+_FLUSH_FILTER = "rpm/v1/consumer-flush"
 
 
 @dataclass(frozen=True)
@@ -97,19 +105,34 @@ class _ManualAckClient:
         if message.qos > 0:
             self.client._client.ack(message.mid, message.qos)
 
-    async def next_batch(self, size: int) -> list[aiomqtt.Message]:
-        """Wait for one message, then take whatever else is already waiting, up to `size`."""
+    async def next_batch(
+        self, size: int, stop: asyncio.Event | None = None
+    ) -> list[aiomqtt.Message]:
+        """Wait for one message, then take whatever else is already waiting, up to `size`.
+
+        An empty batch means `stop` was set.
+        """
         queue: asyncio.Queue[aiomqtt.Message] = self.client._queue
         disconnected = self.client._disconnected
+        if stop is not None and stop.is_set():
+            return []
         if self._getter is None:
             self._getter = asyncio.create_task(queue.get())
         # The getter task is kept across calls rather than cancelled: a get that completes
         # while being cancelled would drop a message we would then never acknowledge.
-        done, _ = await asyncio.wait(
-            (self._getter, disconnected), return_when=asyncio.FIRST_COMPLETED
-        )
+        waiting: set[asyncio.Future[Any]] = {self._getter, disconnected}
+        stopping = asyncio.create_task(stop.wait()) if stop is not None else None
+        if stopping is not None:
+            waiting.add(stopping)
+        try:
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if stopping is not None:
+                stopping.cancel()
         if self._getter not in done:
-            raise aiomqtt.MqttError("disconnected while waiting for messages")
+            if disconnected in done:
+                raise aiomqtt.MqttError("disconnected while waiting for messages")
+            return []
         batch = [self._getter.result()]
         self._getter = None
         for attempt in range(2):
@@ -119,6 +142,19 @@ class _ManualAckClient:
                 # Let the socket reader run once: more may already be in the kernel buffer.
                 await asyncio.sleep(0)
         return batch
+
+    async def flush(self) -> None:
+        """Return once the broker has processed everything we sent, acknowledgements included.
+
+        Closing a socket that has unread data (the broker keeps sending up to our Receive
+        Maximum) resets the connection, and the reset discards what the broker had not read
+        yet: without this, the last acknowledgements before a clean stop were lost and the
+        messages delivered again. The broker handles a connection's packets in order, so
+        the answer to an UNSUBSCRIBE sent after them says they were all processed. The
+        filter is one we never subscribe to: the broker answers (refused, or "no
+        subscription existed") and changes nothing.
+        """
+        await self.client.unsubscribe(_FLUSH_FILTER)
 
     def close(self) -> None:
         if self._getter is not None:
@@ -138,11 +174,16 @@ class MqttConsumer:
         self._options = options
         self._ingest = ingest
         self._health = health
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask `run` to return once the batch in hand is committed and acknowledged."""
+        self._stop.set()
 
     async def run(self) -> None:
-        """Consume until cancelled, reconnecting with backoff."""
+        """Consume until `stop` (or cancellation), reconnecting with backoff."""
         backoff = Backoff()
-        while True:
+        while not self._stop.is_set():
             connection = _ManualAckClient(self._address, self._options)
             try:
                 async with connection.client as client:
@@ -156,18 +197,29 @@ class MqttConsumer:
                         self._options.client_id,
                     )
                     backoff.reset()
-                    while True:
-                        batch = await connection.next_batch(self._options.batch_size)
-                        await self._commit(batch)
-                        for message in batch:
-                            connection.ack(message)
+                    size = self._options.batch_size
+                    while batch := await connection.next_batch(size, self._stop):
+                        await self._commit_and_ack(connection, batch)
+                    await connection.flush()
+                    # `async with` disconnects normally and the broker keeps the session, and
+                    # whatever we took but did not acknowledge, for our return.
             except aiomqtt.MqttError as exc:
                 delay = backoff.next_delay()
                 self._health.set("broker", False, f"{self._address}: {exc}")
                 logger.debug("reconnecting to %s in %.1f s", self._address, delay)
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+            else:
+                return
             finally:
                 connection.close()
+
+    async def _commit_and_ack(
+        self, connection: _ManualAckClient, batch: list[aiomqtt.Message]
+    ) -> None:
+        await self._commit(batch)
+        for message in batch:
+            connection.ack(message)
 
     async def _commit(self, batch: list[aiomqtt.Message]) -> None:
         """Store the batch, retrying while the database is away; never give up on it.
