@@ -131,7 +131,9 @@ class _ManualAckClient:
                 stopping.cancel()
         if self._getter not in done:
             if disconnected in done:
-                raise aiomqtt.MqttError("disconnected while waiting for messages")
+                raise aiomqtt.MqttError(
+                    "disconnected while waiting for messages"
+                ) from disconnected.exception()
             return []
         batch = [self._getter.result()]
         self._getter = None
@@ -160,6 +162,11 @@ class _ManualAckClient:
         if self._getter is not None:
             self._getter.cancel()
             self._getter = None
+        disconnected = self.client._disconnected
+        if disconnected.done() and not disconnected.cancelled():
+            # Retrieved, so that asyncio does not log it as never retrieved: an unexpected
+            # disconnection has already been reported by whatever it interrupted.
+            disconnected.exception()
 
 
 class MqttConsumer:
@@ -247,6 +254,8 @@ class MqttConsumer:
                 )
                 await asyncio.sleep(delay)
             else:
+                # After an outage, ready again at the first commit rather than the next probe.
+                self._health.set("database", True)
                 return
 
 
