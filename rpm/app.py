@@ -75,6 +75,7 @@ def create_app(wiring: Wiring) -> FastAPI:
                 else aiomqtt.ProtocolVersion.V5,
                 batch_size=settings.ingest.batch_size,
                 session_expiry_s=settings.mqtt.session_expiry_s,
+                leave_on_stop=settings.mqtt.leave_on_stop,
             ),
             ingest,
             wiring.health,
@@ -97,7 +98,7 @@ def create_app(wiring: Wiring) -> FastAPI:
             yield
         finally:
             scheduler.shutdown(wait=False)
-            # A clean stop lets the consumer finish the batch it holds;
+            # A clean stop lets the consumer finish the batch it holds (or leave its group);
             # past the grace period it is cancelled, which is safe: what it has not
             # acknowledged stays with the broker.
             consumer.stop()

@@ -16,8 +16,10 @@ to the batch size), so under load a batch holds what arrived during the previous
 and at low rates a message is stored at once rather than waiting for company.
 
 `MqttConsumer.stop` is the clean stop: the batch in hand is committed and acknowledged, no
-new one is taken, and the session is kept for the next start. Cancelling `run` is the
-abrupt stop: nothing more is acknowledged, so the broker keeps whatever was in flight.
+new one is taken, and the session is kept for the next start. With `leave_on_stop` a
+shared-subscription consumer that is scaled down for good leaves its group instead (see
+`_leave` and docs/mqtt-consumer.md). Cancelling `run` is the abrupt stop: nothing more is
+acknowledged, so the broker keeps whatever was in flight.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ READINGS_TOPIC = "rpm/v1/devices/+/readings"
 STATUS_TOPIC = "rpm/v1/devices/+/status"
 # Never subscribed to: see `_ManualAckClient.flush`.
 _FLUSH_FILTER = "rpm/v1/consumer-flush"
+# Leaving the group, the drain ends when nothing has arrived for this long after our last
+# acknowledgement: the broker sends what it still holds for us as soon as it gets one.
+DRAIN_QUIET_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,19 @@ class ConsumerOptions:
     # How long the broker keeps our session (and our unacknowledged messages) while we are
     # disconnected. MQTT 5 only; with 3.1.1 the broker's own setting applies.
     session_expiry_s: int = 7 * 24 * 3600
+    # On a clean stop, leave the shared group for good (scale-down) rather than keep the
+    # session for a restart. Only a shared MQTT 5 subscriber can: see `MqttConsumer._leave`.
+    leave_on_stop: bool = False
+
+    @property
+    def leaves_on_stop(self) -> bool:
+        # A plain subscriber that unsubscribed would have nothing queued for it while down:
+        # every message published until its restart would be lost.
+        return (
+            self.leave_on_stop
+            and self.shared_group is not None
+            and self.protocol == aiomqtt.ProtocolVersion.V5
+        )
 
     def topic_filters(self) -> list[str]:
         prefix = f"$share/{self.shared_group}/" if self.shared_group else ""
@@ -106,11 +124,11 @@ class _ManualAckClient:
             self.client._client.ack(message.mid, message.qos)
 
     async def next_batch(
-        self, size: int, stop: asyncio.Event | None = None
+        self, size: int, stop: asyncio.Event | None = None, quiet_s: float | None = None
     ) -> list[aiomqtt.Message]:
         """Wait for one message, then take whatever else is already waiting, up to `size`.
 
-        An empty batch means `stop` was set.
+        An empty batch means `stop` was set, or nothing arrived within `quiet_s`.
         """
         queue: asyncio.Queue[aiomqtt.Message] = self.client._queue
         disconnected = self.client._disconnected
@@ -125,7 +143,9 @@ class _ManualAckClient:
         if stopping is not None:
             waiting.add(stopping)
         try:
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                waiting, timeout=quiet_s, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             if stopping is not None:
                 stopping.cancel()
@@ -145,6 +165,9 @@ class _ManualAckClient:
                 await asyncio.sleep(0)
         return batch
 
+    async def unsubscribe(self, topic_filters: list[str]) -> None:
+        await self.client.unsubscribe(topic_filters)
+
     async def flush(self) -> None:
         """Return once the broker has processed everything we sent, acknowledgements included.
 
@@ -157,6 +180,18 @@ class _ManualAckClient:
         subscription existed") and changes nothing.
         """
         await self.client.unsubscribe(_FLUSH_FILTER)
+
+    async def end_session(self) -> None:
+        """Disconnect and have the broker drop our session now (MQTT 5 only).
+
+        The session expiry set at connection can be lowered in DISCONNECT (MQTT 5.0,
+        3.14.2.2.2); aiomqtt's own disconnect sends no properties.
+        """
+        properties = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = 0
+        self.client._client.disconnect(properties=properties)
+        # Resolved by the DISCONNECT going out; `async with` then has nothing left to do.
+        await self.client._disconnected
 
     def close(self) -> None:
         if self._getter is not None:
@@ -208,8 +243,10 @@ class MqttConsumer:
                     while batch := await connection.next_batch(size, self._stop):
                         await self._commit_and_ack(connection, batch)
                     await connection.flush()
-                    # `async with` disconnects normally and the broker keeps the session, and
-                    # whatever we took but did not acknowledge, for our return.
+                    if self._options.leaves_on_stop:
+                        await self._leave(connection)
+                    # Otherwise `async with` disconnects normally and the broker keeps the
+                    # session, and whatever we took but did not acknowledge, for our return.
             except aiomqtt.MqttError as exc:
                 delay = backoff.next_delay()
                 self._health.set("broker", False, f"{self._address}: {exc}")
@@ -220,6 +257,13 @@ class MqttConsumer:
                 return
             finally:
                 connection.close()
+        if self._options.leaves_on_stop:
+            logger.warning(
+                "stopped while not connected to %s: the session of %s is kept, with any "
+                "messages the broker holds for it",
+                self._address,
+                self._options.client_id,
+            )
 
     async def _commit_and_ack(
         self, connection: _ManualAckClient, batch: list[aiomqtt.Message]
@@ -227,6 +271,33 @@ class MqttConsumer:
         await self._commit(batch)
         for message in batch:
             connection.ack(message)
+
+    async def _leave(self, connection: _ManualAckClient) -> None:
+        """Leave the shared group for good: drain what the broker routed to us, then go.
+
+        Mosquitto hands none of a member's unacknowledged messages to the others, and drops
+        them with its session (docs/mqtt-consumer.md). So: unsubscribe first, so that no new
+        message is routed here; then store and acknowledge everything already routed here
+        (in flight, and queued behind our Receive Maximum), which the broker keeps sending
+        as we acknowledge; only when nothing has come for `DRAIN_QUIET_S` end the session.
+        Anything failing on the way (the broker, or cancellation while the database is
+        down) leaves by the ordinary path instead, keeping the session and its messages.
+        """
+        await connection.unsubscribe(self._options.topic_filters())
+        drained = 0
+        size = self._options.batch_size
+        while batch := await connection.next_batch(size, quiet_s=DRAIN_QUIET_S):
+            await self._commit_and_ack(connection, batch)
+            drained += len(batch)
+        await connection.flush()
+        await connection.end_session()
+        logger.info(
+            "left the shared group %s: stored and acknowledged %d more messages, then "
+            "ended the session of %s",
+            self._options.shared_group,
+            drained,
+            self._options.client_id,
+        )
 
     async def _commit(self, batch: list[aiomqtt.Message]) -> None:
         """Store the batch, retrying while the database is away; never give up on it.
