@@ -40,6 +40,9 @@ from rpm.rules.handoff import readings_stored
 logger = logging.getLogger(__name__)
 
 DATABASE_PROBE_INTERVAL_S = 5
+# Below the 10 s that docker waits between SIGTERM and SIGKILL (Kubernetes: 30 s), so that
+# a consumer still busy is cancelled, and disconnects cleanly, rather than killed.
+CONSUMER_STOP_GRACE_S = 8
 
 
 @dataclass(frozen=True)
@@ -77,19 +80,22 @@ def create_app(wiring: Wiring) -> FastAPI:
                 else aiomqtt.ProtocolVersion.V5,
                 batch_size=settings.ingest.batch_size,
                 session_expiry_s=settings.mqtt.session_expiry_s,
+                leave_on_stop=settings.mqtt.leave_on_stop,
             ),
             ingest,
             wiring.health,
         )
         scheduler = AsyncIOScheduler(timezone=UTC)
         tasks: list[asyncio.Task[None]] = []
+        consuming: list[asyncio.Task[None]] = []
 
         async def start() -> None:
             await _open_store(wiring, pool, scheduler)
             if pool.closed:
                 return
             # Consume only once the store can take what arrives.
-            tasks.append(_supervised(consumer.run(), "mqtt-consumer", wiring.on_fatal))
+            consuming.append(_supervised(consumer.run(), "mqtt-consumer", wiring.on_fatal))
+            tasks.extend(consuming)
 
         tasks.append(_supervised(start(), "store", wiring.on_fatal))
         scheduler.start()
@@ -97,6 +103,12 @@ def create_app(wiring: Wiring) -> FastAPI:
             yield
         finally:
             scheduler.shutdown(wait=False)
+            # A clean stop lets the consumer finish the batch it holds (or leave its group);
+            # past the grace period it is cancelled, which is safe: what it has not
+            # acknowledged stays with the broker.
+            consumer.stop()
+            if consuming:
+                await asyncio.wait(consuming, timeout=CONSUMER_STOP_GRACE_S)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

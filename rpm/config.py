@@ -92,6 +92,10 @@ class MqttSettings(_Area):
     session_expiry_s: int = Field(
         7 * 24 * 3600, ge=0, description="MQTT 5: how long the broker keeps our session."
     )
+    leave_on_stop: bool = Field(
+        False,
+        description="On a clean stop, leave the shared group for good (scale-down).",
+    )
     embedded_port: int = Field(
         1884, ge=1, le=65535, description="Port of the embedded broker (beside a system 1883)."
     )

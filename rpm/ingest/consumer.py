@@ -14,14 +14,22 @@ unacknowledged message is delivered again.
 Batches form by themselves: the consumer takes every message that is already waiting (up
 to the batch size), so under load a batch holds what arrived during the previous commit
 and at low rates a message is stored at once rather than waiting for company.
+
+`MqttConsumer.stop` is the clean stop: the batch in hand is committed and acknowledged, no
+new one is taken, and the session is kept for the next start. With `leave_on_stop` a
+shared-subscription consumer that is scaled down for good leaves its group instead (see
+`_leave` and docs/mqtt-consumer.md). Cancelling `run` is the abrupt stop: nothing more is
+acknowledged, so the broker keeps whatever was in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -41,6 +49,11 @@ logger = logging.getLogger(__name__)
 
 READINGS_TOPIC = "rpm/v1/devices/+/readings"
 STATUS_TOPIC = "rpm/v1/devices/+/status"
+# Never subscribed to: see `_ManualAckClient.flush`.
+_FLUSH_FILTER = "rpm/v1/consumer-flush"
+# Leaving the group, the drain ends when nothing has arrived for this long after our last
+# acknowledgement: the broker sends what it still holds for us as soon as it gets one.
+DRAIN_QUIET_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,19 @@ class ConsumerOptions:
     # How long the broker keeps our session (and our unacknowledged messages) while we are
     # disconnected. MQTT 5 only; with 3.1.1 the broker's own setting applies.
     session_expiry_s: int = 7 * 24 * 3600
+    # On a clean stop, leave the shared group for good (scale-down) rather than keep the
+    # session for a restart. Only a shared MQTT 5 subscriber can: see `MqttConsumer._leave`.
+    leave_on_stop: bool = False
+
+    @property
+    def leaves_on_stop(self) -> bool:
+        # A plain subscriber that unsubscribed would have nothing queued for it while down:
+        # every message published until its restart would be lost.
+        return (
+            self.leave_on_stop
+            and self.shared_group is not None
+            and self.protocol == aiomqtt.ProtocolVersion.V5
+        )
 
     def topic_filters(self) -> list[str]:
         prefix = f"$share/{self.shared_group}/" if self.shared_group else ""
@@ -97,19 +123,38 @@ class _ManualAckClient:
         if message.qos > 0:
             self.client._client.ack(message.mid, message.qos)
 
-    async def next_batch(self, size: int) -> list[aiomqtt.Message]:
-        """Wait for one message, then take whatever else is already waiting, up to `size`."""
+    async def next_batch(
+        self, size: int, stop: asyncio.Event | None = None, quiet_s: float | None = None
+    ) -> list[aiomqtt.Message]:
+        """Wait for one message, then take whatever else is already waiting, up to `size`.
+
+        An empty batch means `stop` was set, or nothing arrived within `quiet_s`.
+        """
         queue: asyncio.Queue[aiomqtt.Message] = self.client._queue
         disconnected = self.client._disconnected
+        if stop is not None and stop.is_set():
+            return []
         if self._getter is None:
             self._getter = asyncio.create_task(queue.get())
         # The getter task is kept across calls rather than cancelled: a get that completes
         # while being cancelled would drop a message we would then never acknowledge.
-        done, _ = await asyncio.wait(
-            (self._getter, disconnected), return_when=asyncio.FIRST_COMPLETED
-        )
+        waiting: set[asyncio.Future[Any]] = {self._getter, disconnected}
+        stopping = asyncio.create_task(stop.wait()) if stop is not None else None
+        if stopping is not None:
+            waiting.add(stopping)
+        try:
+            done, _ = await asyncio.wait(
+                waiting, timeout=quiet_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if stopping is not None:
+                stopping.cancel()
         if self._getter not in done:
-            raise aiomqtt.MqttError("disconnected while waiting for messages")
+            if disconnected in done:
+                raise aiomqtt.MqttError(
+                    "disconnected while waiting for messages"
+                ) from disconnected.exception()
+            return []
         batch = [self._getter.result()]
         self._getter = None
         for attempt in range(2):
@@ -120,10 +165,43 @@ class _ManualAckClient:
                 await asyncio.sleep(0)
         return batch
 
+    async def unsubscribe(self, topic_filters: list[str]) -> None:
+        await self.client.unsubscribe(topic_filters)
+
+    async def flush(self) -> None:
+        """Return once the broker has processed everything we sent, acknowledgements included.
+
+        Closing a socket that has unread data (the broker keeps sending up to our Receive
+        Maximum) resets the connection, and the reset discards what the broker had not read
+        yet: without this, the last acknowledgements before a clean stop were lost and the
+        messages delivered again. The broker handles a connection's packets in order, so
+        the answer to an UNSUBSCRIBE sent after them says they were all processed. The
+        filter is one we never subscribe to: the broker answers (refused, or "no
+        subscription existed") and changes nothing.
+        """
+        await self.client.unsubscribe(_FLUSH_FILTER)
+
+    async def end_session(self) -> None:
+        """Disconnect and have the broker drop our session now (MQTT 5 only).
+
+        The session expiry set at connection can be lowered in DISCONNECT (MQTT 5.0,
+        3.14.2.2.2); aiomqtt's own disconnect sends no properties.
+        """
+        properties = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = 0
+        self.client._client.disconnect(properties=properties)
+        # Resolved by the DISCONNECT going out; `async with` then has nothing left to do.
+        await self.client._disconnected
+
     def close(self) -> None:
         if self._getter is not None:
             self._getter.cancel()
             self._getter = None
+        disconnected = self.client._disconnected
+        if disconnected.done() and not disconnected.cancelled():
+            # Retrieved, so that asyncio does not log it as never retrieved: an unexpected
+            # disconnection has already been reported by whatever it interrupted.
+            disconnected.exception()
 
 
 class MqttConsumer:
@@ -138,11 +216,16 @@ class MqttConsumer:
         self._options = options
         self._ingest = ingest
         self._health = health
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask `run` to return once the batch in hand is committed and acknowledged."""
+        self._stop.set()
 
     async def run(self) -> None:
-        """Consume until cancelled, reconnecting with backoff."""
+        """Consume until `stop` (or cancellation), reconnecting with backoff."""
         backoff = Backoff()
-        while True:
+        while not self._stop.is_set():
             connection = _ManualAckClient(self._address, self._options)
             try:
                 async with connection.client as client:
@@ -156,18 +239,65 @@ class MqttConsumer:
                         self._options.client_id,
                     )
                     backoff.reset()
-                    while True:
-                        batch = await connection.next_batch(self._options.batch_size)
-                        await self._commit(batch)
-                        for message in batch:
-                            connection.ack(message)
+                    size = self._options.batch_size
+                    while batch := await connection.next_batch(size, self._stop):
+                        await self._commit_and_ack(connection, batch)
+                    await connection.flush()
+                    if self._options.leaves_on_stop:
+                        await self._leave(connection)
+                    # Otherwise `async with` disconnects normally and the broker keeps the
+                    # session, and whatever we took but did not acknowledge, for our return.
             except aiomqtt.MqttError as exc:
                 delay = backoff.next_delay()
                 self._health.set("broker", False, f"{self._address}: {exc}")
                 logger.debug("reconnecting to %s in %.1f s", self._address, delay)
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+            else:
+                return
             finally:
                 connection.close()
+        if self._options.leaves_on_stop:
+            logger.warning(
+                "stopped while not connected to %s: the session of %s is kept, with any "
+                "messages the broker holds for it",
+                self._address,
+                self._options.client_id,
+            )
+
+    async def _commit_and_ack(
+        self, connection: _ManualAckClient, batch: list[aiomqtt.Message]
+    ) -> None:
+        await self._commit(batch)
+        for message in batch:
+            connection.ack(message)
+
+    async def _leave(self, connection: _ManualAckClient) -> None:
+        """Leave the shared group for good: drain what the broker routed to us, then go.
+
+        Mosquitto hands none of a member's unacknowledged messages to the others, and drops
+        them with its session (docs/mqtt-consumer.md). So: unsubscribe first, so that no new
+        message is routed here; then store and acknowledge everything already routed here
+        (in flight, and queued behind our Receive Maximum), which the broker keeps sending
+        as we acknowledge; only when nothing has come for `DRAIN_QUIET_S` end the session.
+        Anything failing on the way (the broker, or cancellation while the database is
+        down) leaves by the ordinary path instead, keeping the session and its messages.
+        """
+        await connection.unsubscribe(self._options.topic_filters())
+        drained = 0
+        size = self._options.batch_size
+        while batch := await connection.next_batch(size, quiet_s=DRAIN_QUIET_S):
+            await self._commit_and_ack(connection, batch)
+            drained += len(batch)
+        await connection.flush()
+        await connection.end_session()
+        logger.info(
+            "left the shared group %s: stored and acknowledged %d more messages, then "
+            "ended the session of %s",
+            self._options.shared_group,
+            drained,
+            self._options.client_id,
+        )
 
     async def _commit(self, batch: list[aiomqtt.Message]) -> None:
         """Store the batch, retrying while the database is away; never give up on it.
@@ -195,6 +325,8 @@ class MqttConsumer:
                 )
                 await asyncio.sleep(delay)
             else:
+                # After an outage, ready again at the first commit rather than the next probe.
+                self._health.set("database", True)
                 return
 
 

@@ -16,7 +16,9 @@ from fastapi.testclient import TestClient
 
 from rpm.app import create_app
 from rpm.config import BrokerAddress
-from rpm.ingest.consumer import ConsumerOptions, _ManualAckClient
+from rpm.health import Health
+from rpm.ingest.consumer import ConsumerOptions, MqttConsumer, _ManualAckClient
+from rpm.ingest.pipeline import Envelope
 from tests.support import MosquittoProcess, wiring
 
 BROKER_CONFIG = "allow_anonymous true\nmax_inflight_messages 1000\npersistence false\n"
@@ -88,7 +90,7 @@ async def test_an_unacknowledged_message_is_delivered_again(broker: MosquittoPro
         assert sorted(bytes(m.payload) for m in redelivered) == [p for _, p in published]  # type: ignore[arg-type]
         for message in redelivered:
             again.ack(message)
-        await asyncio.sleep(0.2)  # let the acknowledgements reach the broker
+        await again.flush()  # the acknowledgements have reached the broker
     again.close()
 
     settled = _ManualAckClient(address, options)
@@ -163,3 +165,58 @@ def _counter(exposition: str, name: str) -> float:
     return sum(
         float(line.split()[-1]) for line in exposition.splitlines() if line.startswith(name + " ")
     )
+
+
+class _HeldIngest:
+    """Stands in for `IngestService`: records each batch, and holds the first until released."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[bytes]] = []
+        self.first_arrived = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def ingest(self, envelopes: list[Envelope]) -> None:
+        self.batches.append([e.payload for e in envelopes])
+        self.first_arrived.set()
+        await self.release.wait()
+
+
+async def test_a_clean_stop_finishes_the_batch_in_hand_and_takes_no_other(
+    broker: MosquittoProcess,
+) -> None:
+    address = BrokerAddress("127.0.0.1", broker.port)
+    options = ConsumerOptions(
+        client_id="stop-test",
+        keepalive_s=30,
+        shared_group=None,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        batch_size=10,
+    )
+    # A session that holds the stream before the consumer starts.
+    first = _ManualAckClient(address, options)
+    async with first.client as client:
+        await client.subscribe("rpm/v1/devices/+/readings", qos=1)
+    first.close()
+    published = [(f"rpm/v1/devices/BP-{i}/readings", f"m{i}".encode()) for i in range(50)]
+    await _publish(broker.port, published)
+
+    ingest = _HeldIngest()
+    consumer = MqttConsumer(address, options, ingest, Health())  # type: ignore[arg-type]
+    running = asyncio.create_task(consumer.run())
+    async with asyncio.timeout(10):
+        await ingest.first_arrived.wait()
+        consumer.stop()  # while the first batch is being stored
+        ingest.release.set()
+        await running
+    assert len(ingest.batches) == 1
+    in_hand = set(ingest.batches[0])
+
+    # The batch in hand was acknowledged; everything else waits in the session.
+    again = _ManualAckClient(address, options)
+    async with again.client:
+        rest = await _drain(again, len(published) - len(in_hand))
+        for message in rest:
+            again.ack(message)
+        assert {bytes(m.payload) for m in rest} == {p for _, p in published} - in_hand  # type: ignore[arg-type]
+        assert await _nothing_within(again, 0.5)
+    again.close()
