@@ -1,7 +1,7 @@
 """The MQTT adapter: consume device messages in batches, acknowledge after the commit.
 
 QoS 1 with a persistent session: the broker keeps a message until we acknowledge it, and
-we acknowledge a batch only once `IngestService.ingest` has committed it, as readings
+we acknowledge a batch only once `IngestService.store` has committed it, as readings
 or dead letters. A crash at any point before that leaves the messages unacknowledged, and
 the broker delivers them again when the session resumes; the reading's natural key makes
 the second delivery harmless.
@@ -14,6 +14,12 @@ unacknowledged message is delivered again.
 Batches form by themselves: the consumer takes every message that is already waiting (up
 to the batch size), so under load a batch holds what arrived during the previous commit
 and at low rates a message is stored at once rather than waiting for company.
+
+Two tasks share the work. One takes batches and decodes them; the other writes, commits
+and acknowledges them, one transaction at a time and in the order they arrived. Under
+load the next batch is decoded while the last one is written, a slice at a time so that
+the write is never kept waiting long: the database and our decoding then share the two
+cores instead of taking turns (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -34,13 +40,18 @@ from rpm.backoff import Backoff
 from rpm.config import BrokerAddress
 from rpm.health import Health
 from rpm.ingest import metrics
-from rpm.ingest.pipeline import Envelope, Transport
+from rpm.ingest.pipeline import DecodedMessage, Envelope, Transport
 from rpm.ingest.service import IngestService
 
 logger = logging.getLogger(__name__)
 
 READINGS_TOPIC = "rpm/v1/devices/+/readings"
 STATUS_TOPIC = "rpm/v1/devices/+/status"
+# Messages decoded between two turns of the event loop: a few milliseconds of work, so
+# that the batch being written does not wait long for its next step.
+DECODE_SLICE = 20
+
+Batch = tuple[list[aiomqtt.Message], list[DecodedMessage]]
 
 
 @dataclass(frozen=True)
@@ -73,9 +84,10 @@ class _ManualAckClient:
         if v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = options.session_expiry_s
-            # At most this many unacknowledged messages in flight to us: two batches' worth,
-            # so the next batch arrives while the last one commits.
-            properties.ReceiveMaximum = min(65535, 2 * options.batch_size)
+            # At most this many unacknowledged messages in flight to us: four batches'
+            # worth, one being written, one decoded and waiting, one being decoded and
+            # one arriving meanwhile.
+            properties.ReceiveMaximum = min(65535, 4 * options.batch_size)
         self.client = aiomqtt.Client(
             address.host,
             address.port,
@@ -156,11 +168,7 @@ class MqttConsumer:
                         self._options.client_id,
                     )
                     backoff.reset()
-                    while True:
-                        batch = await connection.next_batch(self._options.batch_size)
-                        await self._commit(batch)
-                        for message in batch:
-                            connection.ack(message)
+                    await self._consume(connection)
             except aiomqtt.MqttError as exc:
                 delay = backoff.next_delay()
                 self._health.set("broker", False, f"{self._address}: {exc}")
@@ -169,28 +177,64 @@ class MqttConsumer:
             finally:
                 connection.close()
 
-    async def _commit(self, batch: list[aiomqtt.Message]) -> None:
+    async def _consume(self, connection: _ManualAckClient) -> None:
+        """Take and decode in one task, write and acknowledge in another, until one fails."""
+        # One decoded batch may wait while another is written; then taking pauses.
+        decoded: asyncio.Queue[Batch] = asyncio.Queue(maxsize=1)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._take(connection, decoded), name="mqtt-take")
+                tasks.create_task(self._write(connection, decoded), name="mqtt-write")
+        except ExceptionGroup as failed:
+            # One task failed and the other was cancelled, its batch left unacknowledged.
+            # Raise the failure itself: a lost broker means reconnecting, anything else
+            # stops the service, as when one task did both.
+            raise failed.exceptions[0] from None
+
+    async def _take(self, connection: _ManualAckClient, decoded: asyncio.Queue[Batch]) -> None:
+        while True:
+            batch = await connection.next_batch(self._options.batch_size)
+            await decoded.put((batch, await self._decode(batch)))
+
+    async def _decode(self, batch: list[aiomqtt.Message]) -> list[DecodedMessage]:
+        """Decode a slice at a time, letting the batch being written go on in between."""
+        received_at = datetime.now(UTC)
+        metrics.MESSAGES_RECEIVED.labels(Transport.MQTT.value).inc(len(batch))
+        decoded = []
+        for start in range(0, len(batch), DECODE_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            decoded += [
+                self._ingest.decode(
+                    Envelope(Transport.MQTT, str(m.topic), _payload_bytes(m.payload), received_at)
+                )
+                for m in batch[start : start + DECODE_SLICE]
+            ]
+        return decoded
+
+    async def _write(self, connection: _ManualAckClient, decoded: asyncio.Queue[Batch]) -> None:
+        while True:
+            batch, messages = await decoded.get()
+            await self._commit(messages)
+            for message in batch:
+                connection.ack(message)
+
+    async def _commit(self, messages: list[DecodedMessage]) -> None:
         """Store the batch, retrying while the database is away; never give up on it.
 
         Until this returns nothing is acknowledged, so the broker holds the messages for
         us whatever happens to this process meanwhile.
         """
-        received_at = datetime.now(UTC)
-        envelopes = [
-            Envelope(Transport.MQTT, str(m.topic), _payload_bytes(m.payload), received_at)
-            for m in batch
-        ]
-        metrics.MESSAGES_RECEIVED.labels(Transport.MQTT.value).inc(len(batch))
         backoff = Backoff()
         while True:
             try:
-                await self._ingest.ingest(envelopes)
+                await self._ingest.store(messages)
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 delay = backoff.next_delay()
                 self._health.set("database", False, str(exc).strip().splitlines()[0])
                 logger.warning(
                     "could not store a batch of %d messages; retrying in %.1f s",
-                    len(batch),
+                    len(messages),
                     delay,
                 )
                 await asyncio.sleep(delay)

@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from rpm.devices.checks import TimeLimits
 from rpm.ingest import metrics, pipeline, repository
-from rpm.ingest.pipeline import Envelope, ReadingRow
+from rpm.ingest.pipeline import DecodedMessage, Envelope, ReadingRow
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +44,21 @@ class IngestService:
         self._on_stored = on_stored
 
     async def ingest(self, envelopes: Sequence[Envelope]) -> BatchResult:
-        decoded = [pipeline.decode(envelope, self._limits) for envelope in envelopes]
+        return await self.store([self.decode(envelope) for envelope in envelopes])
+
+    def decode(self, envelope: Envelope) -> DecodedMessage:
+        """The first, CPU-only step, apart so that a caller can overlap it with `store`."""
+        return pipeline.decode(envelope, self._limits)
+
+    async def store(self, decoded: Sequence[DecodedMessage]) -> BatchResult:
+        """Attribute, write and commit the decoded messages in one transaction; hand off."""
         started = time.perf_counter()
         async with self._pool.connection() as conn, conn.transaction():
             devices = await repository.load_devices(conn, pipeline.serials(decoded))
             plan = pipeline.resolve(decoded, devices)
             stored = await repository.store(conn, plan)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(len(envelopes))
+        metrics.BATCH_SIZE.observe(len(decoded))
         metrics.READINGS_STORED.inc(len(stored.inserted))
         metrics.READINGS_DUPLICATE.inc(stored.duplicates)
         for letter in plan.dead_letters:
@@ -64,5 +71,5 @@ class IngestService:
         if self._on_stored is not None and stored.inserted:
             await self._on_stored(stored.inserted)
         return BatchResult(
-            len(envelopes), len(stored.inserted), stored.duplicates, stored.dead_letters
+            len(decoded), len(stored.inserted), stored.duplicates, stored.dead_letters
         )
