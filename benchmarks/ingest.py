@@ -58,6 +58,8 @@ DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # The issue's targets, on a 2-core machine with the broker and the database beside us.
 TARGET_STORED_PER_S = 10_000
 TARGET_RATIO = 0.6
+# How often (c) asks the service how much it has stored: each look costs it a /metrics page.
+POLL_S = 0.1
 
 SERVICE_CLIENT_ID = "rpm-bench-service"
 SERVICE_GROUP = "rpm"  # the service's default RPM_MQTT_SHARED_GROUP
@@ -101,22 +103,43 @@ class Rate:
         return self.items / self.seconds if self.seconds > 0 else float("inf")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far; 0 once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # The fields after the command name (which may hold spaces); utime and stime are 12, 13.
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_seconds() -> float:
+    """CPU time all cores spent on anything but idling, so far."""
+    cpu = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return (sum(cpu) - cpu[3] - cpu[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
 @dataclass(frozen=True)
 class CpuSample:
-    """CPU seconds used so far: by one process, and by the whole machine (all cores)."""
+    """CPU seconds used so far by some groups of processes, and by the whole machine."""
 
-    process_s: float
-    machine_busy_s: float
+    groups: dict[str, float]
+    machine: float
 
     @classmethod
-    def take(cls, pid: int) -> CpuSample:
-        ticks = os.sysconf("SC_CLK_TCK")
-        # Fields after the command name (which may hold spaces): utime and stime are 12, 13.
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        process = (int(fields[11]) + int(fields[12])) / ticks
-        cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        idle = int(cpu[3]) + int(cpu[4])  # idle + iowait
-        return cls(process, (sum(int(v) for v in cpu[:8]) - idle) / ticks)
+    def take(cls, groups: dict[str, Sequence[int]]) -> CpuSample:
+        return cls(
+            {name: sum(_cpu_seconds(pid) for pid in pids) for name, pids in groups.items()},
+            _machine_busy_seconds(),
+        )
+
+    def cores_since(self, earlier: CpuSample, seconds: float) -> dict[str, float]:
+        """Cores kept busy on average between the two samples, by group and in all."""
+        cores = {
+            name: (used - earlier.groups[name]) / seconds for name, used in self.groups.items()
+        }
+        return cores | {"machine": (self.machine - earlier.machine) / seconds}
 
 
 @dataclass(frozen=True)
@@ -126,9 +149,14 @@ class ServiceRun:
     peak_rss_kib: int
     handed_off: int
     commits: int
-    # Cores kept busy while readings were being stored: by the service, by the machine.
-    service_cores: float
-    machine_cores: float
+    # Cores kept busy while readings were being stored: service, database, broker, machine.
+    cores: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Broker:
+    port: int
+    pid: int
 
 
 # --- workload -----------------------------------------------------------------------------
@@ -240,7 +268,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def mosquitto(workdir: Path) -> Iterator[int]:
+def mosquitto(workdir: Path) -> Iterator[Broker]:
     """A Mosquitto of the benchmark's own, on a free port (like tests/support.py)."""
     if shutil.which("mosquitto") is None:
         raise SystemExit("mosquitto is not installed (Debian package mosquitto)")
@@ -263,7 +291,7 @@ def mosquitto(workdir: Path) -> Iterator[int]:
                 if time.monotonic() > deadline:
                     raise SystemExit("mosquitto did not start listening") from None
                 time.sleep(0.05)
-        yield port
+        yield Broker(port, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -423,7 +451,7 @@ def _peak_rss_kib(pid: int) -> int:
 
 
 def run_service(
-    url: str, port: int, workload: Workload, workdir: Path, profile: Path | None
+    url: str, broker: Broker, workload: Workload, workdir: Path, profile: Path | None
 ) -> ServiceRun:
     """`rpm up` against our database and broker; poll /metrics until all is stored.
 
@@ -439,7 +467,7 @@ def run_service(
             [str(Path(rpm.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
         ),
         "RPM_DATABASE_URL": url,
-        "RPM_MQTT_URL": f"mqtt://127.0.0.1:{port}",
+        "RPM_MQTT_URL": f"mqtt://127.0.0.1:{broker.port}",
         "RPM_MQTT_CLIENT_ID": SERVICE_CLIENT_ID,
         "RPM_MQTT_SHARED_GROUP": SERVICE_GROUP,
         "RPM_INGEST_BATCH_SIZE": str(workload.batch_size),
@@ -475,11 +503,17 @@ def run_service(
             messages = _counter(text, "rpm_ingest_batch_messages_sum")
             commits = _counter(text, "rpm_ingest_batch_messages_count")
             if stored:
+                if not samples:
+                    groups = {
+                        "service": [process.pid],
+                        "database": _backends(url),
+                        "broker": [broker.pid],
+                    }
                 samples.append((now, stored, messages, commits))
-                cpu = [*cpu[:1], CpuSample.take(process.pid)]
+                cpu = [*cpu[:1], CpuSample.take(groups)]
             if stored >= workload.readings:
                 break
-            time.sleep(0.05)
+            time.sleep(POLL_S)
         peak = _peak_rss_kib(process.pid)
         handed_off = int(_counter(text, "rpm_rules_readings_received_total"))
     finally:
@@ -497,9 +531,18 @@ def run_service(
         peak_rss_kib=peak,
         handed_off=handed_off,
         commits=int(last[3]),
-        service_cores=(cpu[-1].process_s - cpu[0].process_s) / seconds,
-        machine_cores=(cpu[-1].machine_busy_s - cpu[0].machine_busy_s) / seconds,
+        cores=cpu[-1].cores_since(cpu[0], seconds),
     )
+
+
+def _backends(url: str) -> list[int]:
+    """The database server processes serving our database (the service's pool)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -547,7 +590,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         url = stack.enter_context(throwaway_database(args.database_url, args.keep_database))
         asyncio.run(prepare_schema(url, DatabaseSettings(url=url)))
         seed(url, workload.devices)
-        port = stack.enter_context(mosquitto(workdir))
+        broker = stack.enter_context(mosquitto(workdir))
+        port = broker.port
         address = BrokerAddress("127.0.0.1", port)
         bare = consumer_options(BARE_CLIENT_ID, BARE_GROUP, workload.batch_size)
         service = consumer_options(SERVICE_CLIENT_ID, SERVICE_GROUP, workload.batch_size)
@@ -587,7 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         del rows
         reset(url)
 
-        run = run_service(url, port, workload, workdir, args.profile)
+        run = run_service(url, broker, workload, workdir, args.profile)
         stored_rows = count(url, "reading")
         rejected = count(url, "rejected_message")
         if stored_rows != workload.readings or rejected:
@@ -629,8 +673,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"all {workload.readings:,} stored once, none dead-lettered"
     )
     print(
-        f"    while storing: the service kept {run.service_cores:.2f} cores busy, the "
-        f"machine {run.machine_cores:.2f} of {os.cpu_count()}"
+        f"    cores busy while storing: service {run.cores['service']:.2f} "
+        f"({run.cores['service'] / c * 1e6:.1f} µs of CPU a reading), its database "
+        f"connections {run.cores['database']:.2f}, broker {run.cores['broker']:.2f}; "
+        f"machine {run.cores['machine']:.2f} of {os.cpu_count()}"
     )
     print(f"overall: {_verdict(met)}")
     if args.profile is not None:
