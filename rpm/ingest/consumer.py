@@ -15,19 +15,22 @@ Batches form by themselves: the consumer takes every message that is already wai
 to the batch size), so under load a batch holds what arrived during the previous commit
 and at low rates a message is stored at once rather than waiting for company.
 
-Two tasks share the work. One takes batches and decodes them; the other writes, commits
-and acknowledges them, one transaction at a time and in the order they arrived. Under
-load the next batch is decoded while the last one is written, a slice at a time so that
-the write is never kept waiting long: the database and our decoding then share the two
-cores instead of taking turns (docs/benchmarks.md).
+Two tasks share the work. One takes a batch, decodes it and looks its devices up; the
+other writes, commits and acknowledges the batches, one transaction at a time and in the
+order they arrived. Under load the next batch is decoded while the last one is written, a
+slice at a time so that the write is never kept waiting long: the database and our
+decoding then share the two cores instead of taking turns (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from typing import TypeVar
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -40,7 +43,7 @@ from rpm.backoff import Backoff
 from rpm.config import BrokerAddress
 from rpm.health import Health
 from rpm.ingest import metrics
-from rpm.ingest.pipeline import DecodedMessage, Envelope, Transport
+from rpm.ingest.pipeline import BatchPlan, DecodedMessage, Envelope, Transport
 from rpm.ingest.service import IngestService
 
 logger = logging.getLogger(__name__)
@@ -51,7 +54,8 @@ STATUS_TOPIC = "rpm/v1/devices/+/status"
 # that the batch being written does not wait long for its next step.
 DECODE_SLICE = 20
 
-Batch = tuple[list[aiomqtt.Message], list[DecodedMessage]]
+Batch = tuple[list[aiomqtt.Message], BatchPlan]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -178,23 +182,25 @@ class MqttConsumer:
                 connection.close()
 
     async def _consume(self, connection: _ManualAckClient) -> None:
-        """Take and decode in one task, write and acknowledge in another, until one fails."""
-        # One decoded batch may wait while another is written; then taking pauses.
-        decoded: asyncio.Queue[Batch] = asyncio.Queue(maxsize=1)
+        """Take, decode and plan in one task, write and acknowledge in another."""
+        # One planned batch may wait while another is written; then taking pauses.
+        planned: asyncio.Queue[Batch] = asyncio.Queue(maxsize=1)
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._take(connection, decoded), name="mqtt-take")
-                tasks.create_task(self._write(connection, decoded), name="mqtt-write")
+                tasks.create_task(self._take(connection, planned), name="mqtt-take")
+                tasks.create_task(self._write(connection, planned), name="mqtt-write")
         except ExceptionGroup as failed:
             # One task failed and the other was cancelled, its batch left unacknowledged.
             # Raise the failure itself: a lost broker means reconnecting, anything else
             # stops the service, as when one task did both.
             raise failed.exceptions[0] from None
 
-    async def _take(self, connection: _ManualAckClient, decoded: asyncio.Queue[Batch]) -> None:
+    async def _take(self, connection: _ManualAckClient, planned: asyncio.Queue[Batch]) -> None:
         while True:
             batch = await connection.next_batch(self._options.batch_size)
-            await decoded.put((batch, await self._decode(batch)))
+            decoded = await self._decode(batch)
+            plan = await self._retrying(partial(self._ingest.plan, decoded), len(batch))
+            await planned.put((batch, plan))
 
     async def _decode(self, batch: list[aiomqtt.Message]) -> list[DecodedMessage]:
         """Decode a slice at a time, letting the batch being written go on in between."""
@@ -212,34 +218,33 @@ class MqttConsumer:
             ]
         return decoded
 
-    async def _write(self, connection: _ManualAckClient, decoded: asyncio.Queue[Batch]) -> None:
+    async def _write(self, connection: _ManualAckClient, planned: asyncio.Queue[Batch]) -> None:
+        """Store each batch and then acknowledge it.
+
+        Until the commit nothing is acknowledged, so the broker holds the messages for us
+        whatever happens to this process meanwhile.
+        """
         while True:
-            batch, messages = await decoded.get()
-            await self._commit(messages)
+            batch, plan = await planned.get()
+            await self._retrying(partial(self._ingest.store, plan), len(batch))
             for message in batch:
                 connection.ack(message)
 
-    async def _commit(self, messages: list[DecodedMessage]) -> None:
-        """Store the batch, retrying while the database is away; never give up on it.
-
-        Until this returns nothing is acknowledged, so the broker holds the messages for
-        us whatever happens to this process meanwhile.
-        """
+    async def _retrying(self, step: Callable[[], Awaitable[T]], messages: int) -> T:
+        """Run a step of storing a batch until the database lets it; never give up on it."""
         backoff = Backoff()
         while True:
             try:
-                await self._ingest.store(messages)
+                return await step()
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 delay = backoff.next_delay()
                 self._health.set("database", False, str(exc).strip().splitlines()[0])
                 logger.warning(
                     "could not store a batch of %d messages; retrying in %.1f s",
-                    len(messages),
+                    messages,
                     delay,
                 )
                 await asyncio.sleep(delay)
-            else:
-                return
 
 
 def _payload_bytes(payload: object) -> bytes:

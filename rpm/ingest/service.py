@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from rpm.devices.checks import TimeLimits
 from rpm.ingest import metrics, pipeline, repository
-from rpm.ingest.pipeline import DecodedMessage, Envelope, ReadingRow
+from rpm.ingest.pipeline import BatchPlan, DecodedMessage, Envelope, ReadingRow
 
 logger = logging.getLogger(__name__)
 
@@ -44,21 +44,33 @@ class IngestService:
         self._on_stored = on_stored
 
     async def ingest(self, envelopes: Sequence[Envelope]) -> BatchResult:
-        return await self.store([self.decode(envelope) for envelope in envelopes])
+        return await self.store(await self.plan([self.decode(e) for e in envelopes]))
+
+    # The three steps, apart so that the MQTT consumer can work on the next batch while
+    # the last one is being written.
 
     def decode(self, envelope: Envelope) -> DecodedMessage:
-        """The first, CPU-only step, apart so that a caller can overlap it with `store`."""
+        """What a message says: CPU only."""
         return pipeline.decode(envelope, self._limits)
 
-    async def store(self, decoded: Sequence[DecodedMessage]) -> BatchResult:
-        """Attribute, write and commit the decoded messages in one transaction; hand off."""
-        started = time.perf_counter()
+    async def plan(self, decoded: Sequence[DecodedMessage]) -> BatchPlan:
+        """Attribute each reading to its device and patient, as the registry says now.
+
+        A look-up of its own, before the write's transaction: under READ COMMITTED each
+        statement sees the registry as last committed anyway, so reading it first changes
+        nothing but when.
+        """
         async with self._pool.connection() as conn, conn.transaction():
             devices = await repository.load_devices(conn, pipeline.serials(decoded))
-            plan = pipeline.resolve(decoded, devices)
+        return pipeline.resolve(decoded, devices)
+
+    async def store(self, plan: BatchPlan) -> BatchResult:
+        """Write the plan in one transaction and commit it; then hand the readings off."""
+        started = time.perf_counter()
+        async with self._pool.connection() as conn, conn.transaction():
             stored = await repository.store(conn, plan)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(len(decoded))
+        metrics.BATCH_SIZE.observe(plan.messages)
         metrics.READINGS_STORED.inc(len(stored.inserted))
         metrics.READINGS_DUPLICATE.inc(stored.duplicates)
         for letter in plan.dead_letters:
@@ -71,5 +83,5 @@ class IngestService:
         if self._on_stored is not None and stored.inserted:
             await self._on_stored(stored.inserted)
         return BatchResult(
-            len(decoded), len(stored.inserted), stored.duplicates, stored.dead_letters
+            plan.messages, len(stored.inserted), stored.duplicates, stored.dead_letters
         )
