@@ -100,6 +100,7 @@ class Rate:
 
     items: int
     seconds: float
+    cpu_s: float = 0.0  # CPU time this process spent meanwhile, where measured
 
     @property
     def per_s(self) -> float:
@@ -373,6 +374,7 @@ async def drain_bare(address: BrokerAddress, options: ConsumerOptions, expected:
     received = 0
     first_at = 0.0
     first_batch = 0
+    first_cpu = last_cpu = 0.0
     async with connection.client as client:
         for topic_filter in options.topic_filters():
             await client.subscribe(topic_filter, qos=1)
@@ -384,11 +386,13 @@ async def drain_bare(address: BrokerAddress, options: ConsumerOptions, expected:
                 received += len(batch)
                 if not first_at:
                     first_at = time.perf_counter()
+                    first_cpu = time.process_time()
                     first_batch = len(batch)
         last_at = time.perf_counter()
+        last_cpu = time.process_time()
         await asyncio.sleep(0.2)  # let the last acknowledgements reach the broker
     connection.close()
-    return Rate(received - first_batch, last_at - first_at)
+    return Rate(received - first_batch, last_at - first_at, last_cpu - first_cpu)
 
 
 # --- (b) COPY -----------------------------------------------------------------------------
@@ -620,7 +624,9 @@ def _describe(number: int, one: Round) -> str:
     cores = run.cores
     c = run.stored.per_s
     return (
-        f"round {number}: (a) {one.drain.per_s:,.0f} msg/s; (b) {one.copy.per_s:,.0f} rows/s "
+        f"round {number}: (a) {one.drain.per_s:,.0f} msg/s "
+        f"({one.drain.cpu_s / one.drain.items * 1e6:.0f} µs of CPU a message); "
+        f"(b) {one.copy.per_s:,.0f} rows/s "
         f"(fallback {one.upsert.per_s:,.0f}); (c) {c:,.0f} readings/s in {run.commits} "
         f"commits; (e) {run.peak_rss_kib / 1024:.0f} MiB\n"
         f"         cores while storing: service {cores['service']:.2f} "
