@@ -147,7 +147,8 @@ class _ManualAckClient:
                 # A lost connection is reported to aiomqtt by paho's disconnect callback.
                 if self.client._client.loop_read() != paho.MQTT_ERR_SUCCESS:
                     return
-            except OSError as exc:
+            except Exception as exc:
+                # As aiomqtt's own reader does: a read that fails means a broken connection.
                 if not self.client._disconnected.done():
                     self.client._disconnected.set_exception(exc)
                 return
