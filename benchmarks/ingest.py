@@ -721,6 +721,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(workload.per_message, workload.readings, workload.devices, args.rounds) < 1:
         parser.error("--readings, --per-message, --devices and --rounds must be at least 1")
 
+    # Stopped, still drop the database and stop the broker and the service.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rpm-bench-")))
         url = stack.enter_context(throwaway_database(args.database_url, args.keep_database))
