@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up migrate test lint fmt lock clean
+.PHONY: help install up migrate test lint fmt lock bench clean
 
 help:
 	@echo "make up       install, then run the whole service (embedded database and broker unless configured)"
@@ -15,6 +15,8 @@ help:
 	@echo "make fmt      format the code"
 	@echo "make migrate  apply database migrations"
 	@echo "make lock     re-resolve requirements*.lock from pyproject.toml"
+	@echo "make bench    ingest benchmark: 200,000 readings through a Mosquitto of its own into"
+	@echo "              a throwaway database on RPM_BENCH_DATABASE_URL (BENCH_ARGS: more options)"
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rpm needs Python 3.11 or newer")'
@@ -38,6 +40,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# Needs mosquitto and a PostgreSQL server (default postgresql://postgres@127.0.0.1:5432/postgres);
+# see docs/benchmarks.md.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.ingest $(BENCH_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

@@ -1,7 +1,7 @@
 """The MQTT adapter: consume device messages in batches, acknowledge after the commit.
 
 QoS 1 with a persistent session: the broker keeps a message until we acknowledge it, and
-we acknowledge a batch only once `IngestService.ingest` has committed it, as readings
+we acknowledge a batch only once `IngestService.store` has committed it, as readings
 or dead letters. A crash at any point before that leaves the messages unacknowledged, and
 the broker delivers them again when the session resumes; the reading's natural key makes
 the second delivery harmless.
@@ -15,6 +15,12 @@ Batches form by themselves: the consumer takes every message that is already wai
 to the batch size), so under load a batch holds what arrived during the previous commit
 and at low rates a message is stored at once rather than waiting for company.
 
+Two tasks share the work. One takes a batch, decodes it and looks its devices up; the
+other writes, commits and acknowledges the batches, one transaction at a time and in the
+order they arrived. Under load the next batch is decoded while the last one is written, a
+slice at a time so that the write is never kept waiting long: the database and our
+decoding then share the two cores instead of taking turns (docs/benchmarks.md).
+
 `MqttConsumer.stop` is the clean stop: the batch in hand is committed and acknowledged, no
 new one is taken, and the session is kept for the next start. With `leave_on_stop` a
 shared-subscription consumer that is scaled down for good leaves its group instead (see
@@ -27,9 +33,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -42,7 +50,7 @@ from rpm.backoff import Backoff
 from rpm.config import BrokerAddress
 from rpm.health import Health
 from rpm.ingest import metrics
-from rpm.ingest.pipeline import Envelope, Transport
+from rpm.ingest.pipeline import BatchPlan, DecodedMessage, Envelope, Transport
 from rpm.ingest.service import IngestService
 
 logger = logging.getLogger(__name__)
@@ -54,6 +62,13 @@ _FLUSH_FILTER = "rpm/v1/consumer-flush"
 # Leaving the group, the drain ends when nothing has arrived for this long after our last
 # acknowledgement: the broker sends what it still holds for us as soon as it gets one.
 DRAIN_QUIET_S = 1.0
+# Messages decoded between two turns of the event loop: a few milliseconds of work, so
+# that the batch being written does not wait long for its next step.
+DECODE_SLICE = 20
+
+# A batch taken and planned; None once taking has stopped.
+Batch = tuple[list[aiomqtt.Message], BatchPlan] | None
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -99,9 +114,10 @@ class _ManualAckClient:
         if v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = options.session_expiry_s
-            # At most this many unacknowledged messages in flight to us: two batches' worth,
-            # so the next batch arrives while the last one commits.
-            properties.ReceiveMaximum = min(65535, 2 * options.batch_size)
+            # At most this many unacknowledged messages in flight to us: four batches'
+            # worth, one being written, one decoded and waiting, one being decoded and
+            # one arriving meanwhile.
+            properties.ReceiveMaximum = min(65535, 4 * options.batch_size)
         self.client = aiomqtt.Client(
             address.host,
             address.port,
@@ -157,12 +173,9 @@ class _ManualAckClient:
             return []
         batch = [self._getter.result()]
         self._getter = None
-        for attempt in range(2):
-            while len(batch) < size and not queue.empty():
-                batch.append(queue.get_nowait())
-            if attempt == 0 and len(batch) < size:
-                # Let the socket reader run once: more may already be in the kernel buffer.
-                await asyncio.sleep(0)
+        self._read_waiting(size - len(batch) - queue.qsize())
+        while len(batch) < size and not queue.empty():
+            batch.append(queue.get_nowait())
         return batch
 
     async def unsubscribe(self, topic_filters: list[str]) -> None:
@@ -192,6 +205,28 @@ class _ManualAckClient:
         self.client._client.disconnect(properties=properties)
         # Resolved by the DISCONNECT going out; `async with` then has nothing left to do.
         await self.client._disconnected
+
+    def _read_waiting(self, wanted: int) -> None:
+        """Read up to `wanted` more messages that are already in the socket's buffer.
+
+        aiomqtt reads one packet a turn of the event loop, so under load a batch taken at
+        its pace stayed small (44 messages on average with one reading a message) and the
+        per-batch work dominated.
+        """
+        queue: asyncio.Queue[aiomqtt.Message] = self.client._queue
+        for _ in range(wanted):
+            before = queue.qsize()
+            try:
+                # A lost connection is reported to aiomqtt by paho's disconnect callback.
+                if self.client._client.loop_read() != paho.MQTT_ERR_SUCCESS:
+                    return
+            except Exception as exc:
+                # As aiomqtt's own reader does: a read that fails means a broken connection.
+                if not self.client._disconnected.done():
+                    self.client._disconnected.set_exception(exc)
+                return
+            if queue.qsize() == before:  # nothing more waiting, or not a message
+                return
 
     def close(self) -> None:
         if self._getter is not None:
@@ -239,9 +274,7 @@ class MqttConsumer:
                         self._options.client_id,
                     )
                     backoff.reset()
-                    size = self._options.batch_size
-                    while batch := await connection.next_batch(size, self._stop):
-                        await self._commit_and_ack(connection, batch)
+                    await self._consume(connection)
                     await connection.flush()
                     if self._options.leaves_on_stop:
                         await self._leave(connection)
@@ -268,7 +301,10 @@ class MqttConsumer:
     async def _commit_and_ack(
         self, connection: _ManualAckClient, batch: list[aiomqtt.Message]
     ) -> None:
-        await self._commit(batch)
+        """All the steps for one batch, in turn (the drain of `_leave`)."""
+        decoded = await self._decode(batch)
+        plan = await self._retrying(partial(self._ingest.plan, decoded), len(batch))
+        await self._retrying(partial(self._ingest.store, plan), len(batch))
         for message in batch:
             connection.ack(message)
 
@@ -299,35 +335,76 @@ class MqttConsumer:
             self._options.client_id,
         )
 
-    async def _commit(self, batch: list[aiomqtt.Message]) -> None:
-        """Store the batch, retrying while the database is away; never give up on it.
+    async def _consume(self, connection: _ManualAckClient) -> None:
+        """Take, decode and plan in one task, write and acknowledge in another."""
+        # One planned batch may wait while another is written; then taking pauses.
+        planned: asyncio.Queue[Batch] = asyncio.Queue(maxsize=1)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._take(connection, planned), name="mqtt-take")
+                tasks.create_task(self._write(connection, planned), name="mqtt-write")
+        except ExceptionGroup as failed:
+            # One task failed and the other was cancelled, its batch left unacknowledged.
+            # Raise the failure itself: a lost broker means reconnecting, anything else
+            # stops the service, as when one task did both.
+            raise failed.exceptions[0] from None
 
-        Until this returns nothing is acknowledged, so the broker holds the messages for
-        us whatever happens to this process meanwhile.
-        """
+    async def _take(self, connection: _ManualAckClient, planned: asyncio.Queue[Batch]) -> None:
+        """Until `stop`: then the writer finishes what was taken, and both return."""
+        size = self._options.batch_size
+        while batch := await connection.next_batch(size, self._stop):
+            decoded = await self._decode(batch)
+            plan = await self._retrying(partial(self._ingest.plan, decoded), len(batch))
+            await planned.put((batch, plan))
+        await planned.put(None)
+
+    async def _decode(self, batch: list[aiomqtt.Message]) -> list[DecodedMessage]:
+        """Decode a slice at a time, letting the batch being written go on in between."""
         received_at = datetime.now(UTC)
-        envelopes = [
-            Envelope(Transport.MQTT, str(m.topic), _payload_bytes(m.payload), received_at)
-            for m in batch
-        ]
         metrics.MESSAGES_RECEIVED.labels(Transport.MQTT.value).inc(len(batch))
+        decoded = []
+        for start in range(0, len(batch), DECODE_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            decoded += [
+                self._ingest.decode(
+                    Envelope(Transport.MQTT, str(m.topic), _payload_bytes(m.payload), received_at)
+                )
+                for m in batch[start : start + DECODE_SLICE]
+            ]
+        return decoded
+
+    async def _write(self, connection: _ManualAckClient, planned: asyncio.Queue[Batch]) -> None:
+        """Store each batch and then acknowledge it.
+
+        Until the commit nothing is acknowledged, so the broker holds the messages for us
+        whatever happens to this process meanwhile.
+        """
+        while (taken := await planned.get()) is not None:
+            batch, plan = taken
+            await self._retrying(partial(self._ingest.store, plan), len(batch))
+            for message in batch:
+                connection.ack(message)
+
+    async def _retrying(self, step: Callable[[], Awaitable[T]], messages: int) -> T:
+        """Run a step of storing a batch until the database lets it; never give up on it."""
         backoff = Backoff()
         while True:
             try:
-                await self._ingest.ingest(envelopes)
+                result = await step()
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 delay = backoff.next_delay()
                 self._health.set("database", False, str(exc).strip().splitlines()[0])
                 logger.warning(
                     "could not store a batch of %d messages; retrying in %.1f s",
-                    len(batch),
+                    messages,
                     delay,
                 )
                 await asyncio.sleep(delay)
             else:
                 # After an outage, ready again at the first commit rather than the next probe.
                 self._health.set("database", True)
-                return
+                return result
 
 
 def _payload_bytes(payload: object) -> bytes:

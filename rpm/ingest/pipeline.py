@@ -125,6 +125,7 @@ class StatusUpdate:
 class BatchPlan:
     """What one batch of messages becomes: written in one transaction."""
 
+    messages: int = 0
     rows: list[ReadingRow] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
@@ -173,6 +174,7 @@ def resolve(messages: Iterable[DecodedMessage], devices: Mapping[str, KnownDevic
     """Step 2: attribute each reading to its device and patient, or reject it."""
     plan = BatchPlan()
     for message in messages:
+        plan.messages += 1
         received_at = message.envelope.received_at
         rejections: list[Rejection] = []
         stored = 0

@@ -1,9 +1,12 @@
 """The ingest SQL: device look-up for a batch, and writing what the batch became
 (the dead letters' own SQL is in `dead_letters`).
 
-Readings go in by binary COPY into a per-session staging table, then one
-`INSERT ... SELECT ... ON CONFLICT DO NOTHING` against the natural key, so that a
-redelivered or re-sent reading is dropped by the database, not by luck.
+Readings go in by binary COPY straight into `reading`, under a savepoint. When that hits
+the natural key (a redelivered or re-sent reading, or a key twice in one batch), the
+savepoint is rolled back and the batch goes the careful way: binary COPY into a
+per-session staging table, then one `INSERT ... SELECT ... ON CONFLICT DO NOTHING`. Either
+way a repeated reading is dropped by the database, not by luck. The direct COPY is the
+common case, and takes about a quarter less time a row (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from psycopg import AsyncConnection
+import pydantic_core
+from psycopg import AsyncConnection, errors
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
@@ -36,7 +40,8 @@ _CREATE_STAGING = (
     "CREATE TEMP TABLE IF NOT EXISTS reading_staging"
     " (LIKE reading INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
-_COPY = f"COPY reading_staging ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_COPY_DIRECT = f"COPY reading ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_COPY_STAGING = f"COPY reading_staging ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 # Built from the column constants above, nothing else.
 _INSERT = (
     f"INSERT INTO reading ({_COLUMNS}) SELECT {_COLUMNS} FROM reading_staging"  # noqa: S608
@@ -119,34 +124,25 @@ async def store(conn: Connection, plan: BatchPlan) -> StoredBatch:
 async def _insert_readings(conn: Connection, rows: Sequence[ReadingRow]) -> list[ReadingRow]:
     if not rows:
         return []
+    try:
+        async with conn.transaction():  # a savepoint: the caller owns the transaction
+            await copy_readings(conn, rows)
+    except errors.UniqueViolation:
+        return await upsert_readings(conn, rows)
+    return list(rows)
+
+
+async def copy_readings(conn: Connection, rows: Sequence[ReadingRow]) -> None:
+    """Binary COPY straight into `reading`; a key already there raises UniqueViolation."""
+    await _copy(conn, _COPY_DIRECT, rows)
+
+
+async def upsert_readings(conn: Connection, rows: Sequence[ReadingRow]) -> list[ReadingRow]:
+    """Staging COPY, then INSERT ... ON CONFLICT DO NOTHING; return the rows inserted."""
     await conn.execute(_CREATE_STAGING)
-    async with conn.cursor() as cursor:
-        async with cursor.copy(_COPY) as copy:
-            copy.set_types(list(_READING_TYPES))
-            for row in rows:
-                r = row.reading
-                await copy.write_row(
-                    (
-                        row.device_id,
-                        r.kind.value,
-                        r.measured_at,
-                        row.patient_id,
-                        row.received_at,
-                        r.utc_offset_min,
-                        r.systolic_mmhg,
-                        r.diastolic_mmhg,
-                        r.pulse_bpm,
-                        r.weight_kg,
-                        r.glucose_mg_dl,
-                        r.meal_context.value if r.meal_context else None,
-                        r.statistic,
-                        Jsonb(r.original),
-                        r.source.value,
-                        r.device_reading_id,
-                    )
-                )
-        await cursor.execute(_INSERT)
-        keys = {(device, kind, at) for device, kind, at in await cursor.fetchall()}
+    await _copy(conn, _COPY_STAGING, rows)
+    cursor = await conn.execute(_INSERT)
+    keys = {(device, kind, at) for device, kind, at in await cursor.fetchall()}
     # A key repeated within the batch was inserted once: report its first row.
     inserted = []
     for row in rows:
@@ -155,3 +151,31 @@ async def _insert_readings(conn: Connection, rows: Sequence[ReadingRow]) -> list
             keys.discard(key)
             inserted.append(row)
     return inserted
+
+
+async def _copy(conn: Connection, statement: str, rows: Sequence[ReadingRow]) -> None:
+    async with conn.cursor() as cursor, cursor.copy(statement) as copy:
+        copy.set_types(list(_READING_TYPES))
+        for row in rows:
+            r = row.reading
+            await copy.write_row(
+                (
+                    row.device_id,
+                    r.kind.value,
+                    r.measured_at,
+                    row.patient_id,
+                    row.received_at,
+                    r.utc_offset_min,
+                    r.systolic_mmhg,
+                    r.diastolic_mmhg,
+                    r.pulse_bpm,
+                    r.weight_kg,
+                    r.glucose_mg_dl,
+                    r.meal_context.value if r.meal_context else None,
+                    r.statistic,
+                    # pydantic-core's serializer: 0.5 µs a reading against json.dumps' 2.7 µs.
+                    Jsonb(r.original, dumps=pydantic_core.to_json),
+                    r.source.value,
+                    r.device_reading_id,
+                )
+            )

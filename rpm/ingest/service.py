@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from rpm.devices.checks import TimeLimits
 from rpm.ingest import dead_letters, metrics, pipeline, repository
 from rpm.ingest.dead_letters import DeadLetterFilter
-from rpm.ingest.pipeline import BatchPlan, Envelope, ReadingRow
+from rpm.ingest.pipeline import BatchPlan, DecodedMessage, Envelope, ReadingRow
 from rpm.ingest.repository import Connection, StoredBatch
 
 logger = logging.getLogger(__name__)
@@ -65,14 +65,36 @@ class IngestService:
         self._on_stored = on_stored
 
     async def ingest(self, envelopes: Sequence[Envelope]) -> BatchResult:
+        return await self.store(await self.plan([self.decode(e) for e in envelopes]))
+
+    # The three steps, apart so that the MQTT consumer can work on the next batch while
+    # the last one is being written.
+
+    def decode(self, envelope: Envelope) -> DecodedMessage:
+        """What a message says: CPU only."""
+        return pipeline.decode(envelope, self._limits)
+
+    async def plan(self, decoded: Sequence[DecodedMessage]) -> BatchPlan:
+        """Attribute each reading to its device and patient, as the registry says now.
+
+        A look-up of its own, before the write's transaction: under READ COMMITTED each
+        statement sees the registry as last committed anyway, so reading it first changes
+        nothing but when.
+        """
+        async with self._pool.connection() as conn, conn.transaction():
+            devices = await repository.load_devices(conn, pipeline.serials(decoded))
+        return pipeline.resolve(decoded, devices)
+
+    async def store(self, plan: BatchPlan) -> BatchResult:
+        """Write the plan in one transaction and commit it; then hand the readings off."""
         started = time.perf_counter()
         async with self._pool.connection() as conn, conn.transaction():
-            plan, stored = await self._store(conn, envelopes)
+            stored = await repository.store(conn, plan)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(len(envelopes))
+        metrics.BATCH_SIZE.observe(plan.messages)
         await self._after_commit(plan, stored)
         return BatchResult(
-            len(envelopes),
+            plan.messages,
             len(stored.inserted),
             stored.duplicates,
             stored.dead_letters,
@@ -122,7 +144,8 @@ class IngestService:
     async def _store(
         self, conn: Connection, envelopes: Sequence[Envelope]
     ) -> tuple[BatchPlan, StoredBatch]:
-        decoded = [pipeline.decode(envelope, self._limits) for envelope in envelopes]
+        """All three steps in the caller's transaction (a replay's)."""
+        decoded = [self.decode(envelope) for envelope in envelopes]
         devices = await repository.load_devices(conn, pipeline.serials(decoded))
         plan = pipeline.resolve(decoded, devices)
         return plan, await repository.store(conn, plan)

@@ -97,6 +97,26 @@ async def test_readings_are_stored_once_and_handed_to_the_rules(
     assert device.last_seen_at is not None
 
 
+async def test_new_and_repeated_readings_in_one_batch_are_each_stored_once(
+    conn: Conn, service: IngestService, handed_off: list[ReadingRow]
+) -> None:
+    """The direct COPY fails on the repeat; the batch is stored the careful way instead."""
+    patient = await _patient(conn, "P-1")
+    await registry.register(conn, "BP-1", DeviceKind.BLOOD_PRESSURE_CUFF, "A&D UA-651")
+    await registry.assign(conn, "BP-1", patient, NOW - timedelta(days=30))
+    stored_before = _bp(NOW - timedelta(hours=5))
+    await service.ingest([_message("BP-1", stored_before)])
+    fresh = [_bp(NOW - timedelta(hours=h), systolic=120 + h) for h in (3, 2, 1)]
+
+    result = await service.ingest(
+        [_message("BP-1", fresh), _message("BP-1", [fresh[1], stored_before])]
+    )
+
+    assert (result.stored, result.duplicates, result.rejected_messages) == (3, 2, 0)
+    assert await _count(conn, "SELECT count(*) FROM reading WHERE patient_id = %s", patient) == 4
+    assert [row.reading.systolic_mmhg for row in handed_off] == [128, 123, 122, 121]
+
+
 async def test_a_reading_belongs_to_whoever_had_the_device_when_it_was_measured(
     conn: Conn, service: IngestService
 ) -> None:
