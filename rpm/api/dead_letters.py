@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, model_validator
@@ -12,7 +10,7 @@ from pydantic import BaseModel, Field, model_validator
 from rpm.api.deps import Conn, Ingest
 from rpm.devices.model import Reason
 from rpm.ingest import dead_letters
-from rpm.ingest.dead_letters import DeadLetterFilter, DeadLetterRecord
+from rpm.ingest.dead_letters import DeadLetterFilter, DeadLetterMessage, DeadLetterRecord
 from rpm.ingest.service import ReplayOutcome
 
 router = APIRouter(prefix="/api/v1/dead-letters", tags=["dead letters"])
@@ -22,20 +20,6 @@ _ERRORS: dict[int | str, dict[str, str]] = {
     409: {"description": "The dead letter was already replayed"},
 }
 MAX_REPLAY = 1000
-
-
-class DeadLetterMessage(BaseModel):
-    id: int
-    received_at: datetime
-    source: str
-    topic: str
-    device_serial: str | None
-    reason: str
-    detail: str
-    replayed_at: datetime | None
-    replay_result: str | None
-    payload: str = Field(description="The raw bytes: as text when they are UTF-8, else base64")
-    payload_encoding: Literal["utf-8", "base64"]
 
 
 class ReplayRequest(BaseModel):
@@ -98,25 +82,7 @@ async def list_dead_letters(
 
 @router.get("/{dead_letter_id}", summary="One dead letter with its raw bytes", responses=_ERRORS)
 async def inspect(conn: Conn, dead_letter_id: int) -> DeadLetterMessage:
-    record, payload = await dead_letters.get(conn, dead_letter_id)
-    encoding: Literal["utf-8", "base64"] = "utf-8"
-    try:
-        text = payload.decode()
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(payload).decode(), "base64"
-    return DeadLetterMessage(
-        id=record.id,
-        received_at=record.received_at,
-        source=record.source,
-        topic=record.topic,
-        device_serial=record.device_serial,
-        reason=record.reason,
-        detail=record.detail,
-        replayed_at=record.replayed_at,
-        replay_result=record.replay_result,
-        payload=text,
-        payload_encoding=encoding,
-    )
+    return await dead_letters.get(conn, dead_letter_id)
 
 
 @router.post(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -49,14 +48,9 @@ def list_dead_letters(
 @app.command("show")
 def show(dead_letter_id: int) -> None:
     """One dead letter, with its raw bytes (as text when they are UTF-8, else base64)."""
-    record, payload = with_connection(
-        lambda conn: dead_letters.get(conn, dead_letter_id), (DeadLetterError,)
+    echo_json(
+        with_connection(lambda conn: dead_letters.get(conn, dead_letter_id), (DeadLetterError,))
     )
-    try:
-        shown = {"payload": payload.decode(), "payload_encoding": "utf-8"}
-    except UnicodeDecodeError:
-        shown = {"payload": base64.b64encode(payload).decode(), "payload_encoding": "base64"}
-    echo_json(vars(record) | shown)
 
 
 @app.command("replay")

@@ -8,9 +8,11 @@ dead-lettered again, as a new row that says why this time.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow, class_row
@@ -45,6 +47,22 @@ class DeadLetterRecord:
     payload_bytes: int
     replayed_at: datetime | None
     replay_result: str | None
+
+
+@dataclass(frozen=True)
+class DeadLetterMessage(DeadLetterRecord):
+    """A dead letter with its raw bytes shown: as text when they are UTF-8, else base64."""
+
+    payload: str
+    payload_encoding: Literal["utf-8", "base64"]
+
+    @classmethod
+    def of(cls, record: DeadLetterRecord, payload: bytes) -> DeadLetterMessage:
+        try:
+            return cls(**vars(record), payload=payload.decode(), payload_encoding="utf-8")
+        except UnicodeDecodeError:
+            shown = base64.b64encode(payload).decode()
+            return cls(**vars(record), payload=shown, payload_encoding="base64")
 
 
 @dataclass(frozen=True)
@@ -123,7 +141,7 @@ async def list_dead_letters(
         return await cursor.fetchall()
 
 
-async def get(conn: Connection, dead_letter_id: int) -> tuple[DeadLetterRecord, bytes]:
+async def get(conn: Connection, dead_letter_id: int) -> DeadLetterMessage:
     """One dead letter and its raw bytes, exactly as they arrived."""
     cursor = await conn.execute(
         f"SELECT {_RECORD}, payload FROM rejected_message WHERE id = %s",  # noqa: S608
@@ -132,7 +150,7 @@ async def get(conn: Connection, dead_letter_id: int) -> tuple[DeadLetterRecord, 
     row = await cursor.fetchone()
     if row is None:
         raise DeadLetterNotFound(f"no dead letter with id {dead_letter_id}")
-    return DeadLetterRecord(*row[:-1]), bytes(row[-1])
+    return DeadLetterMessage.of(DeadLetterRecord(*row[:-1]), bytes(row[-1]))
 
 
 async def pending_id(conn: Connection, envelope: Envelope) -> int | None:
