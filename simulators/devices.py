@@ -19,6 +19,8 @@ import numpy as np
 
 from simulators.physiology import Measure, Measurement
 
+# The simulators stand for devices and talk to rpm only over the wire, so they keep their
+# own unit factors rather than import rpm's (rpm.devices.checks).
 KG_PER_LB = 0.45359237
 MG_DL_PER_MMOL_L = 18.0156
 TENOVI_TOPIC = "webhook/tenovi"

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from fastapi.testclient import TestClient
 
 from rpm.app import Wiring
 from rpm.config import (
@@ -77,6 +78,14 @@ class MosquittoProcess:
             self._process.send_signal(sig)
             self._process.communicate(timeout=10)
             self._process = None
+
+
+def wait_until_ready(client: TestClient, timeout: float = 20) -> None:
+    """Until the app's /readyz says the database and the broker are connected."""
+    deadline = time.monotonic() + timeout
+    while not client.get("/readyz").json()["ready"]:
+        assert time.monotonic() < deadline, client.get("/readyz").json()
+        time.sleep(0.05)
 
 
 def wiring(database_url: str, broker: BrokerAddress, fatal: list[str]) -> Wiring:

@@ -82,8 +82,7 @@ class IngestService:
         nothing but when.
         """
         async with self._pool.connection() as conn, conn.transaction():
-            devices = await repository.load_devices(conn, pipeline.serials(decoded))
-        return pipeline.resolve(decoded, devices)
+            return await _resolve(conn, decoded)
 
     async def store(self, plan: BatchPlan) -> BatchResult:
         """Write the plan in one transaction and commit it; then hand the readings off."""
@@ -145,9 +144,7 @@ class IngestService:
         self, conn: Connection, envelopes: Sequence[Envelope]
     ) -> tuple[BatchPlan, StoredBatch]:
         """All three steps in the caller's transaction (a replay's)."""
-        decoded = [self.decode(envelope) for envelope in envelopes]
-        devices = await repository.load_devices(conn, pipeline.serials(decoded))
-        plan = pipeline.resolve(decoded, devices)
+        plan = await _resolve(conn, [self.decode(envelope) for envelope in envelopes])
         return plan, await repository.store(conn, plan)
 
     async def _after_commit(self, plan: BatchPlan, stored: StoredBatch) -> None:
@@ -162,3 +159,9 @@ class IngestService:
             )
         if self._on_stored is not None and stored.inserted:
             await self._on_stored(stored.inserted)
+
+
+async def _resolve(conn: Connection, decoded: Sequence[DecodedMessage]) -> BatchPlan:
+    """Look the batch's devices up, and attribute each reading (`pipeline.resolve`)."""
+    devices = await repository.load_devices(conn, pipeline.serials(decoded))
+    return pipeline.resolve(decoded, devices)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from rpm.app import create_app
 from rpm.config import BrokerAddress
-from tests.support import MosquittoProcess, wiring
+from tests.support import MosquittoProcess, wait_until_ready, wiring
 
 
 @pytest.fixture
@@ -24,10 +23,7 @@ def service(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
         with TestClient(
             create_app(wiring(db_url, BrokerAddress("127.0.0.1", broker.port), fatal))
         ) as client:
-            deadline = time.monotonic() + 20
-            while not client.get("/readyz").json()["ready"]:
-                assert time.monotonic() < deadline, client.get("/readyz").json()
-                time.sleep(0.05)
+            wait_until_ready(client)
             yield client
     finally:
         broker.stop()

@@ -19,7 +19,7 @@ from rpm.config import BrokerAddress
 from rpm.health import Health
 from rpm.ingest.consumer import ConsumerOptions, MqttConsumer, _ManualAckClient
 from rpm.ingest.pipeline import Envelope
-from tests.support import MosquittoProcess, wiring
+from tests.support import MosquittoProcess, wait_until_ready, wiring
 
 BROKER_CONFIG = "allow_anonymous true\nmax_inflight_messages 1000\npersistence false\n"
 
@@ -146,10 +146,7 @@ def test_published_readings_are_stored_once_and_bad_ones_dead_lettered(
     with TestClient(
         create_app(wiring(db_url, BrokerAddress("127.0.0.1", broker.port), fatal))
     ) as client:
-        deadline = time.monotonic() + 20
-        while not client.get("/readyz").json()["ready"]:
-            assert time.monotonic() < deadline, client.get("/readyz").json()
-            time.sleep(0.05)
+        wait_until_ready(client)
         asyncio.run(_publish(broker.port, readings + bad + readings[:50]))
         _wait_for_count(db_url, "SELECT count(*) FROM rejected_message", 2)
         _wait_for_count(db_url, "SELECT count(*) FROM reading", 300)

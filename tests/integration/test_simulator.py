@@ -16,7 +16,7 @@ from rpm.app import create_app
 from rpm.config import BrokerAddress
 from simulators.scenario import Simulation, generate, load
 from simulators.transport import Pace, Target, send, wall_schedule
-from tests.support import MosquittoProcess, wiring
+from tests.support import MosquittoProcess, wait_until_ready, wiring
 
 BROKER_CONFIG = "allow_anonymous true\nmax_inflight_messages 0\npersistence false\n"
 
@@ -67,10 +67,7 @@ def test_a_demo_run_is_stored_exactly_once(db_url: str, tmp_path: Path) -> None:
     try:
         address = BrokerAddress("127.0.0.1", broker.port)
         with TestClient(create_app(wiring(db_url, address, fatal))) as client:
-            deadline = time.monotonic() + 20
-            while not client.get("/readyz").json()["ready"]:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_until_ready(client)
             messages = simulation.messages
             offsets = wall_schedule(messages, Pace.ACCELERATED, 2.0, rate=0)
             summary = asyncio.run(
