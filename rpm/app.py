@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import aiomqtt
@@ -22,9 +22,11 @@ from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 import rpm
+from rpm.api import care_plans as care_plans_api
 from rpm.api import dead_letters as dead_letters_api
 from rpm.api import devices as devices_api
 from rpm.api import health as health_api
+from rpm.api import patients as patients_api
 from rpm.api import webhooks as webhooks_api
 from rpm.api.deps import install_error_handlers
 from rpm.backoff import Backoff
@@ -35,7 +37,8 @@ from rpm.db.timescale import TimescaleUnavailable
 from rpm.health import Health
 from rpm.ingest.consumer import ConsumerOptions, MqttConsumer
 from rpm.ingest.service import IngestService
-from rpm.rules.handoff import readings_stored
+from rpm.rules.engine import RuleEngine
+from rpm.rules.handoff import RulesHandoff
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +69,9 @@ def create_app(wiring: Wiring) -> FastAPI:
         app.state.pool = pool
         app.state.health = wiring.health
 
-        ingest = IngestService(pool, settings.ingest.time_limits(), on_stored=readings_stored)
+        rules = RuleEngine(pool)
+        app.state.rules = rules
+        ingest = IngestService(pool, settings.ingest.time_limits(), handoff=RulesHandoff(rules))
         app.state.ingest = ingest
         consumer = MqttConsumer(
             wiring.broker,
@@ -93,6 +98,7 @@ def create_app(wiring: Wiring) -> FastAPI:
             await _open_store(wiring, pool, scheduler)
             if pool.closed:
                 return
+            _schedule_rules(scheduler, rules, settings)
             # Consume only once the store can take what arrives.
             consuming.append(_supervised(consumer.run(), "mqtt-consumer", wiring.on_fatal))
             tasks.extend(consuming)
@@ -122,7 +128,8 @@ def create_app(wiring: Wiring) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for api in (health_api, devices_api, dead_letters_api, webhooks_api):
+    apis = (health_api, devices_api, patients_api, care_plans_api, dead_letters_api, webhooks_api)
+    for api in apis:
         app.include_router(api.router)
     return app
 
@@ -173,6 +180,29 @@ async def _open_store(
         seconds=DATABASE_PROBE_INTERVAL_S,
         args=[pool, wiring.health],
         id="probe-database",
+        max_instances=1,
+        coalesce=True,
+    )
+
+
+def _schedule_rules(scheduler: AsyncIOScheduler, rules: RuleEngine, settings: Settings) -> None:
+    """The rule engine's periodic jobs. Each is safe with several processes running it:
+    the missed-readings check under an advisory lock, the sweeper by SKIP LOCKED."""
+    scheduler.add_job(
+        rules.check_missed,
+        "interval",
+        seconds=settings.rules.missed_check_interval_s,
+        id="missed-readings",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=datetime.now(UTC),
+    )
+    scheduler.add_job(
+        rules.sweep,
+        "interval",
+        seconds=settings.rules.sweep_interval_s,
+        args=[settings.rules.sweep_after_s],
+        id="rules-sweeper",
         max_instances=1,
         coalesce=True,
     )

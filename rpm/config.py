@@ -133,6 +133,20 @@ class IngestSettings(_Area):
         )
 
 
+class RulesSettings(_Area):
+    model_config = SettingsConfigDict(env_prefix="RPM_RULES_")
+
+    missed_check_interval_s: int = Field(
+        900, ge=10, description="How often the missed-readings rules run over every patient."
+    )
+    sweep_interval_s: int = Field(
+        30, ge=1, description="How often queued batches that nobody evaluated are looked for."
+    )
+    sweep_after_s: int = Field(
+        60, ge=5, description="A queued batch this old was left by a stopped process."
+    )
+
+
 class HttpSettings(_Area):
     model_config = SettingsConfigDict(env_prefix="RPM_HTTP_")
 
@@ -174,6 +188,7 @@ class Settings(BaseModel):
     database: DatabaseSettings
     mqtt: MqttSettings
     ingest: IngestSettings
+    rules: RulesSettings
     http: HttpSettings
 
 
@@ -182,6 +197,7 @@ _AREAS: dict[str, type[_Area]] = {
     "database": DatabaseSettings,
     "mqtt": MqttSettings,
     "ingest": IngestSettings,
+    "rules": RulesSettings,
     "http": HttpSettings,
 }
 

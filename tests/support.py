@@ -24,6 +24,7 @@ from rpm.config import (
     HttpSettings,
     IngestSettings,
     MqttSettings,
+    RulesSettings,
     ServiceSettings,
     Settings,
 )
@@ -95,6 +96,7 @@ def wiring(database_url: str, broker: BrokerAddress, fatal: list[str]) -> Wiring
         database=DatabaseSettings(url=database_url, connect_timeout_s=2),
         mqtt=MqttSettings(client_id=f"rpm-test-{free_port()}"),
         ingest=IngestSettings(batch_size=50),
+        rules=RulesSettings(),
         http=HttpSettings(),
     )
     return Wiring(settings, database_url, broker, broker_is_embedded=False, on_fatal=fatal.append)

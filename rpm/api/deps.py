@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import psycopg
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
@@ -19,6 +19,10 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 from rpm.devices import registry
 from rpm.ingest import dead_letters
 from rpm.ingest.service import IngestService
+from rpm.patients import registry as patients
+from rpm.rules import care_plans
+from rpm.rules.engine import RuleEngine
+from rpm.rules.templates import UnknownTemplate
 
 # How long a request waits for a pooled connection before it is told to come back.
 CONNECTION_TIMEOUT_S = 5.0
@@ -40,9 +44,29 @@ def _ingest_service(request: Request) -> IngestService:
     return service
 
 
+def _rule_engine(request: Request) -> RuleEngine:
+    engine: RuleEngine = request.app.state.rules
+    return engine
+
+
+def _actor(
+    x_rpm_user: Annotated[
+        str,
+        Header(
+            min_length=1,
+            max_length=200,
+            description="Who makes the change, kept with it (until sign-in: issue 7)",
+        ),
+    ],
+) -> str:
+    return x_rpm_user
+
+
 Pool = Annotated[AsyncConnectionPool, Depends(_pool)]
 Conn = Annotated[AsyncConnection[TupleRow], Depends(_connection)]
 Ingest = Annotated[IngestService, Depends(_ingest_service)]
+Rules = Annotated[RuleEngine, Depends(_rule_engine)]
+Actor = Annotated[str, Depends(_actor)]
 
 
 # The core's errors carry a message meant for people; this says which status each is.
@@ -52,6 +76,13 @@ _STATUS_OF: dict[type[Exception], int] = {
     registry.RegistryError: 422,
     dead_letters.DeadLetterNotFound: 404,
     dead_letters.AlreadyReplayed: 409,
+    patients.PatientNotFound: 404,
+    patients.PatientConflict: 409,
+    patients.PatientError: 422,
+    care_plans.PlanNotFound: 404,
+    care_plans.StalePlan: 409,
+    care_plans.CarePlanError: 422,
+    UnknownTemplate: 422,
 }
 
 

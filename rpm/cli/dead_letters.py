@@ -14,7 +14,8 @@ from rpm.devices.model import Reason
 from rpm.ingest import dead_letters
 from rpm.ingest.dead_letters import DeadLetterError, DeadLetterFilter
 from rpm.ingest.service import IngestService, ReplayOutcome
-from rpm.rules.handoff import readings_stored
+from rpm.rules.engine import RuleEngine
+from rpm.rules.handoff import RulesHandoff
 
 app = typer.Typer(
     help="Messages that did not become readings, kept with the reason why.",
@@ -70,7 +71,8 @@ def replay(
 
     async def run(settings: Settings, url: str) -> list[ReplayOutcome]:
         async with make_pool(url, settings.database) as pool:
-            service = IngestService(pool, settings.ingest.time_limits(), on_stored=readings_stored)
+            handoff = RulesHandoff(RuleEngine(pool))
+            service = IngestService(pool, settings.ingest.time_limits(), handoff=handoff)
             return await service.replay(ids or (), DeadLetterFilter(reason, device), limit)
 
     outcomes: Sequence[ReplayOutcome] = on_database(run, (DeadLetterError,))

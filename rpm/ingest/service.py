@@ -22,8 +22,11 @@ from rpm.ingest.repository import Connection, StoredBatch
 
 logger = logging.getLogger(__name__)
 
-# The rule engine's entry point: called after each commit with the readings it inserted.
-ReadingsStored = Callable[[Sequence[ReadingRow]], Awaitable[None]]
+# The rule engine's entry point, in two steps. Called inside the ingest transaction with
+# the readings it inserted, so that their evaluation is queued durably with them; what
+# it returns is run once the transaction has committed, to evaluate them at once.
+AfterCommit = Callable[[], Awaitable[None]]
+Handoff = Callable[[Connection, Sequence[ReadingRow]], Awaitable[AfterCommit | None]]
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,11 @@ class IngestService:
         self,
         pool: AsyncConnectionPool,
         limits: TimeLimits,
-        on_stored: ReadingsStored | None = None,
+        handoff: Handoff | None = None,
     ) -> None:
         self._pool = pool
         self._limits = limits
-        self._on_stored = on_stored
+        self._handoff = handoff
 
     async def ingest(self, envelopes: Sequence[Envelope]) -> BatchResult:
         return await self.store(await self.plan([self.decode(e) for e in envelopes]))
@@ -89,9 +92,12 @@ class IngestService:
         started = time.perf_counter()
         async with self._pool.connection() as conn, conn.transaction():
             stored = await repository.store(conn, plan)
+            after_commit = await self._hand_off(conn, stored.inserted)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(plan.messages)
-        await self._after_commit(plan, stored)
+        self._count(plan, stored)
+        if after_commit is not None:
+            await after_commit()
         return BatchResult(
             plan.messages,
             len(stored.inserted),
@@ -109,7 +115,7 @@ class IngestService:
         when it arrived. Raises `DeadLetterError` when an id is unknown or already replayed.
         """
         outcomes = []
-        handed_off: list[ReadingRow] = []
+        stored_again: list[ReadingRow] = []
         async with self._pool.connection() as conn, conn.transaction():
             if ids:
                 claimed = await dead_letters.claim_ids(conn, ids)
@@ -129,15 +135,16 @@ class IngestService:
                     )
                 await dead_letters.record_result(conn, dead_letter_id, outcome.describe())
                 outcomes.append(outcome)
-                handed_off += stored.inserted
-        metrics.READINGS_STORED.inc(len(handed_off))
+                stored_again += stored.inserted
+            after_commit = await self._hand_off(conn, stored_again)
+        metrics.READINGS_STORED.inc(len(stored_again))
         logger.info(
             "replayed %d dead letter(s): %d stored again as readings",
             len(outcomes),
             sum(1 for o in outcomes if o.reason is None),
         )
-        if self._on_stored is not None and handed_off:
-            await self._on_stored(handed_off)
+        if after_commit is not None:
+            await after_commit()
         return outcomes
 
     async def _store(
@@ -147,7 +154,12 @@ class IngestService:
         plan = await _resolve(conn, [self.decode(envelope) for envelope in envelopes])
         return plan, await repository.store(conn, plan)
 
-    async def _after_commit(self, plan: BatchPlan, stored: StoredBatch) -> None:
+    async def _hand_off(self, conn: Connection, rows: list[ReadingRow]) -> AfterCommit | None:
+        if self._handoff is None or not rows:
+            return None
+        return await self._handoff(conn, rows)
+
+    def _count(self, plan: BatchPlan, stored: StoredBatch) -> None:
         metrics.READINGS_STORED.inc(len(stored.inserted))
         metrics.READINGS_DUPLICATE.inc(stored.duplicates)
         for letter in plan.dead_letters:
@@ -157,8 +169,6 @@ class IngestService:
                 letter.reason.value,
                 extra={"device_serial": letter.device_serial, "reason": letter.reason.value},
             )
-        if self._on_stored is not None and stored.inserted:
-            await self._on_stored(stored.inserted)
 
 
 async def _resolve(conn: Connection, decoded: Sequence[DecodedMessage]) -> BatchPlan:

@@ -1,22 +1,57 @@
-"""Where the rule engine receives readings: right after ingest has committed them.
+"""Where the rule engine receives readings: inside the ingest transaction that stores them.
 
-`IngestService` awaits `readings_stored` once per committed batch, before the batch is
-acknowledged to the broker, so a slow rule engine slows ingest down (back-pressure)
-rather than piling readings up in memory. The rules issue evaluates care plans here.
+The readings are queued in that transaction, so their evaluation is as durable as they
+are; right after the commit they are evaluated (before the batch is acknowledged to the
+broker, so a slow rule engine slows ingest down instead of piling readings up in memory).
+An evaluation that fails leaves its batch queued for the sweeper: a rule-engine fault
+never stops ingest, and never loses an evaluation.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from prometheus_client import Counter
 
 from rpm.ingest.pipeline import ReadingRow
+from rpm.ingest.repository import Connection
+from rpm.ingest.service import AfterCommit
+from rpm.rules.engine import RuleEngine
+from rpm.rules.evaluate import ReadingKey
+from rpm.rules.repository import NewReading
 
-READINGS_HANDED_OFF = Counter(
-    "rpm_rules_readings_received", "Committed readings handed to the rule engine"
+logger = logging.getLogger(__name__)
+
+EVALUATION_FAILURES = Counter(
+    "rpm_rules_evaluation_failures", "Batch evaluations that failed and were left to the sweeper"
 )
 
 
-async def readings_stored(rows: Sequence[ReadingRow]) -> None:
-    READINGS_HANDED_OFF.inc(len(rows))
+class RulesHandoff:
+    def __init__(self, engine: RuleEngine) -> None:
+        self._engine = engine
+
+    async def __call__(self, conn: Connection, rows: Sequence[ReadingRow]) -> AfterCommit | None:
+        # Summaries (an Open mHealth statistic) are stored but not evaluated.
+        readings = [
+            NewReading(
+                row.patient_id,
+                ReadingKey(row.device_id, row.reading.kind.value, row.reading.measured_at),
+            )
+            for row in rows
+            if row.reading.statistic is None
+        ]
+        if not readings:
+            return None
+        ticket = await self._engine.enqueue(conn, readings)
+
+        async def evaluate() -> None:
+            try:
+                await self._engine.evaluate(ticket, readings)
+            except Exception:
+                EVALUATION_FAILURES.inc()
+                logger.exception("rule evaluation failed; the sweeper will retry the batch",
+                                 extra={"ticket": ticket})  # fmt: skip
+
+        return evaluate

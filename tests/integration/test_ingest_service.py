@@ -65,10 +65,10 @@ def handed_off() -> list[ReadingRow]:
 
 @pytest.fixture
 def service(pool: AsyncConnectionPool, handed_off: list[ReadingRow]) -> IngestService:
-    async def on_stored(rows: Sequence[ReadingRow]) -> None:
+    async def handoff(conn: object, rows: Sequence[ReadingRow]) -> None:
         handed_off.extend(rows)
 
-    return IngestService(pool, TimeLimits(), on_stored)
+    return IngestService(pool, TimeLimits(), handoff)
 
 
 async def _count(conn: Conn, sql: str, *params: object) -> int:

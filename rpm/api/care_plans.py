@@ -1,0 +1,154 @@
+"""Care plans over HTTP: read, replace (a new version each time), history, compare, and
+the dry run that shows what a proposed plan would have raised before it is saved."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from rpm.api.deps import Actor, Conn, Rules
+from rpm.patients import registry
+from rpm.rules import care_plans
+from rpm.rules.care_plans import PlanNotFound, PlanVersion, VersionSummary
+from rpm.rules.engine import DryRunResult
+from rpm.rules.evaluate import Finding
+from rpm.rules.plan import CarePlan, diff
+from rpm.rules.templates import TEMPLATES, plan_from_templates
+
+router = APIRouter(tags=["care plans"])
+_PLAN = "/api/v1/patients/{patient_id}/care-plan"
+
+_ERRORS: dict[int | str, dict[str, str]] = {
+    404: {"description": "No such patient, plan or version"},
+    409: {"description": "The plan has changed since the version the edit started from"},
+}
+
+
+class Template(BaseModel):
+    name: str
+    title: str
+    plan: CarePlan
+
+
+class Replacement(BaseModel):
+    plan: CarePlan
+    reason: str = Field(min_length=1, max_length=1000, description="Why: kept with the version")
+    based_on_version: int | None = Field(
+        description="The version the edit started from (null for a patient without a plan):"
+        " if the plan has moved on since, the change is refused with 409"
+    )
+
+
+class Proposal(BaseModel):
+    plan: CarePlan
+
+
+class Alert(BaseModel):
+    rule_id: str
+    severity: str
+    at: datetime
+    message: str
+
+
+class Outcome(BaseModel):
+    """What a plan raised over the period: one alert per episode of a rule."""
+
+    alerts: int
+    by_rule: dict[str, int]
+    raised: list[Alert]
+
+    @classmethod
+    def of(cls, found: list[Finding]) -> Outcome:
+        by_rule: dict[str, int] = {}
+        for f in found:
+            by_rule[f.rule_id] = by_rule.get(f.rule_id, 0) + 1
+        return cls(
+            alerts=len(found),
+            by_rule=by_rule,
+            raised=[Alert(rule_id=f.rule_id, severity=f.severity, at=f.at, message=f.message)
+                    for f in found],
+        )  # fmt: skip
+
+
+class DryRun(BaseModel):
+    since: datetime
+    until: datetime
+    readings: int = Field(description="Readings in the period")
+    proposed: Outcome
+    current: Outcome | None = Field(description="The plan in force, for comparison")
+
+
+@router.get("/api/v1/care-plan-templates", summary="Guideline templates for enrolment")
+async def templates() -> list[Template]:
+    return [Template(name=t.name, title=t.title, plan=plan_from_templates([t.name]))
+            for t in TEMPLATES.values()]  # fmt: skip
+
+
+@router.get(_PLAN, summary="The care plan in force", responses=_ERRORS)
+async def current(conn: Conn, patient_id: int) -> PlanVersion:
+    await registry.get(conn, patient_id)
+    return await care_plans.current(conn, patient_id)
+
+
+@router.put(_PLAN, summary="Replace the care plan: a new version", responses=_ERRORS)
+async def replace(conn: Conn, actor: Actor, patient_id: int, body: Replacement) -> PlanVersion:
+    await registry.get(conn, patient_id)
+    async with conn.transaction():
+        return await care_plans.save(
+            conn, patient_id, body.plan, actor, body.reason, body.based_on_version
+        )
+
+
+@router.get(f"{_PLAN}/versions", summary="Every version, newest first", responses=_ERRORS)
+async def versions(conn: Conn, patient_id: int) -> list[VersionSummary]:
+    await registry.get(conn, patient_id)
+    return await care_plans.versions(conn, patient_id)
+
+
+@router.get(f"{_PLAN}/versions/{{version}}", summary="One version", responses=_ERRORS)
+async def version(conn: Conn, patient_id: int, version: int) -> PlanVersion:
+    await registry.get(conn, patient_id)
+    return await care_plans.version_of(conn, patient_id, version)
+
+
+@router.get(f"{_PLAN}/diff", summary="What changed between two versions", responses=_ERRORS)
+async def compare(
+    conn: Conn,
+    patient_id: int,
+    from_version: Annotated[int, Query(alias="from", ge=1)],
+    to_version: Annotated[int, Query(alias="to", ge=1)],
+) -> dict[str, Any]:
+    await registry.get(conn, patient_id)
+    old = await care_plans.version_of(conn, patient_id, from_version)
+    new = await care_plans.version_of(conn, patient_id, to_version)
+    return diff(old.plan, new.plan)
+
+
+@router.post(
+    f"{_PLAN}/dry-run",
+    summary="What a proposed plan would have raised on the last 30 days of readings",
+    responses=_ERRORS,
+)
+async def dry_run(conn: Conn, rules: Rules, patient_id: int, body: Proposal) -> DryRun:
+    patient = await registry.get(conn, patient_id)
+    zone = ZoneInfo(patient.time_zone)
+    try:
+        in_force: PlanVersion | None = await care_plans.current(conn, patient_id)
+    except PlanNotFound:
+        in_force = None
+    next_version = (in_force.version if in_force else 0) + 1
+    proposed = await rules.dry_run(conn, patient_id, zone, body.plan, next_version)
+    now: DryRunResult | None = None
+    if in_force is not None:
+        now = await rules.dry_run(conn, patient_id, zone, in_force.plan, in_force.version)
+    return DryRun(
+        since=proposed.since,
+        until=proposed.until,
+        readings=proposed.readings,
+        proposed=Outcome.of(proposed.alerts),
+        current=None if now is None else Outcome.of(now.alerts),
+    )

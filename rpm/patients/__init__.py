@@ -1,0 +1,1 @@
+"""Patients: who is enrolled, in which time zone, and their status."""

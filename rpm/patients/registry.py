@@ -1,0 +1,113 @@
+"""The patient registry's SQL: enrol, look up, list.
+
+Names and birth dates are patient data: they are stored and returned to the API, never
+logged (logs carry ids only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow, class_row
+
+Connection = AsyncConnection[TupleRow]
+
+
+class PatientError(Exception):
+    """A patient change that cannot be made, with a message saying why."""
+
+
+class PatientNotFound(PatientError):
+    pass
+
+
+class PatientConflict(PatientError):
+    pass
+
+
+@dataclass(frozen=True)
+class NewPatient:
+    external_ref: str
+    given_name: str
+    family_name: str
+    time_zone: str
+    birth_date: date | None = None
+
+
+@dataclass(frozen=True)
+class PatientRecord:
+    id: int
+    external_ref: str
+    given_name: str
+    family_name: str
+    birth_date: date | None
+    time_zone: str
+    status: str
+    enrolled_at: datetime
+    care_plan_version: int | None
+
+
+_SELECT = """
+SELECT p.id, p.external_ref, p.given_name, p.family_name, p.birth_date, p.time_zone,
+       p.status, p.enrolled_at, c.version AS care_plan_version
+FROM patient p
+LEFT JOIN care_plan c ON c.patient_id = p.id
+"""
+
+
+def time_zone(name: str) -> ZoneInfo:
+    """The IANA zone, or PatientError naming the bad value."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise PatientError(
+            f"time zone {name!r} is not an IANA time zone name (e.g. Europe/Berlin)"
+        ) from None
+
+
+async def enrol(conn: Connection, patient: NewPatient) -> int:
+    """Insert the patient; the caller owns the transaction (enrolment writes the plan too)."""
+    time_zone(patient.time_zone)
+    try:
+        async with conn.transaction():
+            cursor = await conn.execute(
+                "INSERT INTO patient (external_ref, given_name, family_name, birth_date,"
+                " time_zone) VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                [
+                    patient.external_ref,
+                    patient.given_name,
+                    patient.family_name,
+                    patient.birth_date,
+                    patient.time_zone,
+                ],
+            )
+            row = await cursor.fetchone()
+    except psycopg.errors.UniqueViolation:
+        raise PatientConflict(
+            f"a patient with external reference {patient.external_ref!r} is already enrolled"
+        ) from None
+    except psycopg.errors.CheckViolation:
+        raise PatientError("the external reference must not be empty") from None
+    assert row is not None
+    return int(row[0])
+
+
+async def get(conn: Connection, patient_id: int) -> PatientRecord:
+    async with conn.cursor(row_factory=class_row(PatientRecord)) as cursor:
+        await cursor.execute(_SELECT + " WHERE p.id = %s", [patient_id])
+        record = await cursor.fetchone()
+    if record is None:
+        raise PatientNotFound(f"no patient with id {patient_id}")
+    return record
+
+
+async def list_patients(
+    conn: Connection, after_id: int = 0, limit: int = 100
+) -> list[PatientRecord]:
+    async with conn.cursor(row_factory=class_row(PatientRecord)) as cursor:
+        await cursor.execute(_SELECT + " WHERE p.id > %s ORDER BY p.id LIMIT %s", [after_id, limit])
+        return await cursor.fetchall()

@@ -1,0 +1,235 @@
+"""The rule engine's adapter: readings in from ingest, alerts out to the store.
+
+Per committed ingest batch: one query for the affected patients' plans, one for their
+recent history, one for their latest alerts; then the pure evaluation; then one upsert
+of the alerts, in the transaction that also takes the batch off the durable queue.
+The missed-readings check and the sweeper of orphaned batches run on the scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from prometheus_client import Counter, Histogram
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from rpm.alerts import repository as alerts
+from rpm.alerts.repository import AlertChange
+from rpm.devices.model import ReadingKind
+from rpm.rules import care_plans, repository
+from rpm.rules.evaluate import Context, Finding, History, dry_run, findings, missed, trace
+from rpm.rules.plan import READING_KINDS, CarePlan
+from rpm.rules.policy import AlertWrite, LatestAlert, alert_writes
+from rpm.rules.repository import NewReading, Window
+
+logger = logging.getLogger(__name__)
+
+Connection = AsyncConnection[TupleRow]
+
+EVALUATION_SECONDS = Histogram(
+    "rpm_rules_evaluation_seconds",
+    "Evaluating one ingest batch: load, evaluate, write alerts, commit",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+READINGS_EVALUATED = Counter("rpm_rules_readings_evaluated", "Readings evaluated against plans")
+ALERTS_WRITTEN = Counter("rpm_rules_alerts", "Alerts written, by what the write did", ["change"])
+FINDINGS_SUPPRESSED = Counter(
+    "rpm_rules_findings_suppressed",
+    "Firings in an episode whose alert a nurse has already resolved",
+)
+MISSED_CHECK_SECONDS = Histogram(
+    "rpm_rules_missed_check_seconds", "One run of the missed-readings check over all patients"
+)
+
+# Any 64-bit number unique to this job among the advisory locks the service takes.
+MISSED_CHECK_LOCK = 0x72706D_6D69737365  # "rpm" "misse"
+# Parsed plans kept in memory, keyed by (patient, version): a version never changes.
+PLAN_CACHE_SIZE = 50_000
+DRY_RUN_DAYS = 30
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PatientPlan:
+    patient_id: int
+    version: int
+    plan: CarePlan
+    time_zone: ZoneInfo
+    enrolled_at: datetime
+
+    def context(self) -> Context:
+        return Context(self.version, self.time_zone)
+
+
+@dataclass(frozen=True)
+class DryRunResult:
+    since: datetime
+    until: datetime
+    readings: int
+    alerts: list[Finding]
+
+
+class RuleEngine:
+    def __init__(self, pool: AsyncConnectionPool, clock: Callable[[], datetime] = _utc_now) -> None:
+        self._pool = pool
+        self._clock = clock
+        self._plans: OrderedDict[tuple[int, int], CarePlan] = OrderedDict()
+
+    async def enqueue(self, conn: Connection, readings: Sequence[NewReading]) -> int:
+        """In the ingest transaction: the readings will be evaluated, whatever happens."""
+        return await repository.enqueue(conn, readings)
+
+    async def evaluate(self, ticket: int, readings: Sequence[NewReading]) -> list[AlertChange]:
+        """Evaluate a committed batch and take it off the queue, in one transaction."""
+        started = time.perf_counter()
+        async with self._pool.connection() as conn, conn.transaction():
+            if not await repository.claim(conn, ticket):
+                return []
+            changes = await self._evaluate(conn, readings)
+        EVALUATION_SECONDS.observe(time.perf_counter() - started)
+        return changes
+
+    async def sweep(self, older_than_s: float, batches: int = 20) -> int:
+        """Evaluate batches whose process died between ingest and evaluation."""
+        async with self._pool.connection() as conn, conn.transaction():
+            readings = await repository.claim_stale(conn, older_than_s, batches)
+            if readings:
+                await self._evaluate(conn, readings)
+        if readings:
+            logger.warning("evaluated %d reading(s) left unevaluated by a stopped process",
+                           len(readings))  # fmt: skip
+        return len(readings)
+
+    async def check_missed(self) -> list[AlertChange]:
+        """Run every patient's missed-reading rules. One process at a time: the others
+        skip the run (and alerts are idempotent besides)."""
+        started = time.perf_counter()
+        now = self._clock()
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", [MISSED_CHECK_LOCK])
+            locked = await cursor.fetchone()
+            if not (locked and locked[0]):
+                return []
+            due: dict[int, dict[str, dict[ReadingKind, datetime | None]]] = {}
+            for patient_id, rule_id, kind, last in await repository.missed_candidates(conn, now):
+                due.setdefault(patient_id, {}).setdefault(rule_id, {})[ReadingKind(kind)] = last
+            plans = await self._plans_of(conn, due)
+            latest = await alerts.latest_alerts(conn, plans)
+            writes: list[AlertWrite] = []
+            for patient_id, patient in plans.items():
+                context = patient.context()
+                found = []
+                for rule in patient.plan.missed_rules():
+                    if rule.id in due[patient_id]:
+                        last_of_kind = due[patient_id][rule.id]
+                        finding = missed(rule, last_of_kind, patient.enrolled_at, now, context)
+                        if finding is not None:
+                            found.append(finding)
+                writes += self._writes(patient, found, latest)
+            changes = await alerts.write(conn, writes)
+        _count(changes)
+        MISSED_CHECK_SECONDS.observe(time.perf_counter() - started)
+        return changes
+
+    async def dry_run(
+        self, conn: Connection, patient_id: int, time_zone: ZoneInfo, plan: CarePlan, version: int
+    ) -> DryRunResult:
+        """What `plan` would have raised on the patient's last 30 days of readings."""
+        until = self._clock()
+        since = until - timedelta(days=DRY_RUN_DAYS)
+        lookback = timedelta(hours=plan.lookback_hours())
+        rows = await repository.history(conn, [Window(patient_id, since - lookback, until)])
+        history = History.of(rows[patient_id])
+        raised = dry_run(plan, history, Context(version, time_zone), since, until)
+        in_period = int((history.times >= since.timestamp()).sum())
+        return DryRunResult(since, until, in_period, raised)
+
+    async def _evaluate(
+        self, conn: Connection, readings: Sequence[NewReading]
+    ) -> list[AlertChange]:
+        new: dict[int, list[NewReading]] = {}
+        for reading in readings:
+            new.setdefault(reading.patient_id, []).append(reading)
+        plans = await self._plans_of(conn, new)
+        if not plans:
+            return []
+        windows = []
+        for patient_id, patient in plans.items():
+            times = [r.key.measured_at for r in new[patient_id]]
+            lookback = timedelta(hours=patient.plan.lookback_hours())
+            windows.append(Window(patient_id, min(times) - lookback, max(times)))
+        histories = await repository.history(conn, windows)
+        latest = await alerts.latest_alerts(conn, plans)
+        writes: list[AlertWrite] = []
+        for patient_id, patient in plans.items():
+            history = History.of(histories[patient_id])
+            index = history.index()
+            # A summary (statistic) is not in the history: it is not evaluated.
+            rows = [index[r.key] for r in new[patient_id] if r.key in index]
+            kinds = {r.key.kind for r in new[patient_id]}
+            found: list[Finding] = []
+            for rule in patient.plan.reading_rules():
+                if any(k.value in kinds for m in rule.measures for k in READING_KINDS[m]):
+                    found += findings(trace(rule, history), history, patient.context(), rows)
+            writes += self._writes(patient, found, latest)
+            READINGS_EVALUATED.inc(len(rows))
+        changes = await alerts.write(conn, writes)
+        _count(changes)
+        return changes
+
+    def _writes(
+        self,
+        patient: PatientPlan,
+        found: Iterable[Finding],
+        latest: dict[tuple[int, str], LatestAlert],
+    ) -> list[AlertWrite]:
+        mine = {rule: alert for (pid, rule), alert in latest.items() if pid == patient.patient_id}
+        writes, suppressed = alert_writes(patient.patient_id, patient.version, found, mine)
+        FINDINGS_SUPPRESSED.inc(suppressed)
+        return writes
+
+    async def _plans_of(
+        self, conn: Connection, patient_ids: Iterable[int]
+    ) -> dict[int, PatientPlan]:
+        """The plan in force for each active patient that has one, parsed once per version."""
+        in_force = await care_plans.in_force(conn, patient_ids)
+        missing = []
+        for pid, _, _, version in in_force:
+            if (pid, version) in self._plans:
+                self._plans.move_to_end((pid, version))
+            else:
+                missing.append((pid, version))
+        for key, document in (await care_plans.documents(conn, missing)).items():
+            self._plans[key] = CarePlan.model_validate(document)
+        while len(self._plans) > max(PLAN_CACHE_SIZE, len(in_force)):
+            self._plans.popitem(last=False)
+        return {
+            pid: PatientPlan(pid, version, self._plans[pid, version], ZoneInfo(zone), enrolled_at)
+            for pid, zone, enrolled_at, version in in_force
+        }
+
+
+def _count(changes: Sequence[AlertChange]) -> None:
+    for change in changes:
+        what = "opened" if change.opened else "raised" if change.severity_raised else "updated"
+        ALERTS_WRITTEN.labels(what).inc()
+    for change in changes:
+        if change.opened or change.severity_raised:
+            logger.info(
+                "alert %s: rule %s, %s",
+                "opened" if change.opened else "severity raised",
+                change.rule_id,
+                change.severity,
+                extra={"alert_id": change.alert_id, "patient_id": change.patient_id},
+            )

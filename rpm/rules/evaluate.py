@@ -1,0 +1,500 @@
+"""Rule evaluation: one patient's recent readings and a care plan in, findings out. Pure.
+
+Each rule is computed over the whole of the patient's recent history at once, with numpy,
+as a series: at every reading, did the rule fire, how severely, and is that the start of
+a new episode or the continuation of one already running. The caller keeps the points it
+asks about: the new readings of a batch (each judged in its own place in time, so a late
+reading is checked against the readings before it), or every reading of the last 30 days
+for a dry run.
+
+An episode starts when the rule fires after having been clear, and runs while values stay
+within the limit's hysteresis of it; a firing within `cooldown_hours` of the last one
+belongs to the same episode. One episode is one alert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+
+from rpm.devices.model import ReadingKind
+from rpm.rules.plan import (
+    CarePlan,
+    ChangeRule,
+    CountRule,
+    Limit,
+    MeanRule,
+    Measure,
+    MissedRule,
+    Op,
+    ReadingRule,
+    Severity,
+    SlopeRule,
+    ThresholdRule,
+)
+
+Floats = npt.NDArray[np.float64]
+Bools = npt.NDArray[np.bool_]
+Ints = npt.NDArray[np.int64]
+
+SECONDS_PER_DAY = 86_400.0
+# Decimals to show a value with, by unit: a cuff reads whole mmHg, a scale tenths.
+_DECIMALS = {"mmHg": 0, "kPa": 1, "bpm": 0, "/min": 0, "kg": 1, "lb": 1, "mg/dL": 0, "mmol/L": 1}
+
+
+class ReadingKey(NamedTuple):
+    """A reading's natural key in the store."""
+
+    device_id: int
+    kind: str
+    measured_at: datetime
+
+
+class HistoryRow(NamedTuple):
+    key: ReadingKey
+    systolic_mmhg: float | None
+    diastolic_mmhg: float | None
+    pulse_bpm: float | None
+    weight_kg: float | None
+    glucose_mg_dl: float | None
+    meal_context: str | None
+
+
+@dataclass(frozen=True)
+class History:
+    """One patient's readings, oldest first, one row per reading: NaN where a reading
+    does not carry a measure. Summaries (statistics) are left out before they get here."""
+
+    times: Floats  # epoch seconds
+    columns: dict[Measure, Floats]
+    meal: npt.NDArray[np.object_]
+    keys: tuple[ReadingKey, ...]
+
+    @classmethod
+    def of(cls, rows: Iterable[HistoryRow]) -> History:
+        ordered = sorted(rows, key=lambda r: (r.key.measured_at, r.key.device_id, r.key.kind))
+        columns = {
+            measure: np.array(
+                [np.nan if (v := getattr(r, field)) is None else v for r in ordered], np.float64
+            )
+            for measure, field in _FIELD.items()
+        }
+        return cls(
+            times=np.array([r.key.measured_at.timestamp() for r in ordered], np.float64),
+            columns=columns,
+            meal=np.array([r.meal_context for r in ordered], dtype=object),
+            keys=tuple(r.key for r in ordered),
+        )
+
+    def index(self) -> dict[ReadingKey, int]:
+        return {key: i for i, key in enumerate(self.keys)}
+
+    def last_of(self, kind: ReadingKind, before: float) -> float | None:
+        """Time of the last reading of a kind before an instant, or None."""
+        times = self.times[[key.kind == kind.value for key in self.keys]]
+        earlier = times[times < before]
+        return float(earlier[-1]) if earlier.size else None
+
+
+_FIELD = {
+    Measure.SYSTOLIC: "systolic_mmhg",
+    Measure.DIASTOLIC: "diastolic_mmhg",
+    Measure.PULSE: "pulse_bpm",
+    Measure.WEIGHT: "weight_kg",
+    Measure.GLUCOSE: "glucose_mg_dl",
+}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the alert text needs besides the readings."""
+
+    plan_version: int
+    time_zone: ZoneInfo
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A rule fired on a reading (or, for missed readings, at a time)."""
+
+    rule_id: str
+    severity: Severity
+    at: datetime
+    key: ReadingKey | None
+    # The first firing after the rule was clear: a new alert, unless one is still open.
+    starts_episode: bool
+    # When the episode this firing belongs to began (as far back as the history reaches).
+    episode_since: datetime
+    message: str
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A rule computed at every reading it applies to."""
+
+    rule: ReadingRule
+    rows: Ints  # indices into the history
+    times: Floats
+    rank: Ints  # the severity rank that fired at each point; 0: did not fire
+    starts: Bools
+    episode_since: Floats
+    # Per limit, the value compared with it at each point (the reading, the mean, ...).
+    observed: tuple[Floats, ...]
+    # Count rules: how many of the last `of_last` readings were beyond a limit.
+    counts: Ints | None
+
+
+def trace(rule: ReadingRule, history: History) -> Trace:
+    rows = _applicable_rows(rule, history)
+    times = history.times[rows]
+    columns = {m: history.columns[m][rows] for m in rule.measures}
+    per_day = rule.per_day
+    observed = tuple(_observed(rule, limit, times, columns[limit.measure]) for limit in rule.limits)
+    limits = [(limit, limit.canonical_value(per_day)) for limit in rule.limits]
+    hysteresis = [limit.canonical_hysteresis(per_day) for limit in rule.limits]
+    rank = _rank(limits, observed)
+    held = _rank(
+        [(lim, lim.relaxed(v, h)) for (lim, v), h in zip(limits, hysteresis, strict=True)],
+        observed,
+    )
+    counts = None
+    if isinstance(rule, CountRule):
+        counts = _rolling_count(rank > 0, rule.of_last)
+        rank = np.where(counts >= rule.n, _rolling_max(rank, rule.of_last), 0)
+        held = np.where(_rolling_count(held > 0, rule.of_last) >= rule.n, 1, 0)
+    starts, since = _episodes(times, rank > 0, (held > 0) | (rank > 0), rule.cooldown_hours)
+    return Trace(rule, rows, times, rank, starts, since, observed, counts)
+
+
+def _applicable_rows(rule: ReadingRule, history: History) -> Ints:
+    present = np.zeros(history.times.shape, np.bool_)
+    for measure in rule.measures:
+        present |= ~np.isnan(history.columns[measure])
+    if rule.meal_contexts is not None:
+        wanted = {c.value for c in rule.meal_contexts}
+        present &= np.array([m in wanted for m in history.meal], np.bool_)
+    return np.flatnonzero(present)
+
+
+def _observed(rule: ReadingRule, limit: Limit, times: Floats, values: Floats) -> Floats:
+    """What a limit is compared with at each point, in canonical units."""
+    if isinstance(rule, ThresholdRule | CountRule):
+        return values
+    if isinstance(rule, MeanRule):
+        return _rolling_mean(times, values, rule.window_hours * 3600, rule.min_readings)
+    if isinstance(rule, ChangeRule):
+        return _change(times, values, rule.window_hours * 3600, limit.op.upward)
+    return _slope_per_day(times, values, rule.window_hours * 3600, rule.min_readings)
+
+
+def _compare(op: Op, observed: Floats, limit: float) -> Bools:
+    with np.errstate(invalid="ignore"):  # NaN compares False: no value, no firing
+        match op:
+            case Op.AT_OR_ABOVE:
+                return observed >= limit
+            case Op.ABOVE:
+                return observed > limit
+            case Op.AT_OR_BELOW:
+                return observed <= limit
+            case Op.BELOW:
+                return observed < limit
+
+
+def _rank(limits: Sequence[tuple[Limit, float]], observed: Sequence[Floats]) -> Ints:
+    rank = np.zeros(observed[0].shape, np.int64)
+    for (limit, value), seen in zip(limits, observed, strict=True):
+        rank = np.maximum(rank, np.where(_compare(limit.op, seen, value), limit.severity.rank, 0))
+    return rank
+
+
+def _window_starts(times: Floats, window_s: float) -> Ints:
+    """For each point, the first point inside its window (t - window, t]."""
+    starts: Ints = np.searchsorted(times, times - window_s, side="right").astype(np.int64)
+    return starts
+
+
+def _rolling_mean(times: Floats, values: Floats, window_s: float, min_readings: int) -> Floats:
+    present = ~np.isnan(values)
+    sums = np.concatenate(([0.0], np.cumsum(np.where(present, values, 0.0))))
+    counts = np.concatenate(([0], np.cumsum(present)))
+    ends = np.arange(1, len(times) + 1)
+    starts = _window_starts(times, window_s)
+    n = counts[ends] - counts[starts]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (sums[ends] - sums[starts]) / n
+    return np.where(present & (n >= min_readings), mean, np.nan)
+
+
+def _change(times: Floats, values: Floats, window_s: float, upward: bool) -> Floats:
+    """Each value against the lowest (upward) or highest value of the window before it,
+    [t - window, t): NaN where the window holds no earlier value."""
+    before = (times[None, :] < times[:, None]) & (times[None, :] >= times[:, None] - window_s)
+    before &= ~np.isnan(values)[None, :]
+    fill = np.inf if upward else -np.inf
+    candidates = np.where(before, values[None, :], fill)
+    reference = candidates.min(axis=1) if upward else candidates.max(axis=1)
+    with np.errstate(invalid="ignore"):
+        return np.where(before.any(axis=1), values - reference, np.nan)
+
+
+def _slope_per_day(times: Floats, values: Floats, window_s: float, min_readings: int) -> Floats:
+    """Least-squares slope of the window's values, (t - window, t], per day."""
+    present = ~np.isnan(values)
+    days = (times - (times[0] if len(times) else 0.0)) / SECONDS_PER_DAY
+    x, y = np.where(present, days, 0.0), np.where(present, values, 0.0)
+
+    def cumulative(a: Floats | Ints) -> Floats:
+        return np.concatenate(([0.0], np.cumsum(a, dtype=np.float64)))
+
+    n_c, x_c, y_c = cumulative(present.astype(np.int64)), cumulative(x), cumulative(y)
+    xx_c, xy_c = cumulative(x * x), cumulative(x * y)
+    ends = np.arange(1, len(times) + 1)
+    starts = _window_starts(times, window_s)
+
+    def window(c: Floats) -> Floats:
+        return c[ends] - c[starts]
+
+    n, sx, sy, sxx, sxy = (window(c) for c in (n_c, x_c, y_c, xx_c, xy_c))
+    spread = n * sxx - sx * sx
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = (n * sxy - sx * sy) / spread
+    # A spread this small means readings all at one time: no slope to speak of.
+    return np.where(present & (n >= min_readings) & (spread > 1e-9), slope, np.nan)
+
+
+def _rolling_count(flags: Bools, last: int) -> Ints:
+    sums = np.concatenate(([0], np.cumsum(flags, dtype=np.int64)))
+    ends = np.arange(1, len(flags) + 1)
+    return sums[ends] - sums[np.maximum(ends - last, 0)]
+
+
+def _rolling_max(values: Ints, last: int) -> Ints:
+    padded = np.concatenate((np.zeros(last - 1, np.int64), values))
+    maxima: Ints = np.lib.stride_tricks.sliding_window_view(padded, last).max(axis=1)
+    return maxima
+
+
+def _episodes(
+    times: Floats, fired: Bools, held: Bools, cooldown_hours: float
+) -> tuple[Bools, Floats]:
+    """Which firings start an episode, and when each point's episode began.
+
+    A point is in a running episode when a firing came after the last point that was
+    clear of the limits' hysteresis. A firing starts an episode when the point before it
+    was in none, and the last firing is at least the cooldown ago.
+    """
+    if not len(times):
+        return np.zeros(0, np.bool_), np.zeros(0, np.float64)
+    index = np.arange(len(times))
+    last_fired = np.maximum.accumulate(np.where(fired, index, -1))
+    last_clear = np.maximum.accumulate(np.where(held, -1, index))
+    running = last_fired > last_clear
+    running_before = np.concatenate(([False], running[:-1]))
+    fired_before = np.concatenate(([-1], last_fired[:-1]))
+    long_enough = (fired_before < 0) | (
+        times - times[np.maximum(fired_before, 0)] >= cooldown_hours * 3600
+    )
+    starts = fired & ~running_before & long_enough
+    last_start = np.maximum.accumulate(np.where(starts, index, -1))
+    # An episode already running when the history begins is dated from its beginning.
+    since = np.where(last_start >= 0, times[np.maximum(last_start, 0)], times[0])
+    return starts, since
+
+
+def findings(
+    trace: Trace, history: History, context: Context, at_rows: Iterable[int] | None = None
+) -> list[Finding]:
+    """The trace's firings, at the given history rows (every row when None)."""
+    wanted = None if at_rows is None else set(at_rows)
+    found = []
+    for point in np.flatnonzero(trace.rank > 0):
+        row = int(trace.rows[point])
+        if wanted is None or row in wanted:
+            found.append(_finding(trace, int(point), history.keys[row], context))
+    return found
+
+
+def _finding(trace: Trace, point: int, key: ReadingKey, context: Context) -> Finding:
+    rule = trace.rule
+    severity = Severity.of_rank(int(trace.rank[point]))
+    limit_no = _breached_limit(trace, point, severity)
+    limit = rule.limits[limit_no]
+    observed = float(trace.observed[limit_no][point])
+    when = _local_time(key.measured_at, context.time_zone)
+    per_day = rule.per_day
+    shown = _show(observed / limit.factor(per_day), limit.unit)
+    label = limit.measure.label
+    match rule:
+        case ThresholdRule():
+            text = f"{label} {shown} at {when} is {limit.op.phrase} {limit.describe()}"
+        case CountRule():
+            count = int(trace.counts[point]) if trace.counts is not None else rule.n
+            text = (
+                f"{label} {limit.op.phrase} {limit.describe()} in {count} of the last"
+                f" {rule.of_last} readings (latest {shown} at {when})"
+            )
+        case MeanRule():
+            text = (
+                f"Mean {limit.measure.value} {shown} over the {_span(rule.window_hours)}"
+                f" to {when} is {limit.op.phrase} {limit.describe()}"
+            )
+        case ChangeRule():
+            direction = "up" if observed > 0 else "down"
+            shown = _show(abs(observed) / limit.factor(), limit.unit)
+            text = (
+                f"{label} {direction} {shown} within {_span(rule.window_hours)}, at {when}:"
+                f" {limit.op.phrase} {limit.describe()}"
+            )
+        case SlopeRule():
+            direction = "rising" if observed > 0 else "falling"
+            slope = f"{abs(observed) / limit.factor(per_day):.2f} {limit.unit}"
+            text = (
+                f"{label} {direction} {slope} over the {_span(rule.window_hours)} to {when}:"
+                f" {limit.op.phrase} {limit.describe()}"
+            )
+    return Finding(
+        rule_id=rule.id,
+        severity=severity,
+        at=key.measured_at,
+        key=key,
+        starts_episode=bool(trace.starts[point]),
+        episode_since=datetime.fromtimestamp(float(trace.episode_since[point]), UTC),
+        message=_sentence(text, context.plan_version, rule.advice),
+    )
+
+
+def _breached_limit(trace: Trace, point: int, severity: Severity) -> int:
+    """The first limit of the firing severity that the point is beyond (for a count
+    rule, the first of that severity: its readings are in the window, not at the point)."""
+    rule = trace.rule
+    for n, limit in enumerate(rule.limits):
+        if limit.severity != severity:
+            continue
+        if isinstance(rule, CountRule):
+            return n
+        value = np.array([trace.observed[n][point]])
+        if _compare(limit.op, value, limit.canonical_value(rule.per_day))[0]:
+            return n
+    raise AssertionError("a firing point breaches a limit of its severity")
+
+
+def missed(
+    rule: MissedRule,
+    last_reading: dict[ReadingKind, datetime | None],
+    enrolled_at: datetime,
+    now: datetime,
+    context: Context,
+) -> Finding | None:
+    """Whole local days since each kind's last reading (None: since enrolment), in the
+    patient's time zone: a day with no reading counts once it is over. `last_reading`
+    names the expected kinds to check."""
+    tz = context.time_zone
+    today = now.astimezone(tz).date()
+    gaps = []
+    for kind in rule.expects:
+        if kind not in last_reading:
+            continue
+        last = last_reading[kind]
+        since = last if last is not None else enrolled_at
+        days = (today - since.astimezone(tz).date()).days - 1
+        if days >= rule.days:
+            gaps.append((kind, last, since, days))
+    if not gaps:
+        return None
+    parts = []
+    for kind, last, since, days in gaps:
+        what = kind.value.replace("_", " ")
+        if last is None:
+            parts.append(f"no {what} reading since enrolment on {_local_date(since, tz)}")
+        else:
+            parts.append(f"no {what} reading for {days} days (last on {_local_date(last, tz)})")
+    text = "; ".join(parts) + f": the care plan expects one at least every {rule.days} days"
+    return Finding(
+        rule_id=rule.id,
+        severity=rule.severity,
+        at=now,
+        key=None,
+        starts_episode=False,
+        episode_since=max(since for _, _, since, _ in gaps),
+        message=_sentence(text[0].upper() + text[1:], context.plan_version, rule.advice),
+    )
+
+
+def dry_run(
+    plan: CarePlan, history: History, context: Context, since: datetime, until: datetime
+) -> list[Finding]:
+    """The alerts a plan would have raised over a period: the firing that started each
+    episode, as if each alert was resolved before the rule's next episode began."""
+    start, end = since.timestamp(), until.timestamp()
+    raised: list[Finding] = []
+    for rule in plan.reading_rules():
+        traced = trace(rule, history)
+        rows = [
+            int(r)
+            for r, begins, t in zip(traced.rows, traced.starts, traced.times, strict=True)
+            if begins and start <= t <= end
+        ]
+        raised += findings(traced, history, context, rows)
+    for missed_rule in plan.missed_rules():
+        raised += _missed_over(missed_rule, history, context, since, until)
+    return sorted(raised, key=lambda f: (f.at, f.rule_id))
+
+
+def _missed_over(
+    rule: MissedRule, history: History, context: Context, since: datetime, until: datetime
+) -> list[Finding]:
+    """The missed-readings rule as the scheduler would have run it, each local midnight."""
+    tz = context.time_zone
+    raised = []
+    running = False
+    day = since.astimezone(tz).date()
+    while (midnight := _midnight(day, tz)) <= until:
+        last = {
+            kind: None
+            if (t := history.last_of(kind, midnight.timestamp())) is None
+            else datetime.fromtimestamp(t, UTC)
+            for kind in rule.expects
+        }
+        # The history reaches back no further than the period: count from its start.
+        found = missed(rule, last, since, midnight, context)
+        if found is not None and not running:
+            raised.append(found)
+        running = found is not None
+        day += timedelta(days=1)
+    return raised
+
+
+def _midnight(day: date, tz: ZoneInfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=tz)
+
+
+def _sentence(text: str, plan_version: int, advice: str) -> str:
+    sentence = f"{text} (care plan v{plan_version})."
+    return f"{sentence} {advice}" if advice else sentence
+
+
+def _show(value: float, unit: str) -> str:
+    decimals = _DECIMALS.get(unit.removesuffix("/day"), 1)
+    return f"{value:.{decimals}f} {unit}"
+
+
+def _span(hours: float) -> str:
+    if hours % 24 == 0 and hours > 24:
+        return f"{int(hours // 24)} days"
+    return f"{hours:g} h"
+
+
+def _local_time(at: datetime, tz: ZoneInfo) -> str:
+    local = at.astimezone(tz)
+    return f"{local:%H:%M} on {local.day} {local:%b}"
+
+
+def _local_date(at: datetime, tz: ZoneInfo) -> str:
+    local = at.astimezone(tz)
+    return f"{local.day} {local:%b}"

@@ -1,0 +1,397 @@
+"""A patient's care plan: the rules their readings are checked against. Pure.
+
+A plan is what a care manager writes: each limit carries its own unit (3 lb, 7.8 mmol/L),
+as entered, and that is what is stored and shown back. Evaluation works in the store's
+canonical units (mmHg, bpm, kg, mg/dL): `Limit.canonical_value` converts.
+
+Validation refuses, with a sentence that names the rule and the limit, what no care
+manager means: an unknown measure or unit, a missing unit, a lower bound above an upper
+one, and values no human can have.
+"""
+
+from __future__ import annotations
+
+import itertools
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from rpm.devices.checks import KG_PER_LB, MG_DL_PER_MMOL_L
+from rpm.devices.model import MealContext, ReadingKind
+
+# 1 kPa = 7.50062 mmHg (1 mmHg = 133.322 Pa).
+MMHG_PER_KPA = 7.50062
+
+
+class Severity(StrEnum):
+    WARNING = "warning"  # low priority: the worklist, in its turn
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    @classmethod
+    def of_rank(cls, rank: int) -> Severity:
+        return _OF_RANK[rank]
+
+
+_RANK = {Severity.WARNING: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
+_OF_RANK = {rank: severity for severity, rank in _RANK.items()}
+
+
+class Measure(StrEnum):
+    SYSTOLIC = "systolic"
+    DIASTOLIC = "diastolic"
+    PULSE = "pulse"
+    WEIGHT = "weight"
+    GLUCOSE = "glucose"
+
+    @property
+    def label(self) -> str:
+        return self.value.capitalize()
+
+    @property
+    def canonical_unit(self) -> str:
+        return _UNITS[self][0]
+
+
+# Per measure: the canonical unit first, then each accepted unit's factor to it.
+_UNITS: dict[Measure, tuple[str, dict[str, float]]] = {
+    Measure.SYSTOLIC: ("mmHg", {"mmHg": 1.0, "kPa": MMHG_PER_KPA}),
+    Measure.DIASTOLIC: ("mmHg", {"mmHg": 1.0, "kPa": MMHG_PER_KPA}),
+    Measure.PULSE: ("bpm", {"bpm": 1.0, "/min": 1.0}),
+    Measure.WEIGHT: ("kg", {"kg": 1.0, "lb": KG_PER_LB}),
+    Measure.GLUCOSE: ("mg/dL", {"mg/dL": 1.0, "mmol/L": MG_DL_PER_MMOL_L}),
+}
+
+# Which readings carry each measure (a pulse comes with a blood pressure, or on its own).
+READING_KINDS: dict[Measure, tuple[ReadingKind, ...]] = {
+    Measure.SYSTOLIC: (ReadingKind.BLOOD_PRESSURE,),
+    Measure.DIASTOLIC: (ReadingKind.BLOOD_PRESSURE,),
+    Measure.PULSE: (ReadingKind.BLOOD_PRESSURE, ReadingKind.HEART_RATE),
+    Measure.WEIGHT: (ReadingKind.BODY_WEIGHT,),
+    Measure.GLUCOSE: (ReadingKind.BLOOD_GLUCOSE,),
+}
+
+# Limits a care manager may set, in canonical units: wide clinical ranges, so that a typo
+# (1800 for 180, kg for lb) is refused instead of silencing or flooding the rule.
+_LIMIT_RANGE: dict[Measure, tuple[float, float]] = {
+    Measure.SYSTOLIC: (50.0, 300.0),
+    Measure.DIASTOLIC: (20.0, 200.0),
+    Measure.PULSE: (20.0, 250.0),
+    Measure.WEIGHT: (2.0, 400.0),
+    Measure.GLUCOSE: (10.0, 1000.0),
+}
+# A change over a window, or a per-day slope, in canonical units: up to this much.
+_CHANGE_RANGE: dict[Measure, float] = {
+    Measure.SYSTOLIC: 150.0,
+    Measure.DIASTOLIC: 100.0,
+    Measure.PULSE: 150.0,
+    Measure.WEIGHT: 50.0,
+    Measure.GLUCOSE: 500.0,
+}
+PER_DAY = "/day"
+MAX_WINDOW_HOURS = 24 * 30
+
+
+class Op(StrEnum):
+    AT_OR_ABOVE = "at_or_above"
+    ABOVE = "above"
+    AT_OR_BELOW = "at_or_below"
+    BELOW = "below"
+
+    @property
+    def upward(self) -> bool:
+        return self in (Op.AT_OR_ABOVE, Op.ABOVE)
+
+    @property
+    def phrase(self) -> str:
+        return self.value.replace("_", " ")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Limit(_Strict):
+    """One bound on a measure (or on a rule's statistic of it), in the unit it was given."""
+
+    measure: Measure
+    op: Op
+    value: float
+    unit: str = Field(description="e.g. mmHg, kPa, bpm, kg, lb, mg/dL, mmol/L; kg/day for a slope")
+    severity: Severity
+    # How far back past the limit a value must go before the condition counts as cleared:
+    # a value hovering at the limit keeps one episode going instead of starting many.
+    hysteresis: float = Field(default=0.0, ge=0)
+    # Named in the alert text: "the crisis limit of 180".
+    label: str = ""
+
+    def factor(self, per_day: bool = False) -> float:
+        """This limit's unit in canonical units; raises ValueError naming what was wrong."""
+        canonical, factors = _UNITS[self.measure]
+        unit = self.unit.strip()
+        if per_day:
+            if not unit.endswith(PER_DAY):
+                raise ValueError(f"a slope is per day: use e.g. {canonical}{PER_DAY}")
+            unit = unit.removesuffix(PER_DAY)
+        if unit not in factors:
+            accepted = ", ".join(u + (PER_DAY if per_day else "") for u in factors)
+            raise ValueError(f"unit {self.unit!r} is not one for {self.measure}: use {accepted}")
+        return factors[unit]
+
+    def canonical_value(self, per_day: bool = False) -> float:
+        return self.value * self.factor(per_day)
+
+    def canonical_hysteresis(self, per_day: bool = False) -> float:
+        return self.hysteresis * self.factor(per_day)
+
+    def relaxed(self, canonical: float, hysteresis: float) -> float:
+        """The limit moved back by the hysteresis: where a running episode ends."""
+        return canonical - hysteresis if self.op.upward else canonical + hysteresis
+
+    def describe(self) -> str:
+        name = f"{self.label} limit" if self.label else "limit"
+        return f"the {name} of {_number(self.value)} {self.unit}"
+
+
+class _Rule(_Strict):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="unique within the plan")
+    title: str = Field(default="", max_length=200)
+    # Added to the alert text: what the nurse should do first.
+    advice: str = Field(default="", max_length=500)
+    # A new episode of this rule within this long of the last one's last firing is the
+    # same episode: a rule on sparse data does not flap.
+    cooldown_hours: float = Field(default=0.0, ge=0, le=MAX_WINDOW_HOURS)
+    # Guideline or local protocol the rule comes from: shown to care managers.
+    source: str = Field(default="", max_length=500)
+    enabled: bool = True
+
+
+class _LimitRule(_Rule):
+    limits: list[Limit] = Field(min_length=1)
+    # Glucose rules may apply only to readings taken in these meal contexts.
+    meal_contexts: list[MealContext] | None = None
+
+    @property
+    def measures(self) -> tuple[Measure, ...]:
+        return tuple(dict.fromkeys(limit.measure for limit in self.limits))
+
+    @property
+    def per_day(self) -> bool:
+        return False
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Self:
+        for n, limit in enumerate(self.limits, 1):
+            where = f"rule {self.id}, limit {n} ({limit.measure})"
+            try:
+                value = limit.canonical_value(self.per_day)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            self._check_value(where, limit, value)
+            if limit.canonical_hysteresis(self.per_day) > _CHANGE_RANGE[limit.measure]:
+                raise ValueError(f"{where}: hysteresis {_number(limit.hysteresis)} is too wide")
+        if self.meal_contexts is not None and self.measures != (Measure.GLUCOSE,):
+            raise ValueError(f"rule {self.id}: meal contexts apply to glucose limits only")
+        self._check_bounds()
+        return self
+
+    def _check_value(self, where: str, limit: Limit, value: float) -> None:
+        low, high = _LIMIT_RANGE[limit.measure]
+        if not low <= value <= high:
+            canonical = limit.measure.canonical_unit
+            raise ValueError(
+                f"{where}: {_number(limit.value)} {limit.unit} is not a value a person can have"
+                f" (limits must lie within {_number(low)}-{_number(high)} {canonical})"
+            )
+
+    def _check_bounds(self) -> None:
+        """Per measure, every lower bound lies below every upper bound (else the rule
+        would fire on every reading); and a more severe level lies further out."""
+        for measure in self.measures:
+            mine = [lim for lim in self.limits if lim.measure == measure]
+            lows = [lim for lim in mine if not lim.op.upward]
+            highs = [lim for lim in mine if lim.op.upward]
+            if lows and highs:
+                low = max(lows, key=lambda lim: lim.canonical_value(self.per_day))
+                high = min(highs, key=lambda lim: lim.canonical_value(self.per_day))
+                if low.canonical_value(self.per_day) >= high.canonical_value(self.per_day):
+                    raise ValueError(
+                        f"rule {self.id}: lower bound {_number(low.value)} {low.unit}"
+                        f" ({low.op.phrase}) is not below upper bound"
+                        f" {_number(high.value)} {high.unit} ({high.op.phrase}) for {measure}:"
+                        " it would fire on every reading"
+                    )
+            for side in (lows, highs):
+                _check_levels(self.id, measure, side, self.per_day)
+
+
+def _check_levels(rule_id: str, measure: Measure, side: list[Limit], per_day: bool) -> None:
+    ordered = sorted(side, key=lambda lim: lim.severity.rank)
+    for milder, worse in itertools.pairwise(ordered):
+        a, b = milder.canonical_value(per_day), worse.canonical_value(per_day)
+        further = b >= a if milder.op.upward else b <= a
+        if milder.severity != worse.severity and not further:
+            raise ValueError(
+                f"rule {rule_id}: the {worse.severity} limit {_number(worse.value)} {worse.unit}"
+                f" for {measure} is less extreme than the {milder.severity} limit"
+                f" {_number(milder.value)} {milder.unit}"
+            )
+
+
+class ThresholdRule(_LimitRule):
+    """Fires on one reading beyond a limit."""
+
+    kind: Literal["threshold"] = "threshold"
+
+
+class CountRule(_LimitRule):
+    """Fires when at least `n` of the last `of_last` readings are beyond a limit
+    (`of_last` = `n`: n in a row)."""
+
+    kind: Literal["count"] = "count"
+    n: int = Field(ge=2, le=50)
+    of_last: int = Field(ge=2, le=100)
+
+    @model_validator(mode="after")
+    def _check_count(self) -> Self:
+        if self.of_last < self.n:
+            raise ValueError(
+                f"rule {self.id}: of_last ({self.of_last}) is smaller than n ({self.n})"
+            )
+        return self
+
+
+class MeanRule(_LimitRule):
+    """Fires when the mean of the readings in the window is beyond a limit."""
+
+    kind: Literal["mean"] = "mean"
+    window_hours: float = Field(gt=0, le=MAX_WINDOW_HOURS)
+    # Fewer readings than this in the window make no mean worth alerting on.
+    min_readings: int = Field(default=3, ge=1, le=500)
+
+
+class ChangeRule(_LimitRule):
+    """Fires when a reading has risen (or fallen) by at least a limit against the lowest
+    (or highest) reading of the window before it: weight gain in a day or a week."""
+
+    kind: Literal["change"] = "change"
+    window_hours: float = Field(gt=0, le=MAX_WINDOW_HOURS)
+
+    def _check_value(self, where: str, limit: Limit, value: float) -> None:
+        _check_change(where, limit, value, "change")
+
+
+class SlopeRule(_LimitRule):
+    """Fires when the least-squares slope of the window's readings, per day, is beyond
+    a limit: a steady gain that no single day's change shows."""
+
+    kind: Literal["slope"] = "slope"
+    window_hours: float = Field(gt=0, le=MAX_WINDOW_HOURS)
+    min_readings: int = Field(default=4, ge=3, le=500)
+
+    @property
+    def per_day(self) -> bool:
+        return True
+
+    def _check_value(self, where: str, limit: Limit, value: float) -> None:
+        _check_change(where, limit, value, "slope")
+
+
+def _check_change(where: str, limit: Limit, value: float, what: str) -> None:
+    if value == 0 or (value > 0) != limit.op.upward:
+        raise ValueError(
+            f"{where}: a {what} limit {limit.op.phrase} must be "
+            + ("positive (a rise)" if limit.op.upward else "negative (a fall)")
+        )
+    largest = _CHANGE_RANGE[limit.measure]
+    if abs(value) > largest:
+        raise ValueError(
+            f"{where}: a {what} of {_number(limit.value)} {limit.unit} is not one a person can"
+            f" have (at most {_number(largest)} {limit.measure.canonical_unit})"
+        )
+
+
+class MissedRule(_Rule):
+    """Fires when no reading of an expected kind has arrived for `days` whole days, in
+    the patient's time zone. Run by the scheduler, not on ingest."""
+
+    kind: Literal["missed"] = "missed"
+    expects: list[ReadingKind] = Field(min_length=1)
+    days: int = Field(ge=1, le=60)
+    severity: Severity = Severity.WARNING
+
+    @field_validator("expects")
+    @classmethod
+    def _distinct(cls, expects: list[ReadingKind]) -> list[ReadingKind]:
+        return list(dict.fromkeys(expects))
+
+
+ReadingRule = ThresholdRule | CountRule | MeanRule | ChangeRule | SlopeRule
+Rule = Annotated[ReadingRule | MissedRule, Field(discriminator="kind")]
+WINDOWED = (MeanRule, ChangeRule, SlopeRule)
+
+
+class Notify(_Strict):
+    """Who hears of an alert beyond the worklist (every alert is on the worklist)."""
+
+    # Severities that also go by SMS to the on-call nurse; None: the care team's routing.
+    sms: list[Severity] | None = None
+
+
+class CarePlan(_Strict):
+    rules: list[Rule] = Field(max_length=100)
+    notify: Notify = Notify()
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Self:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.id in seen:
+                raise ValueError(f"rule id {rule.id} appears twice: rule ids must be unique")
+            seen.add(rule.id)
+        return self
+
+    def reading_rules(self) -> list[ReadingRule]:
+        return [r for r in self.rules if r.enabled and not isinstance(r, MissedRule)]
+
+    def missed_rules(self) -> list[MissedRule]:
+        return [r for r in self.rules if r.enabled and isinstance(r, MissedRule)]
+
+    def lookback_hours(self) -> float:
+        """How much history before a reading its evaluation needs: the longest window or
+        cooldown, and a day more so that a running episode is seen as running."""
+        spans = [r.cooldown_hours for r in self.reading_rules()]
+        spans += [r.window_hours for r in self.reading_rules() if isinstance(r, WINDOWED)]
+        return max(spans, default=0.0) + 24.0
+
+
+def diff(old: CarePlan, new: CarePlan) -> dict[str, Any]:
+    """What changed between two plans, rule by rule and field by field."""
+    before = {r.id: r.model_dump(mode="json") for r in old.rules}
+    after = {r.id: r.model_dump(mode="json") for r in new.rules}
+    changed = []
+    for rule_id in before.keys() & after.keys():
+        fields = [
+            {"field": name, "from": before[rule_id].get(name), "to": after[rule_id].get(name)}
+            for name in sorted(before[rule_id].keys() | after[rule_id].keys())
+            if before[rule_id].get(name) != after[rule_id].get(name)
+        ]
+        if fields:
+            changed.append({"rule": rule_id, "fields": fields})
+    notify = old.notify.model_dump(mode="json"), new.notify.model_dump(mode="json")
+    return {
+        "added": [after[i] for i in after if i not in before],
+        "removed": [before[i] for i in before if i not in after],
+        "changed": sorted(changed, key=lambda c: str(c["rule"])),
+        "notify": None if notify[0] == notify[1] else {"from": notify[0], "to": notify[1]},
+    }
+
+
+def _number(value: float) -> str:
+    """180, not 180.0; 1.4, not 1.4000000000000001."""
+    return f"{value:.10g}"

@@ -1,0 +1,139 @@
+"""The rule engine's SQL: its durable queue of readings to evaluate, and the history
+query that loads every affected patient's recent readings in one statement."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+
+from rpm.rules.evaluate import HistoryRow, ReadingKey
+
+Connection = AsyncConnection[TupleRow]
+
+
+@dataclass(frozen=True)
+class NewReading:
+    patient_id: int
+    key: ReadingKey
+
+
+@dataclass(frozen=True)
+class Window:
+    """Load this patient's readings measured in [since, until]."""
+
+    patient_id: int
+    since: datetime
+    until: datetime
+
+
+_ENQUEUE = """
+INSERT INTO rule_evaluation_queue (patient_ids, device_ids, kinds, measured_ats)
+VALUES (%s, %s, %s, %s) RETURNING id
+"""
+
+# Oldest first; SKIP LOCKED leaves alone what a live evaluation (or another sweeper) holds.
+_CLAIM_STALE = """
+DELETE FROM rule_evaluation_queue
+WHERE id IN (SELECT id FROM rule_evaluation_queue
+             WHERE enqueued_at < now() - make_interval(secs => %s)
+             ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+RETURNING patient_ids, device_ids, kinds, measured_ats
+"""
+
+_HISTORY = """
+SELECT r.patient_id, r.device_id, r.kind, r.measured_at, r.systolic_mmhg, r.diastolic_mmhg,
+       r.pulse_bpm, r.weight_kg, r.glucose_mg_dl, r.meal_context
+FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS w(patient_id, since, until)
+JOIN reading r ON r.patient_id = w.patient_id
+              AND r.measured_at >= w.since AND r.measured_at <= w.until
+WHERE r.statistic IS NULL
+"""
+
+
+async def enqueue(conn: Connection, readings: Sequence[NewReading]) -> int:
+    """Queue the readings for evaluation, in the caller's (the ingest's) transaction."""
+    cursor = await conn.execute(
+        _ENQUEUE,
+        [
+            [r.patient_id for r in readings],
+            [r.key.device_id for r in readings],
+            [r.key.kind for r in readings],
+            [r.key.measured_at for r in readings],
+        ],
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def claim(conn: Connection, ticket: int) -> bool:
+    """Take a queued batch for evaluation in this transaction; False if it is gone
+    (a sweeper evaluated it already)."""
+    cursor = await conn.execute("DELETE FROM rule_evaluation_queue WHERE id = %s", [ticket])
+    return cursor.rowcount == 1
+
+
+async def claim_stale(conn: Connection, older_than_s: float, limit: int) -> list[NewReading]:
+    """Take queued batches that nobody evaluated (their process died), oldest first."""
+    cursor = await conn.execute(_CLAIM_STALE, [older_than_s, limit])
+    return [
+        NewReading(patient_id, ReadingKey(device_id, kind, measured_at))
+        for patients, devices, kinds, times in await cursor.fetchall()
+        for patient_id, device_id, kind, measured_at in zip(
+            patients, devices, kinds, times, strict=True
+        )
+    ]
+
+
+async def history(conn: Connection, windows: Sequence[Window]) -> dict[int, list[HistoryRow]]:
+    """Each patient's single readings (no summaries) within their window."""
+    cursor = await conn.execute(
+        _HISTORY,
+        [[w.patient_id for w in windows], [w.since for w in windows], [w.until for w in windows]],
+    )
+    rows: dict[int, list[HistoryRow]] = {w.patient_id: [] for w in windows}
+    for (
+        patient_id,
+        device_id,
+        kind,
+        at,
+        sys_,
+        dia,
+        pulse,
+        kg,
+        mg_dl,
+        meal,
+    ) in await cursor.fetchall():
+        rows[patient_id].append(
+            HistoryRow(ReadingKey(device_id, kind, at), sys_, dia, pulse, kg, mg_dl, meal)
+        )
+    return rows
+
+
+async def missed_candidates(
+    conn: Connection, now: datetime
+) -> list[tuple[int, str, str, datetime | None]]:
+    """(patient, rule, expected kind, its last reading) for every active patient whose
+    missed-reading rule may fire now. A coarse filter in UTC, one hour generous for time
+    zones and DST; the exact, local-calendar decision is `evaluate.missed`."""
+    cursor = await conn.execute(
+        """
+        SELECT m.patient_id, m.rule_id, e.kind, last.at
+        FROM missed_reading_rule m
+        JOIN patient p ON p.id = m.patient_id AND p.status = 'active'
+        CROSS JOIN LATERAL unnest(m.expects) AS e(kind)
+        LEFT JOIN LATERAL (
+            SELECT r.measured_at AS at FROM reading r
+            WHERE r.patient_id = m.patient_id AND r.kind = e.kind AND r.statistic IS NULL
+            ORDER BY r.measured_at DESC LIMIT 1
+        ) last ON true
+        WHERE coalesce(last.at, p.enrolled_at)
+              < %s::timestamptz - make_interval(days => m.days) + interval '1 hour'
+        """,
+        [now],
+    )
+    return await cursor.fetchall()

@@ -1,0 +1,238 @@
+"""Care-plan templates from clinical guidelines, chosen at enrolment and tuned per patient.
+
+Every default cites its source beside the number (docs/care-plans.md lists them too).
+They are starting points for a clinician to adjust, not medical advice. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rpm.devices.model import ReadingKind
+from rpm.rules.plan import (
+    CarePlan,
+    ChangeRule,
+    Limit,
+    MeanRule,
+    Measure,
+    MissedRule,
+    Op,
+    ReadingRule,
+    Severity,
+    ThresholdRule,
+)
+
+AHA_2017 = (
+    "2017 ACC/AHA Guideline for the Prevention, Detection, Evaluation, and Management of"
+    " High Blood Pressure in Adults (Whelton et al., Hypertension 2018;71:e13-e115)"
+)
+AHA_LOW_BP = "American Heart Association, 'Low Blood Pressure - When Blood Pressure Is Too Low'"
+HF_2022 = (
+    "2022 AHA/ACC/HFSA Guideline for the Management of Heart Failure (Heidenreich et al.,"
+    " Circulation 2022;145:e895-e1032) and the HFSA patient guidance on daily weights"
+)
+ADA_2024 = (
+    "American Diabetes Association, Standards of Care in Diabetes-2024, section 6"
+    " (Glycemic Goals and Hypoglycemia), Diabetes Care 2024;47(Suppl 1):S111-S125"
+)
+ADA_DKA = (
+    "ADA consensus on hyperglycemic crises (Kitabchi et al., Diabetes Care 2009;32:1335-1343):"
+    " glucose > 250 mg/dL is the diabetic-ketoacidosis criterion"
+)
+LOCAL = "local protocol: a common remote-monitoring default; set it to your programme's"
+
+# Hysteresis: how far back past a limit a value must go for an episode to end. About the
+# size of a home device's measurement noise (cuffs +-5 mmHg; meters +-15% per ISO 15197).
+BP_HYSTERESIS_MMHG = 5.0
+PULSE_HYSTERESIS_BPM = 5.0
+GLUCOSE_HYSTERESIS_MG_DL = 10.0
+
+
+def _mmhg(measure: Measure, op: Op, value: float, severity: Severity, label: str = "") -> Limit:
+    return Limit(
+        measure=measure,
+        op=op,
+        value=value,
+        unit="mmHg",
+        severity=severity,
+        hysteresis=BP_HYSTERESIS_MMHG,
+        label=label,
+    )
+
+
+def _glucose(op: Op, value: float, severity: Severity, label: str) -> Limit:
+    return Limit(
+        measure=Measure.GLUCOSE,
+        op=op,
+        value=value,
+        unit="mg/dL",
+        severity=severity,
+        hysteresis=GLUCOSE_HYSTERESIS_MG_DL,
+        label=label,
+    )
+
+
+def _pulse(op: Op, value: float) -> Limit:
+    return Limit(
+        measure=Measure.PULSE,
+        op=op,
+        value=value,
+        unit="bpm",
+        severity=Severity.HIGH,
+        hysteresis=PULSE_HYSTERESIS_BPM,
+    )
+
+
+def _weight_gain(pounds: float, severity: Severity) -> Limit:
+    # The guidance is written in pounds; the limit keeps the unit it was written in.
+    return Limit(
+        measure=Measure.WEIGHT,
+        op=Op.AT_OR_ABOVE,
+        value=pounds,
+        unit="lb",
+        severity=severity,
+        hysteresis=1.0,
+    )
+
+
+HYPERTENSION: tuple[ReadingRule, ...] = (
+    ThresholdRule(
+        id="bp_crisis",
+        title="Hypertensive crisis",
+        # AHA's chart reads "higher than 180 and/or higher than 120"; the rule takes the
+        # safer side, at or above.
+        limits=[
+            _mmhg(Measure.SYSTOLIC, Op.AT_OR_ABOVE, 180, Severity.CRITICAL, "crisis"),
+            _mmhg(Measure.DIASTOLIC, Op.AT_OR_ABOVE, 120, Severity.CRITICAL, "crisis"),
+        ],
+        advice=(
+            "Ask the patient to rest five minutes and re-measure now; if it stays this high,"
+            " or with chest pain, breathlessness, weakness or vision or speech changes, call"
+            " emergency services."
+        ),
+        source=AHA_2017,
+    ),
+    MeanRule(
+        id="bp_sustained_stage2",
+        title="Sustained stage 2 hypertension",
+        # Stage 2: systolic >= 140 or diastolic >= 90, judged on the mean of several readings.
+        window_hours=7 * 24,
+        min_readings=4,
+        limits=[
+            _mmhg(Measure.SYSTOLIC, Op.AT_OR_ABOVE, 140, Severity.WARNING, "stage 2"),
+            _mmhg(Measure.DIASTOLIC, Op.AT_OR_ABOVE, 90, Severity.WARNING, "stage 2"),
+        ],
+        source=AHA_2017,
+    ),
+    ThresholdRule(
+        id="systolic_low",
+        title="Low blood pressure",
+        limits=[_mmhg(Measure.SYSTOLIC, Op.BELOW, 90, Severity.HIGH, "low")],
+        advice="Ask about dizziness, fainting and recent medication changes.",
+        source=AHA_LOW_BP,
+    ),
+    ThresholdRule(
+        id="pulse_out_of_range",
+        title="Pulse out of range",
+        limits=[_pulse(Op.BELOW, 40), _pulse(Op.ABOVE, 120)],
+        source=LOCAL,
+    ),
+)
+
+HEART_FAILURE: tuple[ReadingRule, ...] = (
+    # Sources vary from 2 lb in a day to 2 kg in 3 days: both windows and limits are
+    # the care manager's to change.
+    ChangeRule(
+        id="weight_gain_day",
+        title="Weight gain in a day",
+        window_hours=24,
+        limits=[_weight_gain(3, Severity.HIGH)],
+        advice="Ask about swelling and breathlessness; review diuretics with the prescriber.",
+        cooldown_hours=24,
+        source=HF_2022,
+    ),
+    ChangeRule(
+        id="weight_gain_week",
+        title="Weight gain in a week",
+        window_hours=7 * 24,
+        limits=[_weight_gain(5, Severity.HIGH)],
+        advice="Ask about swelling and breathlessness; review diuretics with the prescriber.",
+        cooldown_hours=72,
+        source=HF_2022,
+    ),
+)
+
+DIABETES: tuple[ReadingRule, ...] = (
+    ThresholdRule(
+        id="glucose_low",
+        title="Hypoglycaemia",
+        # Level 1: < 70 mg/dL (3.9 mmol/L); level 2, clinically significant: < 54 (3.0).
+        limits=[
+            _glucose(Op.BELOW, 70, Severity.HIGH, "level 1 hypoglycaemia"),
+            _glucose(Op.BELOW, 54, Severity.CRITICAL, "level 2 hypoglycaemia"),
+        ],
+        advice="Contact the patient now: 15 g of fast-acting carbohydrate, re-check in 15 minutes.",
+        source=ADA_2024,
+    ),
+    ThresholdRule(
+        id="glucose_high",
+        title="Hyperglycaemia",
+        # 400 mg/dL as the critical bound is a local default, to be set per programme.
+        limits=[
+            _glucose(Op.ABOVE, 250, Severity.HIGH, "hyperglycaemia"),
+            _glucose(Op.ABOVE, 400, Severity.CRITICAL, "critical hyperglycaemia"),
+        ],
+        advice="Ask about ketones, thirst and vomiting.",
+        source=f"{ADA_DKA}; critical bound: {LOCAL}",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    title: str
+    rules: tuple[ReadingRule, ...]
+    expects: ReadingKind
+    # Whole days without a reading of that kind before the missed-readings rule fires.
+    missed_days: int
+
+
+TEMPLATES = {
+    t.name: t
+    for t in (
+        Template("hypertension", "Hypertension (AHA)", HYPERTENSION, ReadingKind.BLOOD_PRESSURE, 3),
+        # Daily weights are the point of heart-failure monitoring: two missed days matter.
+        Template("heart_failure", "Heart failure", HEART_FAILURE, ReadingKind.BODY_WEIGHT, 2),
+        Template("diabetes", "Diabetes (ADA)", DIABETES, ReadingKind.BLOOD_GLUCOSE, 2),
+    )
+}
+
+
+class UnknownTemplate(ValueError):
+    pass
+
+
+def plan_from_templates(names: Sequence[str]) -> CarePlan:
+    """The plan for a patient enrolled under these templates: their rules, and one
+    missed-readings rule expecting each template's kind of reading."""
+    unknown = [n for n in names if n not in TEMPLATES]
+    if unknown:
+        choices = ", ".join(TEMPLATES)
+        raise UnknownTemplate(
+            f"unknown care-plan template(s) {', '.join(unknown)}: choose from {choices}"
+        )
+    chosen = [TEMPLATES[n] for n in dict.fromkeys(names)]
+    rules: list[ReadingRule | MissedRule] = [rule for t in chosen for rule in t.rules]
+    if chosen:
+        rules.append(
+            MissedRule(
+                id="missed_readings",
+                title="Missed readings",
+                expects=[t.expects for t in chosen],
+                days=min(t.missed_days for t in chosen),
+                source=LOCAL,
+            )
+        )
+    return CarePlan(rules=rules)
