@@ -256,7 +256,8 @@ async def test_missed_readings_count_whole_local_days(
     assert opened.rule_id == "missed_readings"
     # The next run updates the open alert rather than opening another.
     [again] = await engine_at(datetime(2026, 3, 6, 1, 0, tzinfo=UTC)).check_missed()
-    assert not again.opened and again.alert_id == opened.alert_id
+    assert not again.opened
+    assert again.alert_id == opened.alert_id
     [alert] = await _alerts(conn, patient)
     assert alert[5].startswith("No blood pressure reading for 3 days (last on 2 Mar)")
     # Resolved by a nurse: the same gap does not bring it back.
