@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from simulators.provision import ProvisionError, provision
 from simulators.scenario import PRESETS, ScenarioError, Simulation, generate, load
 from simulators.transport import Pace, Target, send, wall_schedule
 
@@ -30,6 +31,14 @@ Start = Annotated[
     typer.Option(
         help="When the simulated period starts, RFC 3339 (default: it ends now;"
         " real time starts now)."
+    ),
+]
+
+ApiUrl = Annotated[
+    str | None,
+    typer.Option(
+        envvar="RPM_SIM_API_URL",
+        help="rpm's base URL: provision the patients and devices first (idempotent).",
     ),
 ]
 
@@ -101,9 +110,12 @@ def run(
     seed: Seed = None,
     days: Days = None,
     start: Start = None,
+    api_url: ApiUrl = None,
 ) -> None:
     """Send a scenario's messages, with a progress bar and a closing summary."""
     simulation = _simulate(scenario, seed, days, start, pace)
+    if api_url is not None:
+        _provision(simulation, api_url)
     messages = simulation.messages
     if pace == Pace.LOAD:
         messages = messages[: int(rate * duration)]
@@ -119,6 +131,28 @@ def run(
     typer.echo(summary.describe())
     if summary.errors:
         raise typer.Exit(1)
+
+
+@cli.command("provision")
+def provision_command(
+    scenario: ScenarioName,
+    api_url: Annotated[str, typer.Option(envvar="RPM_SIM_API_URL", help="rpm's base URL.")],
+    seed: Seed = None,
+    days: Days = None,
+    start: Start = None,
+) -> None:
+    """Enrol the scenario's patients (with care plans) and give them their devices."""
+    _provision(_simulate(scenario, seed, days, start, Pace.ACCELERATED), api_url)
+
+
+def _provision(simulation: Simulation, api_url: str) -> None:
+    # Devices are given from a day before the first reading, so that none is unassigned.
+    try:
+        done = provision(simulation, api_url, simulation.start - timedelta(days=1))
+    except ProvisionError as exc:
+        typer.echo(f"rpm-sim: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(done.describe(), err=True)
 
 
 def _simulate(

@@ -76,12 +76,14 @@ class Cohort:
 
 @dataclass(frozen=True)
 class ExpectedAlert:
-    """An alert the scenario must cause: this patient, this rule, within these days."""
+    """An alert the scenario must cause: this patient, this rule, within these days (and
+    at least this severity, when one is given)."""
 
     patient: str
     rule: str
     from_day: float
     to_day: float
+    severity: str | None = None
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,11 @@ def parse(document: dict[str, Any]) -> Scenario:
         cohorts=tuple(_cohort(c) for c in document["cohort"]),
         expected=tuple(
             ExpectedAlert(
-                str(e["patient"]), str(e["rule"]), float(e["from_day"]), float(e["to_day"])
+                str(e["patient"]),
+                str(e["rule"]),
+                float(e["from_day"]),
+                float(e["to_day"]),
+                str(e["severity"]) if "severity" in e else None,
             )
             for e in document.get("expect", [])
         ),

@@ -81,8 +81,9 @@ async def list_patients(
     conn: Conn,
     after: Annotated[int, Query(ge=0, description="Start after this id (paging)")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    external_ref: Annotated[str | None, Query(description="Only the patient with this")] = None,
 ) -> list[PatientRecord]:
-    return await registry.list_patients(conn, after_id=after, limit=limit)
+    return await registry.list_patients(conn, after, limit, external_ref)
 
 
 @router.get("/{patient_id}", summary="One patient", responses=_ERRORS)

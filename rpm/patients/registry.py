@@ -106,8 +106,12 @@ async def get(conn: Connection, patient_id: int) -> PatientRecord:
 
 
 async def list_patients(
-    conn: Connection, after_id: int = 0, limit: int = 100
+    conn: Connection, after_id: int = 0, limit: int = 100, external_ref: str | None = None
 ) -> list[PatientRecord]:
     async with conn.cursor(row_factory=class_row(PatientRecord)) as cursor:
-        await cursor.execute(_SELECT + " WHERE p.id > %s ORDER BY p.id LIMIT %s", [after_id, limit])
+        await cursor.execute(
+            _SELECT + " WHERE p.id > %s AND (%s::text IS NULL OR p.external_ref = %s)"
+            " ORDER BY p.id LIMIT %s",
+            [after_id, external_ref, external_ref, limit],
+        )
         return await cursor.fetchall()

@@ -22,7 +22,8 @@ BROKER_CONFIG = "allow_anonymous true\nmax_inflight_messages 0\npersistence fals
 
 
 def _provision(db_url: str, simulation: Simulation) -> None:
-    """What the seed command will do: each simulated patient with their devices."""
+    """Each simulated patient with their devices, straight into the store: this test is
+    about storage (tests/e2e/test_scenarios.py provisions through the API)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         for patient in simulation.patients:
             row = conn.execute(

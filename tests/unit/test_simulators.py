@@ -91,7 +91,7 @@ def test_physiology_crosses_guideline_limits_only_in_episodes(name: str) -> None
                 crossings.setdefault(patient, []).append(day)
     assert set(crossings) <= labelled
     for expectation in scenario.expected:
-        if expectation.rule in {"bp_crisis", "glucose_low_critical"}:
+        if expectation.rule in {"bp_crisis", "glucose_low"}:
             days = crossings[expectation.patient]
             assert all(expectation.from_day <= d <= expectation.to_day for d in days), days
 
