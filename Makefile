@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.installed
 .PHONY: help install up migrate test lint fmt lock bench clean
 
 help:
-	@echo "make up       install, then run the whole service (embedded database and broker unless configured)"
+	@echo "make up       install, then run the whole service (embedded database and broker unless"
+	@echo "              configured; on the embedded database, with the demo patients, once)"
 	@echo "make test     install, then run the whole test suite"
 	@echo "make lint     ruff and mypy"
 	@echo "make fmt      format the code"
@@ -28,7 +29,7 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 install: $(STAMP)
 
 up: $(STAMP)
-	$(BIN)/rpm up
+	$(BIN)/rpm up --demo
 
 migrate: $(STAMP)
 	$(BIN)/rpm migrate

@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 import rpm
+from rpm.api import alerts as alerts_api
 from rpm.api import care_plans as care_plans_api
 from rpm.api import dead_letters as dead_letters_api
 from rpm.api import devices as devices_api
@@ -128,8 +129,15 @@ def create_app(wiring: Wiring) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    apis = (health_api, devices_api, patients_api, care_plans_api, dead_letters_api, webhooks_api)
-    for api in apis:
+    for api in (
+        health_api,
+        devices_api,
+        patients_api,
+        care_plans_api,
+        alerts_api,
+        dead_letters_api,
+        webhooks_api,
+    ):
         app.include_router(api.router)
     return app
 

@@ -141,16 +141,31 @@ async def write(conn: Connection, writes: Sequence[AlertWrite]) -> list[AlertCha
     return changes
 
 
+_SELECT = (
+    "SELECT id, patient_id, rule_id, plan_version, severity, status, message, latest_message,"
+    " occurrences, first_triggered_at, last_triggered_at, opened_at, updated_at, resolved_at"
+    " FROM alert"
+)
+
+
 async def for_patient(
     conn: Connection, patient_id: int, include_resolved: bool = False, limit: int = 100
 ) -> list[AlertRecord]:
     async with conn.cursor(row_factory=class_row(AlertRecord)) as cursor:
         await cursor.execute(
-            "SELECT id, patient_id, rule_id, plan_version, severity, status, message,"
-            " latest_message, occurrences, first_triggered_at, last_triggered_at, opened_at,"
-            " updated_at, resolved_at FROM alert"
-            " WHERE patient_id = %s AND (%s OR status <> 'resolved')"
+            _SELECT + " WHERE patient_id = %s AND (%s OR status <> 'resolved')"
             " ORDER BY severity_rank DESC, opened_at LIMIT %s",
             [patient_id, include_resolved, limit],
+        )
+        return await cursor.fetchall()
+
+
+async def unresolved(conn: Connection, limit: int = 100) -> list[AlertRecord]:
+    """Open and acknowledged alerts, most severe first, then oldest first."""
+    async with conn.cursor(row_factory=class_row(AlertRecord)) as cursor:
+        await cursor.execute(
+            _SELECT + " WHERE status <> 'resolved' ORDER BY severity_rank DESC, opened_at, id"
+            " LIMIT %s",
+            [limit],
         )
         return await cursor.fetchall()

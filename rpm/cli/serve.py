@@ -8,12 +8,14 @@ import logging
 import signal
 from contextlib import AsyncExitStack
 from types import FrameType
+from typing import Annotated
 
 import typer
 import uvicorn
 
 from rpm.app import Wiring, create_app
 from rpm.cli.common import embedded_database, settings_or_exit
+from rpm.cli.demo import play_demo
 from rpm.config import BrokerAddress, Settings
 from rpm.db.migrate import MigrationError
 from rpm.db.store import prepare_schema
@@ -23,14 +25,25 @@ from rpm.ingest.embedded_broker import embedded_broker
 logger = logging.getLogger("rpm")
 
 
-def up() -> None:
+def up(
+    demo: Annotated[
+        bool,
+        typer.Option(
+            help="On the embedded database: enrol the demo patients and play two weeks of"
+            " their readings, once."
+        ),
+    ] = False,
+    demo_seconds: Annotated[
+        float, typer.Option(min=1, help="How long the demo's two weeks take to play.")
+    ] = 40,
+) -> None:
     """Run the whole service: HTTP API, MQTT consumer and scheduler.
 
     With no RPM_DATABASE_URL an embedded PostgreSQL is started (data kept in
     RPM_DATA_DIR); with no RPM_MQTT_URL an embedded MQTT broker.
     """
     settings = settings_or_exit()
-    raise typer.Exit(asyncio.run(_serve(settings)))
+    raise typer.Exit(asyncio.run(_serve(settings, demo_seconds if demo else None)))
 
 
 def migrate() -> None:
@@ -83,7 +96,7 @@ class _Shutdown:
         self.request()
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, demo_seconds: float | None) -> int:
     shutdown = _Shutdown()
     shutdown.install()
     async with AsyncExitStack() as stack:
@@ -120,7 +133,21 @@ async def _serve(settings: Settings) -> int:
             base,
             broker,
         )
-        await server.serve()
+        demo = None
+        if demo_seconds is not None:
+            if settings.database.url:
+                logger.warning("demo mode plays only into the embedded database: not played")
+            else:
+                api = f"http://127.0.0.1:{settings.http.port}"
+                demo = asyncio.create_task(
+                    play_demo(wiring.health, database_url, api, broker, demo_seconds)
+                )
+        try:
+            await server.serve()
+        finally:
+            if demo is not None:
+                demo.cancel()
+                await asyncio.gather(demo, return_exceptions=True)
         if not server.started:
             logger.error("the HTTP server did not start (is port %s free?)", settings.http.port)
             return 1

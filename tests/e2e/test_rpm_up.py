@@ -47,9 +47,9 @@ def _readyz(port: int) -> tuple[int, dict[str, bool]]:
         return error.code, json.load(error)
 
 
-def _run_until_ready(workdir: Path, port: int) -> subprocess.Popen[str]:
+def _run_until_ready(workdir: Path, port: int, *options: str) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [RPM, "up"],
+        [RPM, "up", *options],
         cwd=workdir,
         env=_unconfigured_environment(
             RPM_HTTP_PORT=str(port), RPM_MQTT_EMBEDDED_PORT=str(free_port())
@@ -110,3 +110,25 @@ def test_rpm_up_with_a_bad_setting_says_which_and_exits(workdir: Path) -> None:
     )
     assert result.returncode == 2
     assert "RPM_HTTP_PORT='eighty': Input should be a valid integer" in result.stderr
+
+
+def test_rpm_up_demo_enrols_patients_and_raises_their_alerts_once(workdir: Path) -> None:
+    port = free_port()
+    process = _run_until_ready(workdir, port, "--demo", "--demo-seconds", "5")
+    deadline = time.monotonic() + 90
+    rules: set[str] = set()
+    while time.monotonic() < deadline and len(rules) < 4:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=5) as reply:
+            rules = {alert["rule_id"] for alert in json.load(reply)}
+        time.sleep(0.5)
+    output = _stop(process, signal.SIGTERM)
+    # The demo's four labelled conditions, each as its alert.
+    assert {"bp_crisis", "weight_gain_week", "glucose_low", "missed_readings"} <= rules, output
+    assert "demo: enrolling the demo patients" in output
+    assert f"Open alerts, most severe first: http://127.0.0.1:{port}/api/v1/alerts" in output
+
+    restarted = _run_until_ready(workdir, port, "--demo")
+    time.sleep(1)  # the demo looks for its patients as soon as the service is ready
+    again = _stop(restarted, signal.SIGTERM)
+    assert "demo: its patients are already here" in again
+    assert "Traceback" not in output + again
