@@ -44,6 +44,9 @@ Bools = npt.NDArray[np.bool_]
 Ints = npt.NDArray[np.int64]
 
 SECONDS_PER_DAY = 86_400.0
+# In canonical units (mmHg, bpm, kg, mg/dL, and those per day): far below any device's
+# resolution, far above float32 rounding of any value a person can have.
+AT_LIMIT = 1e-3
 # Decimals to show a value with, by unit: a cuff reads whole mmHg, a scale tenths.
 _DECIMALS = {"mmHg": 0, "kPa": 1, "bpm": 0, "/min": 0, "kg": 1, "lb": 1, "mg/dL": 0, "mmol/L": 1}
 
@@ -166,7 +169,14 @@ def trace(rule: ReadingRule, history: History) -> Trace:
     counts = None
     if isinstance(rule, CountRule):
         counts = _rolling_count(rank > 0, rule.of_last)
-        rank = np.where(counts >= rule.n, _rolling_max(rank, rule.of_last), 0)
+        # A severity fires when n readings reach it: one critical reading among n high
+        # ones is not "n readings beyond the critical limit".
+        fired = np.zeros_like(rank)
+        for level in sorted({limit.severity.rank for limit in rule.limits}):
+            reaching = _rolling_count(rank >= level, rule.of_last)
+            fired = np.where(reaching >= rule.n, level, fired)
+            counts = np.where(reaching >= rule.n, reaching, counts)
+        rank = fired
         held = np.where(_rolling_count(held > 0, rule.of_last) >= rule.n, 1, 0)
     starts, since = _episodes(times, rank > 0, (held > 0) | (rank > 0), rule.cooldown_hours)
     return Trace(rule, rows, times, rank, starts, since, observed, counts)
@@ -194,16 +204,19 @@ def _observed(rule: ReadingRule, limit: Limit, times: Floats, values: Floats) ->
 
 
 def _compare(op: Op, observed: Floats, limit: float) -> Bools:
+    # A value within AT_LIMIT of the limit is at it: a reading of exactly the limit in
+    # another unit (3.0 mmol/L, a 3.0 lb gain) comes back from kg or mg/dL, and from the
+    # store's float32 columns, a rounding error either side of it.
     with np.errstate(invalid="ignore"):  # NaN compares False: no value, no firing
         match op:
             case Op.AT_OR_ABOVE:
-                return observed >= limit
+                return observed >= limit - AT_LIMIT
             case Op.ABOVE:
-                return observed > limit
+                return observed > limit + AT_LIMIT
             case Op.AT_OR_BELOW:
-                return observed <= limit
+                return observed <= limit + AT_LIMIT
             case Op.BELOW:
-                return observed < limit
+                return observed < limit - AT_LIMIT
 
 
 def _rank(limits: Sequence[tuple[Limit, float]], observed: Sequence[Floats]) -> Ints:
@@ -238,7 +251,11 @@ def _change(times: Floats, values: Floats, window_s: float, upward: bool) -> Flo
     before &= ~np.isnan(values)[None, :]
     fill = np.inf if upward else -np.inf
     candidates = np.where(before, values[None, :], fill)
-    reference = candidates.min(axis=1) if upward else candidates.max(axis=1)
+    # `initial`: with no readings at all there is nothing to reduce, and numpy refuses.
+    if upward:
+        reference = candidates.min(axis=1, initial=fill)
+    else:
+        reference = candidates.max(axis=1, initial=fill)
     with np.errstate(invalid="ignore"):
         return np.where(before.any(axis=1), values - reference, np.nan)
 
@@ -272,12 +289,6 @@ def _rolling_count(flags: Bools, last: int) -> Ints:
     sums = np.concatenate(([0], np.cumsum(flags, dtype=np.int64)))
     ends = np.arange(1, len(flags) + 1)
     return sums[ends] - sums[np.maximum(ends - last, 0)]
-
-
-def _rolling_max(values: Ints, last: int) -> Ints:
-    padded = np.concatenate((np.zeros(last - 1, np.int64), values))
-    maxima: Ints = np.lib.stride_tricks.sliding_window_view(padded, last).max(axis=1)
-    return maxima
 
 
 def _episodes(

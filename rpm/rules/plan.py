@@ -232,7 +232,8 @@ class _LimitRule(_Rule):
 
 def _check_levels(rule_id: str, measure: Measure, side: list[Limit], per_day: bool) -> None:
     ordered = sorted(side, key=lambda lim: lim.severity.rank)
-    for milder, worse in itertools.pairwise(ordered):
+    # Every pair, not neighbours only: two limits of one severity would hide each other.
+    for milder, worse in itertools.combinations(ordered, 2):
         a, b = milder.canonical_value(per_day), worse.canonical_value(per_day)
         further = b >= a if milder.op.upward else b <= a
         if milder.severity != worse.severity and not further:

@@ -17,6 +17,10 @@ PURE = {
     "rpm.devices.codecs",
     "rpm.devices.tenovi",
     "rpm.ingest.pipeline",
+    "rpm.rules.plan",
+    "rpm.rules.templates",
+    "rpm.rules.evaluate",
+    "rpm.rules.policy",
 }
 ALLOWED_THIRD_PARTY = {"numpy", "pydantic", "pydantic_core"}
 
