@@ -54,6 +54,8 @@ MISSED_CHECK_LOCK = 0x72706D_6D69737365  # "rpm" "misse"
 # Parsed plans kept in memory, keyed by (patient, version): a version never changes.
 PLAN_CACHE_SIZE = 50_000
 DRY_RUN_DAYS = 30
+# How far back a resolved alert still tells whether a firing continues its episode.
+EPISODE_MEMORY = timedelta(days=30)
 
 
 def _utc_now() -> datetime:
@@ -164,13 +166,22 @@ class RuleEngine:
         plans = await self._plans_of(conn, new)
         if not plans:
             return []
+        latest = await alerts.latest_alerts(conn, plans)
         windows = []
         for patient_id, patient in plans.items():
             times = [r.key.measured_at for r in new[patient_id]]
-            lookback = timedelta(hours=patient.plan.lookback_hours())
-            windows.append(Window(patient_id, min(times) - lookback, max(times)))
+            since = min(times) - timedelta(hours=patient.plan.lookback_hours())
+            # Back to the last firing of an alert a nurse resolved (within reason), so that
+            # an episode still running since then is seen as the same episode.
+            resolved = [
+                alert.last_triggered_at
+                for (pid, _), alert in latest.items()
+                if pid == patient_id and alert.resolved
+            ]
+            if resolved:
+                since = min(since, max(min(resolved), min(times) - EPISODE_MEMORY))
+            windows.append(Window(patient_id, since, max(times)))
         histories = await repository.history(conn, windows)
-        latest = await alerts.latest_alerts(conn, plans)
         writes: list[AlertWrite] = []
         for patient_id, patient in plans.items():
             history = History.of(histories[patient_id])

@@ -424,8 +424,8 @@ def missed(
         if last is None:
             parts.append(f"no {what} reading since enrolment on {_local_date(since, tz)}")
         else:
-            parts.append(f"no {what} reading for {days} days (last on {_local_date(last, tz)})")
-    text = "; ".join(parts) + f": the care plan expects one at least every {rule.days} days"
+            parts.append(f"no {what} reading for {_days(days)} (last on {_local_date(last, tz)})")
+    text = "; ".join(parts) + f": the care plan expects one at least every {_days(rule.days)}"
     return Finding(
         rule_id=rule.id,
         severity=rule.severity,
@@ -479,6 +479,10 @@ def _missed_over(
         running = found is not None
         day += timedelta(days=1)
     return raised
+
+
+def _days(n: int) -> str:
+    return "1 day" if n == 1 else f"{n} days"
 
 
 def _midnight(day: date, tz: ZoneInfo) -> datetime:

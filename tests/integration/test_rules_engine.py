@@ -287,3 +287,24 @@ async def test_only_one_process_runs_the_missed_check_at_a_time(
         await holder.execute("SELECT pg_advisory_xact_lock(%s)", [MISSED_CHECK_LOCK])
         assert await RuleEngine(pool).check_missed() == []
     assert len(await RuleEngine(pool).check_missed()) == 1
+
+
+async def test_an_episode_longer_than_the_plans_lookback_stays_one_episode(
+    conn: Conn, ingest: IngestService
+) -> None:
+    patient = await _enrol(conn, "P-11", templates=["hypertension"])
+    # Only the crisis rule: the plan looks back a day, the readings are days apart.
+    crisis_only = plan_from_templates(["hypertension"]).model_dump(mode="json")
+    crisis_only["rules"] = crisis_only["rules"][:1]
+    await care_plans.save(
+        conn, patient, care_plans.CarePlan.model_validate(crisis_only), "cm-1", "crisis only", 1
+    )
+    await conn.commit()
+    await ingest.ingest([_bp("P-11-BP", NOW - timedelta(days=5), 190)])
+    await conn.execute("UPDATE alert SET status = 'resolved', resolved_at = now()")
+    await conn.commit()
+    await ingest.ingest([_bp("P-11-BP", NOW - timedelta(days=3), 188)])
+    assert len(await _alerts(conn, patient)) == 1
+    await ingest.ingest([_bp("P-11-BP", NOW - timedelta(days=2), 130)])
+    await ingest.ingest([_bp("P-11-BP", NOW - timedelta(days=1), 191)])
+    assert [a[2] for a in await _alerts(conn, patient)] == ["resolved", "open"]

@@ -436,7 +436,7 @@ def test_missed_counts_whole_local_days_across_dst(
     assert _missed(rule, last, before_midnight, IN_NEW_YORK) is None
     found = _missed(rule, last, after_midnight, IN_NEW_YORK)
     assert found is not None
-    assert "for 1 days" in found.message
+    assert "for 1 day (" in found.message
 
 
 def test_missed_names_each_kind_overdue_and_only_those_asked_about() -> None:
