@@ -49,6 +49,25 @@ class AlertRecord:
     resolved_at: datetime | None
 
 
+@dataclass(frozen=True)
+class TriggerReading:
+    """A reading that fired the alert's rule, with its values in canonical units."""
+
+    device_id: int
+    kind: str
+    measured_at: datetime
+    systolic_mmhg: float | None
+    diastolic_mmhg: float | None
+    pulse_bpm: float | None
+    weight_kg: float | None
+    glucose_mg_dl: float | None
+    meal_context: str | None
+
+
+class AlertNotFound(Exception):
+    pass
+
+
 _UPSERT = """
 INSERT INTO alert AS a (patient_id, rule_id, plan_version, severity, message, latest_message,
                         first_triggered_at, last_triggered_at, occurrences)
@@ -167,5 +186,28 @@ async def unresolved(conn: Connection, limit: int = 100) -> list[AlertRecord]:
             _SELECT + " WHERE status <> 'resolved' ORDER BY severity_rank DESC, opened_at, id"
             " LIMIT %s",
             [limit],
+        )
+        return await cursor.fetchall()
+
+
+async def get(conn: Connection, alert_id: int) -> AlertRecord:
+    async with conn.cursor(row_factory=class_row(AlertRecord)) as cursor:
+        await cursor.execute(_SELECT + " WHERE id = %s", [alert_id])
+        record = await cursor.fetchone()
+    if record is None:
+        raise AlertNotFound(f"no alert with id {alert_id}")
+    return record
+
+
+async def triggers(conn: Connection, alert_id: int) -> list[TriggerReading]:
+    """The readings that fired the alert's rule, oldest first."""
+    async with conn.cursor(row_factory=class_row(TriggerReading)) as cursor:
+        await cursor.execute(
+            "SELECT r.device_id, r.kind, r.measured_at, r.systolic_mmhg, r.diastolic_mmhg,"
+            " r.pulse_bpm, r.weight_kg, r.glucose_mg_dl, r.meal_context"
+            " FROM alert_trigger t JOIN reading r ON r.device_id = t.device_id"
+            " AND r.kind = t.kind AND r.measured_at = t.measured_at"
+            " WHERE t.alert_id = %s ORDER BY t.measured_at",
+            [alert_id],
         )
         return await cursor.fetchall()

@@ -16,6 +16,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
+from rpm.alerts import repository as alerts
 from rpm.devices import registry
 from rpm.ingest import dead_letters
 from rpm.ingest.service import IngestService
@@ -83,6 +84,7 @@ _STATUS_OF: dict[type[Exception], int] = {
     care_plans.StalePlan: 409,
     care_plans.CarePlanError: 422,
     UnknownTemplate: 422,
+    alerts.AlertNotFound: 404,
 }
 
 

@@ -243,3 +243,11 @@ def test_readings_over_mqtt_raise_one_alert_with_two_consumers(
     assert crisis[0]["severity"] == "critical"
     assert crisis[0]["plan_version"] == 1
     assert "crisis limit of 180 mmHg (care plan v1)" in crisis[0]["message"]
+    with TestClient(create_app(wiring(db_url, address, fatal))) as client:
+        wait_until_ready(client)
+        detail = client.get(f"/api/v1/alerts/{crisis[0]['id']}").json()
+        assert client.get("/api/v1/alerts/999999").status_code == 404
+        waiting = client.get("/api/v1/alerts").json()
+    assert len(detail["readings"]) == 20
+    assert {r["systolic_mmhg"] for r in detail["readings"]} == {190}
+    assert crisis[0]["id"] in [a["id"] for a in waiting]
