@@ -61,6 +61,7 @@ async def play_demo(
         logger.warning("demo: the simulator failed: %s", errors.decode(errors="replace")[-500:])
         return
     # The scheduler checks for missed readings every few minutes; the history just arrived.
+    await _settled(database_url)
     async with AsyncConnectionPool(database_url, min_size=1, max_size=1, open=False) as pool:
         await RuleEngine(pool).check_missed()
     logger.info(
@@ -70,3 +71,19 @@ async def play_demo(
         api_url,
         api_url,
     )
+
+
+async def _settled(database_url: str, timeout_s: float = 60) -> None:
+    """Until what the simulator sent is stored and evaluated: nothing new for a second."""
+    last = None
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        for _ in range(int(timeout_s)):
+            cursor = await conn.execute(
+                "SELECT (SELECT count(*) FROM reading), (SELECT count(*) FROM rejected_message),"
+                " (SELECT count(*) FROM rule_evaluation_queue)"
+            )
+            now = await cursor.fetchone()
+            if now == last and now is not None and now[2] == 0:
+                return
+            last = now
+            await asyncio.sleep(1)

@@ -23,6 +23,10 @@ from rpm.rules.repository import NewReading
 
 logger = logging.getLogger(__name__)
 
+READINGS_QUEUED = Counter(
+    "rpm_rules_readings_queued",
+    "Readings committed to the evaluation queue with the transaction storing them",
+)
 EVALUATION_FAILURES = Counter(
     "rpm_rules_evaluation_failures", "Batch evaluations that failed and were left to the sweeper"
 )
@@ -47,6 +51,7 @@ class RulesHandoff:
         ticket = await self._engine.enqueue(conn, readings)
 
         async def evaluate() -> None:
+            READINGS_QUEUED.inc(len(readings))  # here, once the queue row is committed
             try:
                 await self._engine.evaluate(ticket, readings)
             except Exception:

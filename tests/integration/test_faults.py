@@ -38,7 +38,7 @@ MESSAGES = 3000
 ARRAY_EVERY = 7  # every 7th message is an offline backlog: an array of 3 readings
 DEVICES = 4
 CHUNK = 100  # messages the fleet has in flight at once
-HANDED_OFF = "rpm_rules_readings_received_total"
+HANDED_OFF = "rpm_rules_readings_queued_total"
 BROKER_CONFIG = """allow_anonymous true
 persistence true
 persistence_location {data}/
