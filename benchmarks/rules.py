@@ -26,6 +26,7 @@ import multiprocessing.queues
 import multiprocessing.synchronize
 import os
 import pstats
+import queue
 import random
 import signal
 import statistics
@@ -38,7 +39,6 @@ from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import LiteralString, cast
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -125,11 +125,6 @@ class Population:
     lapsed: float  # share of all patients who have stopped measuring (due for the check)
 
 
-def _sql(text: str) -> LiteralString:
-    """Queries built here from constants and numbers only."""
-    return cast(LiteralString, text)
-
-
 def seed(url: str, population: Population) -> dict[str, float]:
     """Patients, devices, assignments, plans and history, set-based. Seconds per step."""
     steps: dict[str, float] = {}
@@ -139,7 +134,7 @@ def seed(url: str, population: Population) -> dict[str, float]:
 
         def step(name: str, query: str, params: Sequence[object] | None = None) -> None:
             started = time.perf_counter()
-            conn.execute(_sql(query), params)
+            conn.execute(query, params)
             steps[name] = steps.get(name, 0.0) + time.perf_counter() - started
 
         # Seeded data is consistent by construction: skip the foreign-key triggers (a
@@ -286,7 +281,7 @@ def _seed_history(step: Step, population: Population, lapsed: int) -> None:
 
 def table_count(url: str, table: str) -> int:
     with psycopg.connect(url) as conn:
-        row = conn.execute(_sql(f"SELECT count(*) FROM {table}")).fetchone()
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
     return int(row[0]) if row else 0
 
 
@@ -343,6 +338,8 @@ def publish_stream(
     (so the first `patients` readings reach every patient once), a reading a message,
     measured (stamped) as it is sent. Runs in a process of its own."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Ctrl-C reaches the whole process group: the benchmark stops this process itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     rng = random.Random(stream.seed)
     order = list(range(1, stream.patients + 1))
     rng.shuffle(order)
@@ -533,7 +530,10 @@ async def run_stream(
         }
         cpu_start: CpuSample | None = None
         cpu_start_at = 0.0
-        reporting = asyncio.create_task(asyncio.to_thread(results.get, True, stream.seconds + 60))
+        # Polled, not awaited in a thread: a thread blocked on the queue would hold up the
+        # exit on Ctrl-C or SIGTERM.
+        sent: dict[str, float] | None = None
+        deadline = time.monotonic() + stream.seconds + 60
         # Until the publisher is done and every reading it sent is evaluated, or nothing
         # more has been for a few seconds.
         last_count, last_progress = 0, time.monotonic()
@@ -548,10 +548,15 @@ async def run_stream(
             count = len(timings.committed)
             if count != last_count:
                 last_count, last_progress = count, time.monotonic()
-            if reporting.done():
-                report = reporting.result()
-                if count >= report["published"] or time.monotonic() - last_progress > 5:
-                    break
+            if sent is None:
+                with suppress(queue.Empty):
+                    sent = results.get_nowait()
+            if sent is not None and (
+                count >= sent["published"] or time.monotonic() - last_progress > 5
+            ):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the publisher did not finish; {count} readings evaluated")
             await asyncio.sleep(0.05)
         if profiler is not None:
             profiler.disable()
@@ -574,6 +579,7 @@ async def run_stream(
     if profiler is not None and profile is not None:
         profiler.dump_stats(profile)
 
+    assert sent is not None
     alerting = await _alerting_keys(url, t0)
     queued_left = table_count(url, "rule_evaluation_queue")
     measured = {k: v for k, v in timings.committed.items() if k[2] >= measure_from}
@@ -599,10 +605,10 @@ async def run_stream(
     window = done_times[-1] - done_times[0] if len(done_times) > 1 else 0.0
     in_window = [n for at, n in timings.batches if at >= measure_from]
     return StreamResult(
-        published=int(report.get("published", 0)),
-        acked=int(report.get("acked", 0)),
-        publish_seconds=float(report.get("seconds", 0.0)),
-        publisher_late_s=float(report.get("late_s", 0.0)),
+        published=int(sent.get("published", 0)),
+        acked=int(sent.get("acked", 0)),
+        publish_seconds=float(sent.get("seconds", 0.0)),
+        publisher_late_s=float(sent.get("late_s", 0.0)),
         evaluated=len(timings.committed),
         measured=len(measured),
         rate=(len(measured) - 1) / window if window else 0.0,
@@ -792,33 +798,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.streaming + round(args.lapsed * args.patients) > args.patients:
         parser.error("--lapsed leaves too few patients for --streaming")
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    with ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rpm-bench-")))
-        url = stack.enter_context(throwaway_database(args.database_url, args.keep_database))
-        asyncio.run(prepare_schema(url, DatabaseSettings(url=url)))  # type: ignore[call-arg]
-        started = time.perf_counter()
-        steps = seed(url, population)
-        readings = table_count(url, "reading")
-        print(
-            f"seeded {population.patients:,} patients ({population.streaming:,} with"
-            f" {population.history_days} days of history), {3 * population.patients:,} devices,"
-            f" {readings:,} readings in {time.perf_counter() - started:.0f} s ("
-            + ", ".join(f"{name} {s:.1f} s" for name, s in steps.items())
-            + f"); {os.cpu_count()} CPUs",
-            flush=True,
-        )
-        broker = stack.enter_context(mosquitto(workdir))
-        stream = Stream(
-            broker.port, args.rate, args.warmup + args.duration, population.streaming, args.abnormal
-        )
-        print(
-            f"streaming {args.rate:,.0f} readings/s for {args.warmup:.0f} s of warm-up and"
-            f" {args.duration:.0f} s measured, {args.abnormal:.0%} beyond a limit",
-            flush=True,
-        )
-        result = asyncio.run(run_stream(url, broker, stream, args.warmup, args.profile))
-        missed = asyncio.run(run_missed(url, args.missed_runs))
+    # SIGTERM as Ctrl-C: asyncio.run then cancels the run's task, whose clean-up runs (the
+    # consumer stops, the publisher is terminated), and the ExitStack drops the database
+    # and stops the broker.
+    # (A shell without job control starts background commands with SIGINT ignored.)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    try:
+        with ExitStack() as stack:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rpm-bench-")))
+            url = stack.enter_context(throwaway_database(args.database_url, args.keep_database))
+            asyncio.run(prepare_schema(url, DatabaseSettings(url=url)))  # type: ignore[call-arg]
+            started = time.perf_counter()
+            steps = seed(url, population)
+            readings = table_count(url, "reading")
+            print(
+                f"seeded {population.patients:,} patients ({population.streaming:,} with"
+                f" {population.history_days} days of history), {3 * population.patients:,} devices,"
+                f" {readings:,} readings in {time.perf_counter() - started:.0f} s ("
+                + ", ".join(f"{name} {s:.1f} s" for name, s in steps.items())
+                + f"); {os.cpu_count()} CPUs",
+                flush=True,
+            )
+            broker = stack.enter_context(mosquitto(workdir))
+            stream = Stream(
+                broker.port,
+                args.rate,
+                args.warmup + args.duration,
+                population.streaming,
+                args.abnormal,
+            )
+            print(
+                f"streaming {args.rate:,.0f} readings/s for {args.warmup:.0f} s of warm-up and"
+                f" {args.duration:.0f} s measured, {args.abnormal:.0%} beyond a limit",
+                flush=True,
+            )
+            result = asyncio.run(run_stream(url, broker, stream, args.warmup, args.profile))
+            missed = asyncio.run(run_missed(url, args.missed_runs))
+    except KeyboardInterrupt:
+        print("interrupted: the database was dropped and the broker stopped", file=sys.stderr)
+        return 130
     met = report(result, missed, population)
     if args.profile is not None:
         print()
