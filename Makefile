@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up migrate test lint fmt lock bench clean
+.PHONY: help install up migrate test lint fmt lock bench bench-rules clean
 
 help:
 	@echo "make up       install, then run the whole service (embedded database and broker unless"
@@ -18,6 +18,8 @@ help:
 	@echo "make lock     re-resolve requirements*.lock from pyproject.toml"
 	@echo "make bench    ingest benchmark: 200,000 readings through a Mosquitto of its own into"
 	@echo "              a throwaway database on RPM_BENCH_DATABASE_URL (BENCH_ARGS: more options)"
+	@echo "make bench-rules  rule-engine benchmark: alert latency at 1,000 readings/s and the"
+	@echo "              missed-readings check over 100,000 patients (same needs, BENCH_ARGS)"
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rpm needs Python 3.11 or newer")'
@@ -46,6 +48,9 @@ lint: $(STAMP)
 # see docs/benchmarks.md.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.ingest $(BENCH_ARGS)
+
+bench-rules: $(STAMP)
+	$(BIN)/python -m benchmarks.rules $(BENCH_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .
