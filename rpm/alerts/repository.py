@@ -115,12 +115,15 @@ ORDER BY patient_id, rule_id, id DESC
 
 async def latest_alerts(
     conn: Connection, patient_ids: Iterable[int]
-) -> dict[tuple[int, str], LatestAlert]:
+) -> dict[int, dict[str, LatestAlert]]:
+    """Per patient, per rule: the most recent alert."""
     cursor = await conn.execute(_LATEST, [list(patient_ids)])
-    return {
-        (patient_id, rule_id): LatestAlert(alert_id, resolved, last_triggered_at)
-        for patient_id, rule_id, alert_id, resolved, last_triggered_at in await cursor.fetchall()
-    }
+    latest: dict[int, dict[str, LatestAlert]] = {}
+    for patient_id, rule_id, alert_id, resolved, last_triggered_at in await cursor.fetchall():
+        latest.setdefault(patient_id, {})[rule_id] = LatestAlert(
+            alert_id, resolved, last_triggered_at
+        )
+    return latest
 
 
 async def write(conn: Connection, writes: Sequence[AlertWrite]) -> list[AlertChange]:

@@ -25,8 +25,19 @@ from rpm.alerts import repository as alerts
 from rpm.alerts.repository import AlertChange
 from rpm.devices.model import ReadingKind
 from rpm.rules import care_plans, repository
-from rpm.rules.evaluate import Context, Finding, History, dry_run, findings, missed, trace
-from rpm.rules.plan import READING_KINDS, CarePlan
+from rpm.rules.evaluate import (
+    Context,
+    Finding,
+    History,
+    applies_to,
+    dry_run,
+    findings,
+    lookback_hours,
+    may_fire,
+    missed,
+    trace,
+)
+from rpm.rules.plan import READING_KINDS, CarePlan, ReadingRule
 from rpm.rules.policy import AlertWrite, LatestAlert, alert_writes
 from rpm.rules.repository import NewReading, Window
 
@@ -150,8 +161,9 @@ class RuleEngine:
         """What `plan` would have raised on the patient's last 30 days of readings."""
         until = self._clock()
         since = until - timedelta(days=DRY_RUN_DAYS)
-        lookback = timedelta(hours=plan.lookback_hours())
-        rows = await repository.history(conn, [Window(patient_id, since - lookback, until)])
+        lookback = max((lookback_hours(r) for r in plan.reading_rules()), default=24.0)
+        since_with_lookback = since - timedelta(hours=lookback)
+        rows = await repository.history(conn, [Window(patient_id, since_with_lookback, until)])
         history = History.of(rows[patient_id])
         raised = dry_run(plan, history, Context(version, time_zone), since, until)
         in_period = int((history.times >= since.timestamp()).sum())
@@ -167,34 +179,37 @@ class RuleEngine:
         if not plans:
             return []
         latest = await alerts.latest_alerts(conn, plans)
+        to_check: dict[int, list[ReadingRule]] = {}
         windows = []
         for patient_id, patient in plans.items():
-            times = [r.key.measured_at for r in new[patient_id]]
-            since = min(times) - timedelta(hours=patient.plan.lookback_hours())
+            mine = new[patient_id]
+            READINGS_EVALUATED.inc(len(mine))
+            rules = _rules_to_check(patient.plan, mine)
+            if not rules:
+                continue
+            to_check[patient_id] = rules
+            times = [r.key.measured_at for r in mine]
+            since = min(times) - timedelta(hours=max(lookback_hours(r) for r in rules))
             # Back to the last firing of an alert a nurse resolved (within reason), so that
             # an episode still running since then is seen as the same episode.
             resolved = [
-                alert.last_triggered_at
-                for (pid, _), alert in latest.items()
-                if pid == patient_id and alert.resolved
+                a.last_triggered_at for a in latest.get(patient_id, {}).values() if a.resolved
             ]
             if resolved:
                 since = min(since, max(min(resolved), min(times) - EPISODE_MEMORY))
-            windows.append(Window(patient_id, since, max(times)))
+            kinds = {k for rule in rules for m in rule.measures for k in READING_KINDS[m]}
+            windows.append(Window(patient_id, since, max(times), frozenset(kinds)))
         histories = await repository.history(conn, windows)
         writes: list[AlertWrite] = []
-        for patient_id, patient in plans.items():
+        for patient_id, rules in to_check.items():
+            patient = plans[patient_id]
             history = History.of(histories[patient_id])
             index = history.index()
-            # A summary (statistic) is not in the history: it is not evaluated.
             rows = [index[r.key] for r in new[patient_id] if r.key in index]
-            kinds = {r.key.kind for r in new[patient_id]}
             found: list[Finding] = []
-            for rule in patient.plan.reading_rules():
-                if any(k.value in kinds for m in rule.measures for k in READING_KINDS[m]):
-                    found += findings(trace(rule, history), history, patient.context(), rows)
+            for rule in rules:
+                found += findings(trace(rule, history), history, patient.context(), rows)
             writes += self._writes(patient, found, latest)
-            READINGS_EVALUATED.inc(len(rows))
         changes = await alerts.write(conn, writes)
         _count(changes)
         return changes
@@ -203,9 +218,9 @@ class RuleEngine:
         self,
         patient: PatientPlan,
         found: Iterable[Finding],
-        latest: dict[tuple[int, str], LatestAlert],
+        latest: dict[int, dict[str, LatestAlert]],
     ) -> list[AlertWrite]:
-        mine = {rule: alert for (pid, rule), alert in latest.items() if pid == patient.patient_id}
+        mine = latest.get(patient.patient_id, {})
         writes, suppressed = alert_writes(patient.patient_id, patient.version, found, mine)
         FINDINGS_SUPPRESSED.inc(suppressed)
         return writes
@@ -229,6 +244,20 @@ class RuleEngine:
             pid: PatientPlan(pid, version, self._plans[pid, version], ZoneInfo(zone), enrolled_at)
             for pid, zone, enrolled_at, version in in_force
         }
+
+
+def _rules_to_check(plan: CarePlan, readings: Sequence[NewReading]) -> list[ReadingRule]:
+    """The plan's rules that these new readings could make fire: of their kinds, and not
+    a threshold that none of them breaches (the sweeper's readings come without values:
+    all of their kinds' rules are checked)."""
+    kinds = {r.key.kind for r in readings}
+    values = [r.values for r in readings if r.values is not None]
+    known = len(values) == len(readings)
+    return [
+        rule
+        for rule in plan.reading_rules()
+        if applies_to(rule, kinds) and (not known or may_fire(rule, values))
+    ]
 
 
 def _count(changes: Sequence[AlertChange]) -> None:

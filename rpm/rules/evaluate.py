@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from rpm.devices.model import ReadingKind
 from rpm.rules.plan import (
+    READING_KINDS,
     CarePlan,
     ChangeRule,
     CountRule,
@@ -180,6 +181,40 @@ def trace(rule: ReadingRule, history: History) -> Trace:
         held = np.where(_rolling_count(held > 0, rule.of_last) >= rule.n, 1, 0)
     starts, since = _episodes(times, rank > 0, (held > 0) | (rank > 0), rule.cooldown_hours)
     return Trace(rule, rows, times, rank, starts, since, observed, counts)
+
+
+def applies_to(rule: ReadingRule, kinds: Iterable[str]) -> bool:
+    """Whether a reading of one of these kinds can change what the rule says."""
+    wanted = set(kinds)
+    return any(kind.value in wanted for m in rule.measures for kind in READING_KINDS[m])
+
+
+def may_fire(rule: ReadingRule, rows: Sequence[HistoryRow]) -> bool:
+    """False when the rule certainly does not fire on any of these readings: a threshold
+    rule none of them breaches. Any other kind depends on the readings before: True.
+    Most readings are in range, so this spares most evaluations their history query."""
+    if not isinstance(rule, ThresholdRule):
+        return True
+    wanted = None if rule.meal_contexts is None else {c.value for c in rule.meal_contexts}
+    for limit in rule.limits:
+        values = np.array(
+            [
+                np.nan if (v := getattr(r, _FIELD[limit.measure])) is None else v
+                for r in rows
+                if wanted is None or r.meal_context in wanted
+            ],
+            np.float64,
+        )
+        if _compare(limit.op, values, limit.canonical_value()).any():
+            return True
+    return False
+
+
+def lookback_hours(rule: ReadingRule) -> float:
+    """How much history before a reading the rule's evaluation needs: its window or
+    cooldown, and a day more so that a running episode is seen as running."""
+    window = rule.window_hours if isinstance(rule, MeanRule | ChangeRule | SlopeRule) else 0.0
+    return max(window, rule.cooldown_hours) + 24.0
 
 
 def _applicable_rows(rule: ReadingRule, history: History) -> Ints:

@@ -18,7 +18,7 @@ from rpm.ingest.pipeline import ReadingRow
 from rpm.ingest.repository import Connection
 from rpm.ingest.service import AfterCommit
 from rpm.rules.engine import RuleEngine
-from rpm.rules.evaluate import ReadingKey
+from rpm.rules.evaluate import HistoryRow, ReadingKey
 from rpm.rules.repository import NewReading
 
 logger = logging.getLogger(__name__)
@@ -38,14 +38,7 @@ class RulesHandoff:
 
     async def __call__(self, conn: Connection, rows: Sequence[ReadingRow]) -> AfterCommit | None:
         # Summaries (an Open mHealth statistic) are stored but not evaluated.
-        readings = [
-            NewReading(
-                row.patient_id,
-                ReadingKey(row.device_id, row.reading.kind.value, row.reading.measured_at),
-            )
-            for row in rows
-            if row.reading.statistic is None
-        ]
+        readings = [_new_reading(row) for row in rows if row.reading.statistic is None]
         if not readings:
             return None
         ticket = await self._engine.enqueue(conn, readings)
@@ -60,3 +53,18 @@ class RulesHandoff:
                                  extra={"ticket": ticket})  # fmt: skip
 
         return evaluate
+
+
+def _new_reading(row: ReadingRow) -> NewReading:
+    r = row.reading
+    key = ReadingKey(row.device_id, r.kind.value, r.measured_at)
+    values = HistoryRow(
+        key,
+        r.systolic_mmhg,
+        r.diastolic_mmhg,
+        r.pulse_bpm,
+        r.weight_kg,
+        r.glucose_mg_dl,
+        r.meal_context.value if r.meal_context else None,
+    )
+    return NewReading(row.patient_id, key, values)

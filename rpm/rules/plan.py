@@ -334,7 +334,6 @@ class MissedRule(_Rule):
 
 ReadingRule = ThresholdRule | CountRule | MeanRule | ChangeRule | SlopeRule
 Rule = Annotated[ReadingRule | MissedRule, Field(discriminator="kind")]
-WINDOWED = (MeanRule, ChangeRule, SlopeRule)
 
 
 class Notify(_Strict):
@@ -362,13 +361,6 @@ class CarePlan(_Strict):
 
     def missed_rules(self) -> list[MissedRule]:
         return [r for r in self.rules if r.enabled and isinstance(r, MissedRule)]
-
-    def lookback_hours(self) -> float:
-        """How much history before a reading its evaluation needs: the longest window or
-        cooldown, and a day more so that a running episode is seen as running."""
-        spans = [r.cooldown_hours for r in self.reading_rules()]
-        spans += [r.window_hours for r in self.reading_rules() if isinstance(r, WINDOWED)]
-        return max(spans, default=0.0) + 24.0
 
 
 def diff(old: CarePlan, new: CarePlan) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from datetime import datetime
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
+from rpm.devices.model import ReadingKind
 from rpm.rules.evaluate import HistoryRow, ReadingKey
 
 Connection = AsyncConnection[TupleRow]
@@ -19,15 +20,18 @@ Connection = AsyncConnection[TupleRow]
 class NewReading:
     patient_id: int
     key: ReadingKey
+    # The reading's values when the caller has them (ingest); the sweeper's have none.
+    values: HistoryRow | None = None
 
 
 @dataclass(frozen=True)
 class Window:
-    """Load this patient's readings measured in [since, until]."""
+    """Load this patient's readings measured in [since, until]: of these kinds, or all."""
 
     patient_id: int
     since: datetime
     until: datetime
+    kinds: frozenset[ReadingKind] = frozenset(ReadingKind)
 
 
 _ENQUEUE = """
@@ -44,11 +48,14 @@ WHERE id IN (SELECT id FROM rule_evaluation_queue
 RETURNING patient_ids, device_ids, kinds, measured_ats
 """
 
+# One range per (patient, kind): exactly what the (patient_id, kind, measured_at) index
+# serves, with no rows of other kinds read and dropped.
 _HISTORY = """
 SELECT r.patient_id, r.device_id, r.kind, r.measured_at, r.systolic_mmhg, r.diastolic_mmhg,
        r.pulse_bpm, r.weight_kg, r.glucose_mg_dl, r.meal_context
-FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS w(patient_id, since, until)
-JOIN reading r ON r.patient_id = w.patient_id
+FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::timestamptz[])
+     AS w(patient_id, kind, since, until)
+JOIN reading r ON r.patient_id = w.patient_id AND r.kind = w.kind
               AND r.measured_at >= w.since AND r.measured_at <= w.until
 WHERE r.statistic IS NULL
 """
@@ -91,9 +98,15 @@ async def claim_stale(conn: Connection, older_than_s: float, limit: int) -> list
 
 async def history(conn: Connection, windows: Sequence[Window]) -> dict[int, list[HistoryRow]]:
     """Each patient's single readings (no summaries) within their window."""
+    ranges = [(w, kind) for w in windows for kind in sorted(w.kinds)]
     cursor = await conn.execute(
         _HISTORY,
-        [[w.patient_id for w in windows], [w.since for w in windows], [w.until for w in windows]],
+        [
+            [w.patient_id for w, _ in ranges],
+            [kind.value for _, kind in ranges],
+            [w.since for w, _ in ranges],
+            [w.until for w, _ in ranges],
+        ],
     )
     rows: dict[int, list[HistoryRow]] = {w.patient_id: [] for w in windows}
     for (

@@ -11,7 +11,19 @@ import pytest
 
 from rpm.devices.checks import MG_DL_PER_MMOL_L
 from rpm.devices.model import MealContext, ReadingKind
-from rpm.rules.evaluate import Context, Finding, History, dry_run, findings, missed, trace
+from rpm.rules.evaluate import (
+    Context,
+    Finding,
+    History,
+    HistoryRow,
+    ReadingKey,
+    applies_to,
+    dry_run,
+    findings,
+    may_fire,
+    missed,
+    trace,
+)
 from rpm.rules.plan import (
     CarePlan,
     ChangeRule,
@@ -487,3 +499,17 @@ def test_dry_run_of_every_template_on_no_readings_finds_them_missed() -> None:
     plan = plan_from_templates(["hypertension", "heart_failure", "diabetes"])
     found = dry_run(plan, History.of([]), IN_UTC, since, since + timedelta(days=30))
     assert [(f.rule_id, f.at) for f in found] == [("missed_readings", since + timedelta(days=3))]
+
+
+def test_may_fire_spares_thresholds_that_no_new_reading_breaches() -> None:
+    plan = plan_from_templates(["hypertension", "diabetes"])
+    rules = {rule.id: rule for rule in plan.reading_rules()}
+    key = ReadingKey(1, "blood_pressure", at(0))
+    normal = HistoryRow(key, 128, 82, 70, None, None, None)
+    crisis = HistoryRow(key, 181, 82, 70, None, None, None)
+    assert not may_fire(rules["bp_crisis"], [normal])
+    assert may_fire(rules["bp_crisis"], [normal, crisis])
+    # A mean depends on the readings before: always checked.
+    assert may_fire(rules["bp_sustained_stage2"], [normal])
+    assert applies_to(rules["pulse_out_of_range"], ["heart_rate"])
+    assert not applies_to(rules["glucose_low"], ["blood_pressure"])

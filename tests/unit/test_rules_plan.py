@@ -11,6 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from rpm.devices.checks import KG_PER_LB, MG_DL_PER_MMOL_L
 from rpm.devices.model import ReadingKind
+from rpm.rules.evaluate import lookback_hours
 from rpm.rules.plan import (
     MMHG_PER_KPA,
     CarePlan,
@@ -221,7 +222,8 @@ def test_disabled_rules_are_not_run_and_lookback_covers_windows_and_cooldowns() 
     )  # fmt: skip
     assert [r.id for r in plan.reading_rules()] == ["r", "m"]
     assert [r.id for r in plan.missed_rules()] == ["missed"]
-    assert plan.lookback_hours() == 72 + 24
+    # Each rule looks back over its window or its cooldown, and a day more.
+    assert [lookback_hours(r) for r in plan.reading_rules()] == [36 + 24, 72 + 24]
 
 
 def test_diff_names_rules_added_removed_and_fields_changed() -> None:
