@@ -191,10 +191,19 @@ def seed(url: str, population: Population) -> dict[str, float]:
             for rule in plan.missed_rules():
                 step(
                     "plans",
-                    "INSERT INTO missed_reading_rule (patient_id, rule_id, expects, days)"
-                    " SELECT g, %s, %s, %s FROM generate_series(1, %s) g"
+                    "INSERT INTO missed_reading_rule (patient_id, rule_id, expects, days,"
+                    " plan_version, severity, advice)"
+                    " SELECT g, %s, %s, %s, 1, %s, %s FROM generate_series(1, %s) g"
                     f" WHERE {which}",
-                    [rule.id, [k.value for k in rule.expects], rule.days, n, *params],
+                    [
+                        rule.id,
+                        [k.value for k in rule.expects],
+                        rule.days,
+                        rule.severity.value,
+                        rule.advice,
+                        n,
+                        *params,
+                    ],
                 )
         step(
             "plans",

@@ -103,9 +103,20 @@ async def save(
         if missed:
             async with conn.cursor() as cursor:
                 await cursor.executemany(
-                    "INSERT INTO missed_reading_rule (patient_id, rule_id, expects, days)"
-                    " VALUES (%s, %s, %s, %s)",
-                    [(patient_id, r.id, [k.value for k in r.expects], r.days) for r in missed],
+                    "INSERT INTO missed_reading_rule (patient_id, rule_id, expects, days,"
+                    " plan_version, severity, advice) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            patient_id,
+                            r.id,
+                            [k.value for k in r.expects],
+                            r.days,
+                            version,
+                            r.severity.value,
+                            r.advice,
+                        )
+                        for r in missed
+                    ],
                 )
     return await version_of(conn, patient_id, version)
 

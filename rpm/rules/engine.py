@@ -23,7 +23,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from rpm.alerts import repository as alerts
 from rpm.alerts.repository import AlertChange
-from rpm.devices.model import ReadingKind
 from rpm.rules import care_plans, repository
 from rpm.rules.evaluate import (
     Context,
@@ -39,7 +38,7 @@ from rpm.rules.evaluate import (
 )
 from rpm.rules.plan import READING_KINDS, CarePlan, ReadingRule
 from rpm.rules.policy import AlertWrite, LatestAlert, alert_writes
-from rpm.rules.repository import NewReading, Window
+from rpm.rules.repository import MissedCandidate, NewReading, Window
 
 logger = logging.getLogger(__name__)
 
@@ -134,22 +133,22 @@ class RuleEngine:
             locked = await cursor.fetchone()
             if not (locked and locked[0]):
                 return []
-            due: dict[int, dict[str, dict[ReadingKind, datetime | None]]] = {}
-            for patient_id, rule_id, kind, last in await repository.missed_candidates(conn, now):
-                due.setdefault(patient_id, {}).setdefault(rule_id, {})[ReadingKind(kind)] = last
-            plans = await self._plans_of(conn, due)
-            latest = await alerts.latest_alerts(conn, plans)
+            due: dict[tuple[int, str], list[MissedCandidate]] = {}
+            for candidate in await repository.missed_candidates(conn, now):
+                due.setdefault((candidate.patient_id, candidate.rule.id), []).append(candidate)
+            latest = await alerts.latest_alerts(conn, {pid for pid, _ in due})
             writes: list[AlertWrite] = []
-            for patient_id, patient in plans.items():
-                context = patient.context()
-                found = []
-                for rule in patient.plan.missed_rules():
-                    if rule.id in due[patient_id]:
-                        last_of_kind = due[patient_id][rule.id]
-                        finding = missed(rule, last_of_kind, patient.enrolled_at, now, context)
-                        if finding is not None:
-                            found.append(finding)
-                writes += self._writes(patient, found, latest)
+            for (patient_id, _), candidates in due.items():
+                first = candidates[0]
+                context = Context(first.plan_version, ZoneInfo(first.time_zone))
+                last = {c.kind: c.last for c in candidates}
+                finding = missed(first.rule, last, first.enrolled_at, now, context)
+                if finding is not None:
+                    found, suppressed = alert_writes(
+                        patient_id, first.plan_version, [finding], latest.get(patient_id, {})
+                    )
+                    FINDINGS_SUPPRESSED.inc(suppressed)
+                    writes += found
             changes = await alerts.write(conn, writes)
         _count(changes)
         MISSED_CHECK_SECONDS.observe(time.perf_counter() - started)

@@ -12,6 +12,7 @@ from psycopg.rows import TupleRow
 
 from rpm.devices.model import ReadingKind
 from rpm.rules.evaluate import HistoryRow, ReadingKey
+from rpm.rules.plan import MissedRule, Severity
 
 Connection = AsyncConnection[TupleRow]
 
@@ -127,15 +128,28 @@ async def history(conn: Connection, windows: Sequence[Window]) -> dict[int, list
     return rows
 
 
-async def missed_candidates(
-    conn: Connection, now: datetime
-) -> list[tuple[int, str, str, datetime | None]]:
-    """(patient, rule, expected kind, its last reading) for every active patient whose
-    missed-reading rule may fire now. A coarse filter in UTC, one hour generous for time
-    zones and DST; the exact, local-calendar decision is `evaluate.missed`."""
+@dataclass(frozen=True)
+class MissedCandidate:
+    """A patient's missed-readings rule that may fire now, and one expected kind's last
+    reading (None: none since enrolment)."""
+
+    patient_id: int
+    time_zone: str
+    enrolled_at: datetime
+    rule: MissedRule
+    plan_version: int
+    kind: ReadingKind
+    last: datetime | None
+
+
+async def missed_candidates(conn: Connection, now: datetime) -> list[MissedCandidate]:
+    """Every active patient's missed-reading rules that may fire now. A coarse filter in
+    UTC, one hour generous for time zones and DST; the exact, local-calendar decision is
+    `evaluate.missed`."""
     cursor = await conn.execute(
         """
-        SELECT m.patient_id, m.rule_id, e.kind, last.at
+        SELECT m.patient_id, p.time_zone, p.enrolled_at, m.rule_id, m.expects, m.days,
+               m.severity, m.advice, m.plan_version, e.kind, last.at
         FROM missed_reading_rule m
         JOIN patient p ON p.id = m.patient_id AND p.status = 'active'
         CROSS JOIN LATERAL unnest(m.expects) AS e(kind)
@@ -149,4 +163,33 @@ async def missed_candidates(
         """,
         [now],
     )
-    return await cursor.fetchall()
+    rules: dict[tuple[int, str], MissedRule] = {}
+    found = []
+    for (
+        pid,
+        zone,
+        enrolled,
+        rule_id,
+        expects,
+        days,
+        severity,
+        advice,
+        version,
+        kind,
+        last,
+    ) in await cursor.fetchall():
+        if (pid, rule_id) not in rules:
+            # Validated when the plan was saved: constructed, not validated again.
+            rules[pid, rule_id] = MissedRule.model_construct(
+                id=rule_id,
+                expects=[ReadingKind(k) for k in expects],
+                days=days,
+                severity=Severity(severity),
+                advice=advice,
+            )
+        found.append(
+            MissedCandidate(
+                pid, zone, enrolled, rules[pid, rule_id], version, ReadingKind(kind), last
+            )
+        )
+    return found
