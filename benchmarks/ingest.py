@@ -518,7 +518,7 @@ def run_service(
                 if not samples:
                     groups = {
                         "service": [process.pid],
-                        "database": _backends(url),
+                        "database": database_backends(url),
                         "broker": [broker.pid],
                         "benchmark": [os.getpid()],
                     }
@@ -548,7 +548,7 @@ def run_service(
     )
 
 
-def _backends(url: str) -> list[int]:
+def database_backends(url: str) -> list[int]:
     """The database server processes serving our database (the service's pool)."""
     with psycopg.connect(url) as conn:
         rows = conn.execute(

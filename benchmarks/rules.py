@@ -51,6 +51,7 @@ from benchmarks.ingest import (
     DEFAULT_SERVER_URL,
     Broker,
     CpuSample,
+    database_backends,
     mosquitto,
     throwaway_database,
 )
@@ -533,7 +534,7 @@ async def run_stream(
         measure_from = t0 + warmup_s
         cpu_groups = {
             "this process (consumer, ingest, rules)": [os.getpid()],
-            "database": _backends(url),
+            "database": database_backends(url),
             "broker": [broker.pid],
             "publisher": [publisher.pid or 0],
         }
@@ -645,15 +646,6 @@ async def _alerting_keys(url: str, since: float) -> set[tuple[int, str, float]]:
             [datetime.fromtimestamp(since, UTC)],
         )
         return {(d, k, at.timestamp()) for d, k, at in await cursor.fetchall()}
-
-
-def _backends(url: str) -> list[int]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchall()
-    return [int(pid) for (pid,) in rows]
 
 
 # --- the scheduled rules ------------------------------------------------------------------
