@@ -548,6 +548,17 @@ def run_service(
     )
 
 
+def add_database_options(parser: argparse.ArgumentParser) -> None:
+    """Where the throwaway database goes, and whether it is kept: shared by the benchmarks."""
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("RPM_BENCH_DATABASE_URL", DEFAULT_SERVER_URL),
+        help="PostgreSQL server on which a throwaway database is created and dropped "
+        "(default: $RPM_BENCH_DATABASE_URL or %(default)s)",
+    )
+    parser.add_argument("--keep-database", action="store_true", help="do not drop it at the end")
+
+
 def database_backends(url: str) -> list[int]:
     """The database server processes serving our database (the service's pool)."""
     with psycopg.connect(url) as conn:
@@ -703,13 +714,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=3, help="repeat (a), (b) and (c); report the medians"
     )
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("RPM_BENCH_DATABASE_URL", DEFAULT_SERVER_URL),
-        help="PostgreSQL server on which a throwaway database is created and dropped "
-        "(default: $RPM_BENCH_DATABASE_URL or %(default)s)",
-    )
-    parser.add_argument("--keep-database", action="store_true", help="do not drop it at the end")
+    add_database_options(parser)
     parser.add_argument(
         "--profile",
         type=Path,

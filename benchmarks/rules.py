@@ -48,9 +48,9 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from benchmarks.ingest import (
-    DEFAULT_SERVER_URL,
     Broker,
     CpuSample,
+    add_database_options,
     database_backends,
     mosquitto,
     throwaway_database,
@@ -779,13 +779,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--abnormal", type=float, default=0.03, help="share of readings beyond a limit"
     )
     parser.add_argument("--missed-runs", type=int, default=2, help="runs of the missed check")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("RPM_BENCH_DATABASE_URL", DEFAULT_SERVER_URL),
-        help="PostgreSQL server on which a throwaway database is created and dropped "
-        "(default: $RPM_BENCH_DATABASE_URL or %(default)s)",
-    )
-    parser.add_argument("--keep-database", action="store_true", help="do not drop it at the end")
+    add_database_options(parser)
     parser.add_argument(
         "--profile",
         type=Path,

@@ -153,13 +153,11 @@ async def versions(conn: Connection, patient_id: int) -> list[VersionSummary]:
     return found
 
 
-async def in_force(
-    conn: Connection, patient_ids: Iterable[int]
-) -> list[tuple[int, str, datetime, int]]:
-    """(patient id, time zone, enrolled at, version in force) of each active patient
+async def in_force(conn: Connection, patient_ids: Iterable[int]) -> list[tuple[int, str, int]]:
+    """(patient id, time zone, version in force) of each active patient
     with a plan: the engine parses each version's document once, and caches it."""
     cursor = await conn.execute(
-        "SELECT p.id, p.time_zone, p.enrolled_at, c.version"
+        "SELECT p.id, p.time_zone, c.version"
         " FROM patient p JOIN care_plan c ON c.patient_id = p.id"
         " WHERE p.id = ANY(%s) AND p.status = 'active'",
         [list(patient_ids)],

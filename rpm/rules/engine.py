@@ -78,7 +78,6 @@ class PatientPlan:
     version: int
     plan: CarePlan
     time_zone: ZoneInfo
-    enrolled_at: datetime
 
     def context(self) -> Context:
         return Context(self.version, self.time_zone)
@@ -230,7 +229,7 @@ class RuleEngine:
         """The plan in force for each active patient that has one, parsed once per version."""
         in_force = await care_plans.in_force(conn, patient_ids)
         missing = []
-        for pid, _, _, version in in_force:
+        for pid, _, version in in_force:
             if (pid, version) in self._plans:
                 self._plans.move_to_end((pid, version))
             else:
@@ -240,8 +239,8 @@ class RuleEngine:
         while len(self._plans) > max(PLAN_CACHE_SIZE, len(in_force)):
             self._plans.popitem(last=False)
         return {
-            pid: PatientPlan(pid, version, self._plans[pid, version], ZoneInfo(zone), enrolled_at)
-            for pid, zone, enrolled_at, version in in_force
+            pid: PatientPlan(pid, version, self._plans[pid, version], ZoneInfo(zone))
+            for pid, zone, version in in_force
         }
 
 
