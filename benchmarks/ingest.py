@@ -528,7 +528,7 @@ def run_service(
                 break
             time.sleep(POLL_S)
         peak = _peak_rss_kib(process.pid)
-        handed_off = int(_counter(text, "rpm_rules_readings_received_total"))
+        handed_off = int(_counter(text, "rpm_rules_readings_queued_total"))
     finally:
         process.send_signal(signal.SIGTERM)
         try:

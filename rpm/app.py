@@ -60,6 +60,9 @@ class Wiring:
     # Called when the service cannot go on (a broken migration, say): stops the server.
     on_fatal: Callable[[str], None]
     health: Health = field(default_factory=Health)
+    # Called once start-up has loaded what lives as long as the process (the rule engine's
+    # plans), before consuming starts: `rpm up` tunes the garbage collector there.
+    on_warm: Callable[[], None] | None = None
 
 
 def create_app(wiring: Wiring) -> FastAPI:
@@ -100,6 +103,12 @@ def create_app(wiring: Wiring) -> FastAPI:
             if pool.closed:
                 return
             _schedule_rules(scheduler, rules, settings)
+            try:
+                await rules.warm()
+            except psycopg.Error as exc:  # only a head start: plans are parsed on demand too
+                logger.warning("could not warm the rule engine: %s", _first_line(exc))
+            if wiring.on_warm is not None:
+                wiring.on_warm()
             # Consume only once the store can take what arrives.
             consuming.append(_supervised(consumer.run(), "mqtt-consumer", wiring.on_fatal))
             tasks.extend(consuming)

@@ -113,6 +113,7 @@ async def _serve(settings: Settings, demo_seconds: float | None) -> int:
             broker=broker,
             broker_is_embedded=not settings.mqtt.url,
             on_fatal=shutdown.fatal,
+            on_warm=tune_garbage_collector,
         )
         server = uvicorn.Server(
             uvicorn.Config(
@@ -124,7 +125,6 @@ async def _serve(settings: Settings, demo_seconds: float | None) -> int:
             )
         )
         shutdown.server = server
-        _tune_garbage_collector()
         base = f"http://{settings.http.host}:{settings.http.port}"
         logger.info(
             "rpm is starting: API %s/docs, health %s/healthz, readiness %s/readyz, MQTT %s",
@@ -154,18 +154,22 @@ async def _serve(settings: Settings, demo_seconds: float | None) -> int:
     return shutdown.exit_code
 
 
-def _tune_garbage_collector() -> None:
+def tune_garbage_collector() -> None:
     """Make the cyclic garbage collector cheap under ingest load (docs/benchmarks.md).
 
-    Everything made so far (modules, the app) lives as long as the process: frozen, it is
-    not scanned again by every full collection. An ingest batch makes about ten objects a
-    reading, which die together when it is committed; at the default threshold (700) the
-    collector ran some 70 times a batch and moved the batch's objects into the older
-    generations, whose collections then scanned them again: a quarter of the CPU at 25,000
-    readings/s. At 50,000 it runs about once a batch.
+    Called once start-up is done. Everything made so far (modules, the app, the rule
+    engine's warmed plans) lives as long as the process: frozen, it is not scanned again by
+    every collection (the garbage is collected first, so none is frozen). An ingest batch
+    makes about ten objects a reading, which die together when it is committed; at the
+    default threshold (700) the collector ran some 70 times a batch and moved the batch's
+    objects into the older generations, whose collections then scanned them again: a
+    quarter of the CPU at 25,000 readings/s. Each collection stops everything for a time
+    that grows with the threshold, though: at 50,000 up to 80 ms, which set the rule
+    engine's p99 alert latency; at 20,000 it is under 20 ms (docs/benchmarks.md, "Rules").
     """
+    gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 10)
+    gc.set_threshold(20_000, 20, 10)
 
 
 async def _embedded_broker(settings: Settings, stack: AsyncExitStack) -> BrokerAddress:

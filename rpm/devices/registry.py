@@ -187,3 +187,15 @@ async def _close_open_period(conn: Connection, device_id: int, serial: str, when
         [when, device_id],
     )
     return True
+
+
+async def patients_seen_since(conn: Connection, since: datetime, limit: int) -> list[int]:
+    """Patients holding a device that sent something since then, most recent first."""
+    cursor = await conn.execute(
+        "SELECT a.patient_id FROM device d"
+        " JOIN device_assignment a ON a.device_id = d.id AND a.unassigned_at IS NULL"
+        " WHERE d.last_seen_at >= %s"
+        " GROUP BY a.patient_id ORDER BY max(d.last_seen_at) DESC LIMIT %s",
+        [since, limit],
+    )
+    return [patient_id for (patient_id,) in await cursor.fetchall()]

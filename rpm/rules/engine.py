@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from rpm.alerts import repository as alerts
 from rpm.alerts.repository import AlertChange
+from rpm.devices import registry as devices
 from rpm.rules import care_plans, repository
 from rpm.rules.evaluate import (
     Context,
@@ -66,6 +67,9 @@ PLAN_CACHE_SIZE = 50_000
 DRY_RUN_DAYS = 30
 # How far back a resolved alert still tells whether a firing continues its episode.
 EPISODE_MEMORY = timedelta(days=30)
+# Whose plans `warm` parses at start-up: patients whose devices sent something this recently.
+WARM_ACTIVE_WITHIN = timedelta(days=2)
+WARM_CHUNK = 1_000
 
 
 def _utc_now() -> datetime:
@@ -96,6 +100,25 @@ class RuleEngine:
         self._pool = pool
         self._clock = clock
         self._plans: OrderedDict[tuple[int, int], CarePlan] = OrderedDict()
+
+    async def warm(self) -> int:
+        """Parse the plans of recently active patients before consuming starts.
+
+        Otherwise the first reading of each pays the parse after a restart, and the parsed
+        plans, made all at once and long-lived, are what the next collections of the
+        garbage collector scan: a pause of half a second at 10,000 patients. Parsed here,
+        before `rpm up` freezes the start-up heap (`tune_garbage_collector`), they are
+        never scanned. Returns how many plans it parsed.
+        """
+        started = time.perf_counter()
+        since = self._clock() - WARM_ACTIVE_WITHIN
+        async with self._pool.connection() as conn:
+            active = await devices.patients_seen_since(conn, since, PLAN_CACHE_SIZE)
+            for start in range(0, len(active), WARM_CHUNK):
+                await self._plans_of(conn, active[start : start + WARM_CHUNK])
+        logger.info("rule engine warmed: %d plan(s) parsed in %.1f s",
+                    len(self._plans), time.perf_counter() - started)  # fmt: skip
+        return len(self._plans)
 
     async def enqueue(self, conn: Connection, readings: Sequence[NewReading]) -> int:
         """In the ingest transaction: the readings will be evaluated, whatever happens."""

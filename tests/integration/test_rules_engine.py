@@ -308,3 +308,14 @@ async def test_an_episode_longer_than_the_plans_lookback_stays_one_episode(
     await ingest.ingest([_bp("P-11-BP", NOW - timedelta(days=2), 130)])
     await ingest.ingest([_bp("P-11-BP", NOW - timedelta(days=1), 191)])
     assert [a[2] for a in await _alerts(conn, patient)] == ["resolved", "open"]
+
+
+async def test_warming_parses_the_plans_of_patients_whose_devices_sent_lately(
+    conn: Conn, ingest: IngestService, pool: AsyncConnectionPool
+) -> None:
+    await _enrol(conn, "P-1")
+    await _enrol(conn, "P-2")  # enrolled, its devices silent
+    await ingest.ingest([_bp("P-1-BP", NOW - timedelta(hours=1), 120)])
+    assert await RuleEngine(pool).warm() == 1
+    # Two days later nobody counts as active: nothing to warm.
+    assert await RuleEngine(pool, clock=lambda: NOW + timedelta(days=3)).warm() == 0
