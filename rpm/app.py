@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 import rpm
 from rpm.api import alerts as alerts_api
 from rpm.api import care_plans as care_plans_api
+from rpm.api import care_teams as care_teams_api
 from rpm.api import dead_letters as dead_letters_api
 from rpm.api import devices as devices_api
 from rpm.api import health as health_api
@@ -143,6 +144,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         devices_api,
         patients_api,
         care_plans_api,
+        care_teams_api,
         alerts_api,
         dead_letters_api,
         webhooks_api,

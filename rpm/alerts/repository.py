@@ -10,13 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow, class_row
+from psycopg.types.json import Jsonb
 
+from rpm.alerts.lifecycle import AlertState, Event, Outcome, Status
 from rpm.rules.policy import AlertWrite, LatestAlert
 
 Connection = AsyncConnection[TupleRow]
+
+# `save_transition`: leave the alert's next escalation time as it is.
+KEEP = object()
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,13 @@ class AlertRecord:
     opened_at: datetime
     updated_at: datetime
     resolved_at: datetime | None
+    assigned_to: int | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_by: str | None
+    outcome: str | None
+    resolution_note: str | None
+    escalation_tier: int
 
 
 @dataclass(frozen=True)
@@ -148,6 +161,7 @@ async def write(conn: Connection, writes: Sequence[AlertWrite]) -> list[AlertCha
         ],
     )
     changes = [AlertChange(*row) for row in await cursor.fetchall()]
+    await _log_rule_events(conn, changes)
     alert_of = {(c.patient_id, c.rule_id): c.alert_id for c in changes}
     triggers = [(alert_of[w.patient_id, w.rule_id], key) for w in ordered for key in w.triggers]
     if triggers:
@@ -163,10 +177,31 @@ async def write(conn: Connection, writes: Sequence[AlertWrite]) -> list[AlertCha
     return changes
 
 
+async def _log_rule_events(conn: Connection, changes: Sequence[AlertChange]) -> None:
+    """The rule engine's part of each alert's history: its opening and severity raises
+    (a recurrence that only counts a reading is not an event)."""
+    logged = [c for c in changes if c.opened or c.severity_raised]
+    if logged:
+        await conn.execute(
+            "INSERT INTO alert_event (alert_id, actor, action, from_status, to_status, details)"
+            " SELECT a.id, 'system:rules', e.action, e.from_status, a.status,"
+            "        jsonb_build_object('severity', a.severity)"
+            " FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS e(alert_id, action, from_status)"
+            " JOIN alert a ON a.id = e.alert_id",
+            [
+                [c.alert_id for c in logged],
+                ["opened" if c.opened else "severity_raised" for c in logged],
+                [None if c.opened else "open" for c in logged],
+            ],
+        )
+
+
 _SELECT = (
-    "SELECT id, patient_id, rule_id, plan_version, severity, status, message, latest_message,"
-    " occurrences, first_triggered_at, last_triggered_at, opened_at, updated_at, resolved_at"
-    " FROM alert"
+    "SELECT a.id, a.patient_id, a.rule_id, a.plan_version, a.severity, a.status, a.message,"
+    " a.latest_message, a.occurrences, a.first_triggered_at, a.last_triggered_at, a.opened_at,"
+    " a.updated_at, a.resolved_at, a.assigned_to, a.acknowledged_at, a.acknowledged_by,"
+    " a.resolved_by, a.outcome, a.resolution_note, a.escalation_tier"
+    " FROM alert a"
 )
 
 
@@ -175,27 +210,81 @@ async def for_patient(
 ) -> list[AlertRecord]:
     async with conn.cursor(row_factory=class_row(AlertRecord)) as cursor:
         await cursor.execute(
-            _SELECT + " WHERE patient_id = %s AND (%s OR status <> 'resolved')"
-            " ORDER BY severity_rank DESC, opened_at LIMIT %s",
+            _SELECT + " WHERE a.patient_id = %s AND (%s OR a.status <> 'resolved')"
+            " ORDER BY a.severity_rank DESC, a.opened_at LIMIT %s",
             [patient_id, include_resolved, limit],
         )
         return await cursor.fetchall()
 
 
-async def unresolved(conn: Connection, limit: int = 100) -> list[AlertRecord]:
-    """Open and acknowledged alerts, most severe first, then oldest first."""
+@dataclass(frozen=True)
+class WorklistFilter:
+    care_team_id: int | None = None
+    assigned_to: int | None = None
+    patient_id: int | None = None
+    severities: tuple[str, ...] = ()
+    # Open and acknowledged (the default), or one of them.
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class WorklistCursor:
+    """Where a page ended: the next page starts after this alert, in worklist order."""
+
+    severity_rank: int
+    opened_at: datetime
+    id: int
+
+
+async def worklist(
+    conn: Connection,
+    where: WorklistFilter,
+    after: WorklistCursor | None = None,
+    limit: int = 50,
+) -> list[AlertRecord]:
+    """Unresolved alerts, most severe first, then oldest first: a page of them.
+
+    Keyset paging on (severity rank, opened at, id), which `alert_worklist_idx` serves in
+    order, so a page costs the same however deep it is and however many alerts wait.
+    """
+    conditions = ["a.status <> 'resolved'"]
+    params: list[object] = []
+    if where.status is not None:
+        conditions.append("a.status = %s")
+        params.append(where.status)
+    if where.care_team_id is not None:
+        conditions.append("a.patient_id IN (SELECT id FROM patient WHERE care_team_id = %s)")
+        params.append(where.care_team_id)
+    if where.assigned_to is not None:
+        conditions.append("a.assigned_to = %s")
+        params.append(where.assigned_to)
+    if where.patient_id is not None:
+        conditions.append("a.patient_id = %s")
+        params.append(where.patient_id)
+    if where.severities:
+        conditions.append("a.severity = ANY(%s)")
+        params.append(list(where.severities))
+    if after is not None:
+        # Descending rank, then ascending time and id: a row comparison cannot say that
+        # in one, so it is spelt out.
+        conditions.append(
+            "(a.severity_rank < %s OR (a.severity_rank = %s AND (a.opened_at, a.id) > (%s, %s)))"
+        )
+        params += [after.severity_rank, after.severity_rank, after.opened_at, after.id]
     async with conn.cursor(row_factory=class_row(AlertRecord)) as cursor:
         await cursor.execute(
-            _SELECT + " WHERE status <> 'resolved' ORDER BY severity_rank DESC, opened_at, id"
-            " LIMIT %s",
-            [limit],
+            _SELECT
+            + " WHERE "
+            + " AND ".join(conditions)
+            + " ORDER BY a.severity_rank DESC, a.opened_at, a.id LIMIT %s",
+            [*params, limit],
         )
         return await cursor.fetchall()
 
 
 async def get(conn: Connection, alert_id: int) -> AlertRecord:
     async with conn.cursor(row_factory=class_row(AlertRecord)) as cursor:
-        await cursor.execute(_SELECT + " WHERE id = %s", [alert_id])
+        await cursor.execute(_SELECT + " WHERE a.id = %s", [alert_id])
         record = await cursor.fetchone()
     if record is None:
         raise AlertNotFound(f"no alert with id {alert_id}")
@@ -214,3 +303,105 @@ async def triggers(conn: Connection, alert_id: int) -> list[TriggerReading]:
             [alert_id],
         )
         return await cursor.fetchall()
+
+
+@dataclass(frozen=True)
+class AlertEventRecord:
+    id: int
+    alert_id: int
+    at: datetime
+    actor: str
+    action: str
+    from_status: str | None
+    to_status: str
+    reason: str
+    details: dict[str, Any]
+
+
+async def lock_state(conn: Connection, alert_id: int) -> AlertState:
+    """The alert's lifecycle state, its row locked until the caller's transaction ends, so
+    that two nurses acting at once take turns (the second sees the first's change)."""
+    cursor = await conn.execute(
+        "SELECT id, status, assigned_to, acknowledged_by, acknowledged_at, resolved_by,"
+        " resolved_at, outcome, resolution_note, escalation_tier FROM alert"
+        " WHERE id = %s FOR UPDATE",
+        [alert_id],
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        raise AlertNotFound(f"no alert with id {alert_id}")
+    return AlertState(
+        id=row[0],
+        status=Status(row[1]),
+        assigned_to=row[2],
+        acknowledged_by=row[3],
+        acknowledged_at=row[4],
+        resolved_by=row[5],
+        resolved_at=row[6],
+        outcome=Outcome(row[7]) if row[7] else None,
+        resolution_note=row[8],
+        escalation_tier=row[9],
+    )
+
+
+async def save_transition(
+    conn: Connection, state: AlertState, event: Event, actor: str, escalate_at: object = KEEP
+) -> None:
+    """Write the state `lifecycle.apply` returned and log its event; the caller's
+    transaction, which holds the row lock of `lock_state`. `escalate_at`: when the
+    escalation job looks at the alert next (None: never), or KEEP."""
+    await conn.execute(
+        "UPDATE alert SET status = %s, assigned_to = %s, acknowledged_by = %s,"
+        " acknowledged_at = %s, resolved_by = %s, resolved_at = %s, outcome = %s,"
+        " resolution_note = %s, escalation_tier = %s, updated_at = now(),"
+        " escalate_at = CASE WHEN %s THEN escalate_at ELSE %s::timestamptz END"
+        " WHERE id = %s",
+        [
+            state.status.value,
+            state.assigned_to,
+            state.acknowledged_by,
+            state.acknowledged_at,
+            state.resolved_by,
+            state.resolved_at,
+            state.outcome.value if state.outcome else None,
+            state.resolution_note,
+            state.escalation_tier,
+            escalate_at is KEEP,
+            None if escalate_at is KEEP else escalate_at,
+            state.id,
+        ],
+    )
+    await conn.execute(
+        "INSERT INTO alert_event (alert_id, actor, action, from_status, to_status, reason,"
+        " details) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        [
+            state.id,
+            actor,
+            event.action,
+            event.from_status.value,
+            event.to_status.value,
+            event.reason,
+            Jsonb(event.details),
+        ],
+    )
+
+
+async def events(conn: Connection, alert_id: int) -> list[AlertEventRecord]:
+    """The alert's history, oldest first."""
+    async with conn.cursor(row_factory=class_row(AlertEventRecord)) as cursor:
+        await cursor.execute(
+            "SELECT id, alert_id, at, actor, action, from_status, to_status, reason, details"
+            " FROM alert_event WHERE alert_id = %s ORDER BY id",
+            [alert_id],
+        )
+        return await cursor.fetchall()
+
+
+async def care_team_of(conn: Connection, alert_id: int) -> int | None:
+    """The care team of the alert's patient, if it has one."""
+    cursor = await conn.execute(
+        "SELECT p.care_team_id FROM alert a JOIN patient p ON p.id = a.patient_id WHERE a.id = %s",
+        [alert_id],
+    )
+    row = await cursor.fetchone()
+    return None if row is None else row[0]

@@ -1,38 +1,136 @@
-"""Alerts over HTTP: what is waiting, most severe first. (The worklist, with its filters,
-paging and actions, is the alerts issue's.)"""
+"""The alert worklist over HTTP: what is waiting, most severe first, then oldest, with
+filters and keyset paging; each alert with its readings and history; and the nurse's
+actions (acknowledge, assign, resolve), refused with 409 and the reason when the alert's
+state does not allow them."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, Field
 
 from rpm.alerts import repository as alerts
-from rpm.alerts.repository import AlertRecord, TriggerReading
-from rpm.api.deps import Conn
+from rpm.alerts.lifecycle import Acknowledge, Assign, Outcome, Resolve
+from rpm.alerts.repository import (
+    AlertEventRecord,
+    AlertRecord,
+    TriggerReading,
+    WorklistCursor,
+    WorklistFilter,
+)
+from rpm.alerts.service import act
+from rpm.api.deps import Actor, Conn
+from rpm.rules.plan import Severity
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
+_ERRORS: dict[int | str, dict[str, str]] = {
+    404: {"description": "No such alert"},
+    409: {"description": "The alert's state does not allow this; the reason is given"},
+    422: {"description": "The request is not valid; the reason is given"},
+}
 
-@router.get("", summary="Open and acknowledged alerts, most severe first, then oldest")
-async def unresolved(
-    conn: Conn, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-) -> list[AlertRecord]:
-    return await alerts.unresolved(conn, limit)
+
+class WorklistPage(BaseModel):
+    alerts: list[AlertRecord]
+    # Pass as `after` for the next page; null on the last page.
+    next: str | None
+
+
+@router.get("", summary="The worklist: unresolved alerts, most severe first, then oldest")
+async def worklist(
+    conn: Conn,
+    care_team_id: int | None = None,
+    assigned_to: Annotated[int | None, Query(description="A staff id")] = None,
+    patient_id: int | None = None,
+    severity: Annotated[list[Severity] | None, Query()] = None,
+    status: Annotated[
+        str | None, Query(pattern="^(open|acknowledged)$", description="Default: both")
+    ] = None,
+    after: Annotated[str | None, Query(description="The previous page's `next`")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> WorklistPage:
+    where = WorklistFilter(
+        care_team_id,
+        assigned_to,
+        patient_id,
+        tuple(s.value for s in severity or ()),
+        status,
+    )
+    page = await alerts.worklist(conn, where, _decode(after) if after else None, limit + 1)
+    more = len(page) > limit
+    page = page[:limit]
+    return WorklistPage(alerts=page, next=_encode(page[-1]) if more else None)
+
+
+def _encode(last: AlertRecord) -> str:
+    key = f"{Severity(last.severity).rank}|{last.opened_at.isoformat()}|{last.id}"
+    return base64.urlsafe_b64encode(key.encode()).decode()
+
+
+def _decode(token: str) -> WorklistCursor:
+    try:
+        rank, opened_at, alert_id = base64.urlsafe_b64decode(token).decode().split("|")
+        return WorklistCursor(int(rank), datetime.fromisoformat(opened_at), int(alert_id))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise HTTPException(
+            422, "`after` is not a page token from this worklist: pass the previous page's `next`"
+        ) from None
 
 
 class AlertDetail(BaseModel):
     alert: AlertRecord
     readings: list[TriggerReading]
+    events: list[AlertEventRecord]
 
 
 @router.get(
     "/{alert_id}",
-    summary="One alert, with the readings that fired its rule",
-    responses={404: {"description": "No such alert"}},
+    summary="One alert, with the readings that fired its rule and its history",
+    responses=_ERRORS,
 )
 async def get(conn: Conn, alert_id: int) -> AlertDetail:
     return AlertDetail(
-        alert=await alerts.get(conn, alert_id), readings=await alerts.triggers(conn, alert_id)
+        alert=await alerts.get(conn, alert_id),
+        readings=await alerts.triggers(conn, alert_id),
+        events=await alerts.events(conn, alert_id),
     )
+
+
+class Note(BaseModel):
+    note: str = Field("", max_length=2000)
+
+
+class Assignment(BaseModel):
+    staff_id: int
+    note: str = Field("", max_length=2000)
+
+
+class Resolution(BaseModel):
+    outcome: Outcome
+    note: str = Field(min_length=1, max_length=2000, description="What was done, for the record")
+
+
+@router.post(
+    "/{alert_id}/acknowledge", summary="Take the alert: it stops escalating", responses=_ERRORS
+)
+async def acknowledge(conn: Conn, actor: Actor, alert_id: int, body: Note) -> AlertRecord:
+    return await act(conn, alert_id, Acknowledge(body.note), actor)
+
+
+@router.post(
+    "/{alert_id}/assign", summary="Give the alert to a member of the care team", responses=_ERRORS
+)
+async def assign(conn: Conn, actor: Actor, alert_id: int, body: Assignment) -> AlertRecord:
+    return await act(conn, alert_id, Assign(body.staff_id, body.note), actor)
+
+
+@router.post(
+    "/{alert_id}/resolve", summary="Close the alert with its outcome and a note", responses=_ERRORS
+)
+async def resolve(conn: Conn, actor: Actor, alert_id: int, body: Resolution) -> AlertRecord:
+    return await act(conn, alert_id, Resolve(body.outcome, body.note), actor)

@@ -17,6 +17,8 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from rpm.alerts import repository as alerts
+from rpm.alerts.lifecycle import InvalidTransition
+from rpm.care_teams import registry as care_teams
 from rpm.devices import registry
 from rpm.ingest import dead_letters
 from rpm.ingest.service import IngestService
@@ -85,6 +87,10 @@ _STATUS_OF: dict[type[Exception], int] = {
     care_plans.CarePlanError: 422,
     UnknownTemplate: 422,
     alerts.AlertNotFound: 404,
+    InvalidTransition: 409,
+    care_teams.CareTeamNotFound: 404,
+    care_teams.CareTeamConflict: 409,
+    care_teams.CareTeamError: 422,
 }
 
 

@@ -104,3 +104,16 @@ async def patient_alerts(
 ) -> list[AlertRecord]:
     await registry.get(conn, patient_id)
     return await alerts.for_patient(conn, patient_id, include_resolved, limit)
+
+
+class CareTeamChoice(BaseModel):
+    care_team_id: int | None = Field(description="null: no team")
+
+
+@router.put(
+    "/{patient_id}/care-team",
+    summary="Put the patient in a care team's care (its worklist, its on-call SMS)",
+    responses=_ERRORS,
+)
+async def set_care_team(conn: Conn, patient_id: int, choice: CareTeamChoice) -> PatientRecord:
+    return await registry.set_care_team(conn, patient_id, choice.care_team_id)

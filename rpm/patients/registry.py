@@ -49,11 +49,12 @@ class PatientRecord:
     status: str
     enrolled_at: datetime
     care_plan_version: int | None
+    care_team_id: int | None
 
 
 _SELECT = """
 SELECT p.id, p.external_ref, p.given_name, p.family_name, p.birth_date, p.time_zone,
-       p.status, p.enrolled_at, c.version AS care_plan_version
+       p.status, p.enrolled_at, c.version AS care_plan_version, p.care_team_id
 FROM patient p
 LEFT JOIN care_plan c ON c.patient_id = p.id
 """
@@ -115,3 +116,19 @@ async def list_patients(
             [after_id, external_ref, external_ref, limit],
         )
         return await cursor.fetchall()
+
+
+async def set_care_team(
+    conn: Connection, patient_id: int, care_team_id: int | None
+) -> PatientRecord:
+    """Put the patient in a care team's care (None: no team); the team must exist."""
+    try:
+        async with conn.transaction():
+            cursor = await conn.execute(
+                "UPDATE patient SET care_team_id = %s WHERE id = %s", [care_team_id, patient_id]
+            )
+    except psycopg.errors.ForeignKeyViolation:
+        raise PatientError(f"no care team with id {care_team_id}") from None
+    if cursor.rowcount == 0:
+        raise PatientNotFound(f"no patient with id {patient_id}")
+    return await get(conn, patient_id)

@@ -121,7 +121,7 @@ def test_rpm_up_demo_enrols_patients_and_raises_their_alerts_once(workdir: Path)
     rules: set[str] = set()
     while time.monotonic() < deadline and not expected <= rules:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=5) as reply:
-            rules = {alert["rule_id"] for alert in json.load(reply)}
+            rules = {alert["rule_id"] for alert in json.load(reply)["alerts"]}
         time.sleep(0.5)
     output = _stop(process, signal.SIGTERM)
     assert expected <= rules, output

@@ -250,4 +250,5 @@ def test_readings_over_mqtt_raise_one_alert_with_two_consumers(
         waiting = client.get("/api/v1/alerts").json()
     assert len(detail["readings"]) == 20
     assert {r["systolic_mmhg"] for r in detail["readings"]} == {190}
-    assert crisis[0]["id"] in [a["id"] for a in waiting]
+    assert crisis[0]["id"] in [a["id"] for a in waiting["alerts"]]
+    assert [e["action"] for e in detail["events"]] == ["opened"]

@@ -21,6 +21,7 @@ PURE = {
     "rpm.rules.templates",
     "rpm.rules.evaluate",
     "rpm.rules.policy",
+    "rpm.alerts.lifecycle",
 }
 ALLOWED_THIRD_PARTY = {"numpy", "pydantic", "pydantic_core"}
 

@@ -1,0 +1,125 @@
+"""Care teams over HTTP: staff, teams and their members, and the on-call schedule by
+escalation tier (1: on-call nurse, 2: backup nurse, 3: physician)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, status
+from pydantic import AwareDatetime, BaseModel, Field
+
+from rpm.api.deps import Conn
+from rpm.care_teams import registry
+from rpm.care_teams.registry import CareTeamRecord, NewStaff, ShiftRecord, StaffRecord
+
+router = APIRouter(prefix="/api/v1", tags=["care teams"])
+
+_ERRORS: dict[int | str, dict[str, str]] = {
+    404: {"description": "No such care team or staff member"},
+    409: {"description": "A conflict: a taken name or number, an overlapping shift"},
+    422: {"description": "The request is not valid; the reason is given"},
+}
+
+
+class StaffIn(BaseModel):
+    username: str = Field(examples=["nurse-1"])
+    display_name: str = Field(min_length=1, max_length=200, examples=["Nurse One"])
+    role: Literal["nurse", "care_manager", "physician", "admin"]
+    phone: str | None = Field(None, description="E.164", examples=["+15555550101"])
+    time_zone: str = Field("UTC", description="IANA name: the member's clock, for quiet hours")
+    quiet_hours_start: time | None = Field(None, description="Local; no SMS but critical")
+    quiet_hours_end: time | None = None
+
+
+@router.post(
+    "/staff", status_code=status.HTTP_201_CREATED, summary="Add a staff member", responses=_ERRORS
+)
+async def add_staff(conn: Conn, staff: StaffIn) -> StaffRecord:
+    return await registry.add_staff(conn, NewStaff(**staff.model_dump()))
+
+
+@router.get("/staff", summary="Staff, by id")
+async def list_staff(
+    conn: Conn,
+    after: Annotated[int, Query(ge=0, description="The last id of the previous page")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[StaffRecord]:
+    return await registry.list_staff(conn, after, limit)
+
+
+class TeamIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200, examples=["Cardiology RPM"])
+
+
+@router.post(
+    "/care-teams",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a care team",
+    responses=_ERRORS,
+)
+async def create_team(conn: Conn, team: TeamIn) -> CareTeamRecord:
+    return await registry.create_team(conn, team.name)
+
+
+@router.get("/care-teams", summary="Care teams with their members")
+async def list_teams(conn: Conn) -> list[CareTeamRecord]:
+    return await registry.list_teams(conn)
+
+
+class TeamDetail(BaseModel):
+    team: CareTeamRecord
+    # Tier -> the member on call now.
+    on_call: dict[int, StaffRecord]
+
+
+@router.get(
+    "/care-teams/{team_id}", summary="A care team, and who is on call now", responses=_ERRORS
+)
+async def get_team(conn: Conn, team_id: int) -> TeamDetail:
+    team = await registry.team(conn, team_id)
+    return TeamDetail(team=team, on_call=await registry.on_call(conn, team_id, datetime.now(UTC)))
+
+
+@router.put(
+    "/care-teams/{team_id}/members/{staff_id}",
+    summary="Add a staff member to the team",
+    responses=_ERRORS,
+)
+async def add_member(conn: Conn, team_id: int, staff_id: int) -> CareTeamRecord:
+    async with conn.transaction():
+        return await registry.add_member(conn, team_id, staff_id)
+
+
+class ShiftIn(BaseModel):
+    staff_id: int
+    tier: int = Field(ge=1, le=3, description="1: on-call nurse, 2: backup nurse, 3: physician")
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+
+
+@router.post(
+    "/care-teams/{team_id}/shifts",
+    status_code=status.HTTP_201_CREATED,
+    summary="Put a member on call for a period, at a tier",
+    responses=_ERRORS,
+)
+async def add_shift(conn: Conn, team_id: int, shift: ShiftIn) -> ShiftRecord:
+    await registry.team(conn, team_id)
+    return await registry.add_shift(
+        conn, team_id, shift.staff_id, shift.tier, shift.starts_at, shift.ends_at
+    )
+
+
+@router.get(
+    "/care-teams/{team_id}/shifts", summary="The team's shifts in a period", responses=_ERRORS
+)
+async def list_shifts(
+    conn: Conn,
+    team_id: int,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+) -> list[ShiftRecord]:
+    await registry.team(conn, team_id)
+    since = since or datetime.now(UTC)
+    return await registry.shifts(conn, team_id, since, until or since + timedelta(days=7))
