@@ -22,6 +22,10 @@ from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 import rpm
+from rpm.alerts.dispatcher import Dispatcher
+from rpm.alerts.notifier import Notifier, policy_of
+from rpm.alerts.routing import Policy
+from rpm.alerts.twilio_sms import TwilioSms
 from rpm.api import alerts as alerts_api
 from rpm.api import care_plans as care_plans_api
 from rpm.api import care_teams as care_teams_api
@@ -29,6 +33,7 @@ from rpm.api import dead_letters as dead_letters_api
 from rpm.api import devices as devices_api
 from rpm.api import health as health_api
 from rpm.api import patients as patients_api
+from rpm.api import twilio as twilio_api
 from rpm.api import webhooks as webhooks_api
 from rpm.api.deps import install_error_handlers
 from rpm.backoff import Backoff
@@ -73,8 +78,12 @@ def create_app(wiring: Wiring) -> FastAPI:
         pool = make_pool(wiring.database_url, settings.database)
         app.state.pool = pool
         app.state.health = wiring.health
+        app.state.settings = settings
 
-        rules = RuleEngine(pool)
+        policy = policy_of(settings.alerts)
+        dispatcher = _dispatcher(pool, settings, policy)
+        notifier = Notifier(policy, dispatcher.wake if dispatcher else lambda: None)
+        rules = RuleEngine(pool, notifier=notifier)
         app.state.rules = rules
         ingest = IngestService(pool, settings.ingest.time_limits(), handoff=RulesHandoff(rules))
         app.state.ingest = ingest
@@ -110,6 +119,8 @@ def create_app(wiring: Wiring) -> FastAPI:
                 logger.warning("could not warm the rule engine: %s", _first_line(exc))
             if wiring.on_warm is not None:
                 wiring.on_warm()
+            if dispatcher is not None:
+                tasks.append(_supervised(dispatcher.run(), "sms-dispatcher", wiring.on_fatal))
             # Consume only once the store can take what arrives.
             consuming.append(_supervised(consumer.run(), "mqtt-consumer", wiring.on_fatal))
             tasks.extend(consuming)
@@ -148,6 +159,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         alerts_api,
         dead_letters_api,
         webhooks_api,
+        twilio_api,
     ):
         app.include_router(api.router)
     return app
@@ -202,6 +214,17 @@ async def _open_store(
         max_instances=1,
         coalesce=True,
     )
+
+
+def _dispatcher(pool: AsyncConnectionPool, settings: Settings, policy: Policy) -> Dispatcher | None:
+    """The SMS dispatcher, when Twilio is configured; else SMS wait in the outbox."""
+    twilio = settings.twilio
+    if not twilio.account_sid:
+        logger.warning(
+            "RPM_TWILIO_ACCOUNT_SID is not set: no SMS is sent (they wait in the outbox)"
+        )
+        return None
+    return Dispatcher(pool, TwilioSms(twilio), settings.alerts, policy)
 
 
 def _schedule_rules(scheduler: AsyncIOScheduler, rules: RuleEngine, settings: Settings) -> None:

@@ -1,4 +1,4 @@
-"""Exponential backoff with jitter for the reconnect loops (database, broker)."""
+"""Exponential backoff with jitter: reconnect loops (database, broker), SMS retries."""
 
 from __future__ import annotations
 
@@ -18,8 +18,14 @@ class Backoff:
     _random: random.Random = field(default_factory=random.Random, repr=False)
 
     def next_delay(self) -> float:
-        base = min(self.maximum, self.initial * self.factor**self._attempt)
+        delay = self.delay(self._attempt)
         self._attempt += 1
+        return delay
+
+    def delay(self, attempt: int) -> float:
+        """The delay before retry number `attempt` (0: the first), for callers that keep
+        the count themselves (the SMS outbox keeps it in its rows)."""
+        base = min(self.maximum, self.initial * self.factor**attempt)
         spread = base * self.jitter
         return max(0.0, base + self._random.uniform(-spread, spread))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rpm.devices.checks import TimeLimits
@@ -147,6 +147,65 @@ class RulesSettings(_Area):
     )
 
 
+class AlertsSettings(_Area):
+    model_config = SettingsConfigDict(env_prefix="RPM_ALERTS_")
+
+    sms_severities: list[Literal["critical", "high", "warning"]] = Field(
+        ["critical"],
+        description="Severities that also go by SMS to the on-call nurse (a care plan's"
+        " notify.sms overrides it per patient); the others wait in the worklist.",
+    )
+    ack_deadline_critical_min: int = Field(
+        15, ge=1, description="An open critical alert escalates to the next tier after this."
+    )
+    ack_deadline_high_min: int = Field(60, ge=1, description="The same for a high alert.")
+    ack_deadline_warning_min: int = Field(
+        0, ge=0, description="The same for a warning; 0: a warning never escalates."
+    )
+    reminder_interval_min: int = Field(
+        15, ge=1, description="Past the last tier, the reminder interval until acknowledged."
+    )
+    escalation_check_interval_s: int = Field(
+        30, ge=1, description="How often alerts past their deadline are looked for."
+    )
+    sms_validity_min: int = Field(
+        30, ge=1, le=600, description="Twilio drops an SMS still queued after this."
+    )
+    sms_rate_limit: int = Field(
+        5, ge=1, description="SMS per recipient per window; beyond, one digest SMS counts them."
+    )
+    sms_rate_window_min: int = Field(15, ge=1, description="The rate limit's window.")
+    sms_template: str = Field(
+        "RPM {severity} alert #{alert_id}: open the worklist {link}",
+        description="The SMS text: {severity}, {alert_id}, {link}. No patient data.",
+    )
+    digest_template: str = Field(
+        "RPM: {count} alerts need you ({critical} critical): open the worklist {link}",
+        description="A digest SMS: {count}, {critical}, {link}.",
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="The service's address as phones and Twilio reach it: SMS links,"
+        " status callbacks, and the URL webhook signatures are checked against.",
+    )
+    dispatch_poll_s: float = Field(
+        1.0, gt=0, description="How often the SMS outbox is polled (it is also woken at once)."
+    )
+
+
+class TwilioSettings(_Area):
+    model_config = SettingsConfigDict(env_prefix="RPM_TWILIO_")
+
+    account_sid: str = Field("", description="Empty: no SMS is sent (they wait in the outbox).")
+    auth_token: SecretStr = Field(SecretStr(""), description="Also checks webhook signatures.")
+    from_number: str = Field("", description="E.164 sender, or use a messaging service.")
+    messaging_service_sid: str = Field("", description="MG...: sends through the service.")
+    api_base_url: str = Field(
+        "", description="Another Twilio API address (a test double); empty: Twilio's own."
+    )
+    timeout_s: float = Field(10.0, gt=0, description="An API call slower than this is retried.")
+
+
 class HttpSettings(_Area):
     model_config = SettingsConfigDict(env_prefix="RPM_HTTP_")
 
@@ -190,6 +249,8 @@ class Settings(BaseModel):
     ingest: IngestSettings
     rules: RulesSettings
     http: HttpSettings
+    alerts: AlertsSettings = Field(default_factory=lambda: AlertsSettings())  # type: ignore[call-arg]
+    twilio: TwilioSettings = Field(default_factory=lambda: TwilioSettings())  # type: ignore[call-arg]
 
 
 _AREAS: dict[str, type[_Area]] = {
@@ -199,6 +260,8 @@ _AREAS: dict[str, type[_Area]] = {
     "ingest": IngestSettings,
     "rules": RulesSettings,
     "http": HttpSettings,
+    "alerts": AlertsSettings,
+    "twilio": TwilioSettings,
 }
 
 

@@ -13,8 +13,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
+from rpm.alerts import notifications
 from rpm.alerts import repository as alerts
 from rpm.alerts.lifecycle import Acknowledge, Assign, Outcome, Resolve
+from rpm.alerts.notifications import NotificationRecord
 from rpm.alerts.repository import (
     AlertEventRecord,
     AlertRecord,
@@ -86,6 +88,8 @@ class AlertDetail(BaseModel):
     alert: AlertRecord
     readings: list[TriggerReading]
     events: list[AlertEventRecord]
+    # Its SMS, with Twilio's last word on each (a failed one says why).
+    notifications: list[NotificationRecord]
 
 
 @router.get(
@@ -98,6 +102,7 @@ async def get(conn: Conn, alert_id: int) -> AlertDetail:
         alert=await alerts.get(conn, alert_id),
         readings=await alerts.triggers(conn, alert_id),
         events=await alerts.events(conn, alert_id),
+        notifications=await notifications.for_alert(conn, alert_id),
     )
 
 

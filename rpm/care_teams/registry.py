@@ -6,6 +6,7 @@ staff ids only).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -13,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg
 from psycopg import AsyncConnection, errors
 from psycopg.rows import TupleRow, class_row
+
+from rpm.alerts.routing import Recipient
 
 Connection = AsyncConnection[TupleRow]
 
@@ -253,3 +256,23 @@ async def on_call(conn: Connection, team_id: int, at: datetime) -> dict[int, Sta
         [team_id, at],
     )
     return {row[0]: StaffRecord(*row[1:]) for row in await cursor.fetchall()}
+
+
+async def on_call_for_patients(
+    conn: Connection, patient_ids: Iterable[int], at: datetime
+) -> dict[int, dict[int, Recipient]]:
+    """Per patient, who of the patient's care team is on call then, by tier; only members
+    with a phone. Patients without a team or anyone on call are absent."""
+    cursor = await conn.execute(
+        "SELECT p.id, o.tier, s.id, s.phone, s.time_zone, s.quiet_hours_start,"
+        " s.quiet_hours_end"
+        " FROM patient p JOIN on_call_shift o ON o.care_team_id = p.care_team_id"
+        " JOIN staff s ON s.id = o.staff_id"
+        " WHERE p.id = ANY(%s) AND o.during @> %s::timestamptz AND s.active"
+        " AND s.phone IS NOT NULL",
+        [list(patient_ids), at],
+    )
+    on_call: dict[int, dict[int, Recipient]] = {}
+    for patient_id, tier, *recipient in await cursor.fetchall():
+        on_call.setdefault(patient_id, {})[tier] = Recipient(*recipient)
+    return on_call

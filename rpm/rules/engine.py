@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -22,6 +22,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from rpm.alerts import repository as alerts
+from rpm.alerts.notifier import Notifier
 from rpm.alerts.repository import AlertChange
 from rpm.devices import registry as devices
 from rpm.rules import care_plans, repository
@@ -96,9 +97,15 @@ class DryRunResult:
 
 
 class RuleEngine:
-    def __init__(self, pool: AsyncConnectionPool, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        clock: Callable[[], datetime] = _utc_now,
+        notifier: Notifier | None = None,
+    ) -> None:
         self._pool = pool
         self._clock = clock
+        self._notifier = notifier
         self._plans: OrderedDict[tuple[int, int], CarePlan] = OrderedDict()
 
     async def warm(self) -> int:
@@ -131,6 +138,7 @@ class RuleEngine:
             if not await repository.claim(conn, ticket):
                 return []
             changes = await self._evaluate(conn, readings)
+        self._committed(changes)
         EVALUATION_SECONDS.observe(time.perf_counter() - started)
         return changes
 
@@ -138,8 +146,8 @@ class RuleEngine:
         """Evaluate batches whose process died between ingest and evaluation."""
         async with self._pool.connection() as conn, conn.transaction():
             readings = await repository.claim_stale(conn, older_than_s, batches)
-            if readings:
-                await self._evaluate(conn, readings)
+            changes = await self._evaluate(conn, readings) if readings else []
+        self._committed(changes)
         if readings:
             logger.warning("evaluated %d reading(s) left unevaluated by a stopped process",
                            len(readings))  # fmt: skip
@@ -172,6 +180,9 @@ class RuleEngine:
                     FINDINGS_SUPPRESSED.inc(suppressed)
                     writes += found
             changes = await alerts.write(conn, writes)
+            # Missed-reading alerts follow the service's SMS routing (no plan is parsed).
+            await self._notify(conn, changes, {}, now)
+        self._committed(changes)
         _count(changes)
         MISSED_CHECK_SECONDS.observe(time.perf_counter() - started)
         return changes
@@ -232,8 +243,25 @@ class RuleEngine:
                 found += findings(trace(rule, history), history, patient.context(), rows)
             writes += self._writes(patient, found, latest)
         changes = await alerts.write(conn, writes)
+        sms = {pid: patient.plan.notify.sms for pid, patient in plans.items()}
+        await self._notify(conn, changes, sms, self._clock())
         _count(changes)
         return changes
+
+    async def _notify(
+        self,
+        conn: Connection,
+        changes: Sequence[AlertChange],
+        plan_sms: Mapping[int, Sequence[str] | None],
+        now: datetime,
+    ) -> None:
+        """The alerts' SMS, into the outbox in the transaction that changed them."""
+        if self._notifier is not None and changes:
+            await self._notifier.on_changes(conn, changes, plan_sms, now)
+
+    def _committed(self, changes: Sequence[AlertChange]) -> None:
+        if self._notifier is not None and changes:
+            self._notifier.committed()
 
     def _writes(
         self,

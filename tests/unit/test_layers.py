@@ -22,6 +22,7 @@ PURE = {
     "rpm.rules.evaluate",
     "rpm.rules.policy",
     "rpm.alerts.lifecycle",
+    "rpm.alerts.routing",
 }
 ALLOWED_THIRD_PARTY = {"numpy", "pydantic", "pydantic_core"}
 

@@ -1,0 +1,171 @@
+"""The SMS dispatcher: sends what the outbox holds, once.
+
+Each round: claim the due rows (committed as `sending` before any send, SKIP LOCKED so
+that several dispatchers never take the same row), plan the round within each
+recipient's rate limit (`routing.plan_dispatch`: digests, deferrals, expiries), send each
+SMS through Twilio off the event loop, and record each answer in its own transaction.
+Rows left `sending` by a crash or an unanswered call are reconciled with Twilio's list of
+sent messages before anything is sent again (docs/alerts.md: the window that remains).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from prometheus_client import Counter
+from psycopg_pool import AsyncConnectionPool
+
+from rpm.alerts import notifications
+from rpm.alerts.routing import Policy, Send, body, plan_dispatch
+from rpm.alerts.twilio_sms import SendOutcome
+from rpm.backoff import Backoff
+from rpm.config import AlertsSettings
+
+logger = logging.getLogger(__name__)
+
+SMS_SENT = Counter("rpm_sms", "SMS dispatch outcomes", ["outcome"])
+CLAIM_BATCH = 100
+# A row `sending` for longer than this was left by a dead dispatcher or an unanswered call.
+RECONCILE_AFTER = timedelta(minutes=2)
+RETRY = Backoff(initial=5.0, maximum=300.0)
+
+
+class SmsSender(Protocol):
+    def send(self, to: str, body: str, validity_s: int, status_callback: str) -> SendOutcome: ...
+
+    def find_sent(self, to: str, body: str, since: datetime) -> str | None: ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        sender: SmsSender,
+        settings: AlertsSettings,
+        policy: Policy,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._pool = pool
+        self._sender = sender
+        self._settings = settings
+        self._policy = policy
+        self._clock = clock
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Dispatch whenever woken, and every poll interval (rows from other processes,
+        retries and quiet hours coming due); reconcile stale rows now and then."""
+        rounds = 0
+        while True:
+            self._wake.clear()
+            try:
+                while await self.dispatch_once():
+                    pass
+                rounds += 1
+                if rounds % 30 == 1:
+                    await self.reconcile()
+            except Exception:
+                logger.exception("SMS dispatch round failed; retrying at the next poll")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._settings.dispatch_poll_s)
+
+    async def dispatch_once(self) -> int:
+        """One round; returns how many rows it claimed (0: nothing was due)."""
+        now = self._clock()
+        async with self._pool.connection() as conn:
+            async with conn.transaction():
+                due = await notifications.claim_due(conn, now, CLAIM_BATCH)
+            if not due:
+                return 0
+            recent = await notifications.sent_in_window(
+                conn, {d.staff_id for d in due}, now - self._policy.rate_window
+            )
+            plan = plan_dispatch(due, recent, now, self._policy)
+            async with conn.transaction():
+                await notifications.expire(conn, plan.expired)
+                await notifications.release(conn, plan.deferred)
+            SMS_SENT.labels("expired").inc(len(plan.expired))
+        await asyncio.gather(*(self._send(send, now) for send in plan.sends))
+        return len(due)
+
+    async def _send(self, send: Send, now: datetime) -> None:
+        text = body(
+            send, self._settings.sms_template, self._settings.digest_template,
+            self._settings.public_url,
+        )  # fmt: skip
+        async with self._pool.connection() as conn:
+            # Kept before the send: a reconciliation looks the message up by its text.
+            async with conn.transaction():
+                await notifications.record_body(conn, send.id, text, send.counted)
+            validity_s = int((send.expires_at - now).total_seconds())
+            base = self._settings.public_url.rstrip("/")
+            callback = f"{base}/api/v1/twilio/status?notification={send.id}"
+            outcome = await asyncio.to_thread(
+                self._sender.send, send.to_phone, text, validity_s, callback
+            )
+            ids = [send.id, *send.counted]
+            async with conn.transaction():
+                if outcome.kind == "sent" and outcome.sid:
+                    await notifications.record_sent(
+                        conn, send.id, outcome.sid, self._clock(), send.counted
+                    )
+                elif outcome.kind == "retry":
+                    attempts = await _attempts(conn, send.id)
+                    later = self._clock() + timedelta(seconds=RETRY.delay(attempts - 1))
+                    await notifications.record_retry(
+                        conn, ids, later, outcome.code, outcome.message
+                    )
+                elif outcome.kind == "failed":
+                    await notifications.record_failed(conn, ids, outcome.code, outcome.message)
+                else:
+                    await notifications.record_unknown(conn, send.id, outcome.message)
+        SMS_SENT.labels(outcome.kind).inc()
+        if outcome.kind == "failed":
+            logger.warning(
+                "SMS refused by Twilio for good (%s): shown on alert %s",
+                outcome.code,
+                send.alert_id,
+                extra={"notification_id": send.id, "alert_id": send.alert_id},
+            )
+
+    async def reconcile(self) -> int:
+        """Settle rows left `sending`: sent if Twilio has the message, else pending again."""
+        now = self._clock()
+        settled = 0
+        async with self._pool.connection() as conn, conn.transaction():
+            for row in await notifications.stale_sending(conn, now - RECONCILE_AFTER, 50):
+                sid = None
+                if row.body is not None:
+                    sid = await asyncio.to_thread(
+                        self._sender.find_sent, row.to_phone, row.body, row.claimed_at
+                    )
+                if sid is not None:
+                    await notifications.record_sent(conn, row.id, sid, row.claimed_at)
+                else:
+                    await notifications.record_retry(
+                        conn, [row.id], now, None, "not found at Twilio after a lost answer"
+                    )
+                settled += 1
+        if settled:
+            logger.warning("reconciled %d SMS left unsettled by a stopped dispatcher", settled)
+        return settled
+
+
+async def _attempts(conn: notifications.Connection, notification_id: int) -> int:
+    cursor = await conn.execute(
+        "SELECT attempts FROM notification WHERE id = %s", [notification_id]
+    )
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 1
