@@ -26,6 +26,16 @@ class NewReading:
 
 
 @dataclass(frozen=True)
+class QueueEntry:
+    """New readings as the evaluation queue stores them: one list a column, in step."""
+
+    patient_ids: list[int]
+    device_ids: list[int]
+    kinds: list[str]
+    measured_ats: list[datetime]
+
+
+@dataclass(frozen=True)
 class Window:
     """Load this patient's readings measured in [since, until]: of these kinds, or all."""
 
@@ -65,16 +75,10 @@ WHERE r.statistic IS NULL
 """
 
 
-async def enqueue(conn: Connection, readings: Sequence[NewReading]) -> int:
+async def enqueue(conn: Connection, entry: QueueEntry) -> int:
     """Queue the readings for evaluation, in the caller's (the ingest's) transaction."""
     cursor = await conn.execute(
-        _ENQUEUE,
-        [
-            [r.patient_id for r in readings],
-            [r.key.device_id for r in readings],
-            [r.key.kind for r in readings],
-            [r.key.measured_at for r in readings],
-        ],
+        _ENQUEUE, [entry.patient_ids, entry.device_ids, entry.kinds, entry.measured_ats]
     )
     row = await cursor.fetchone()
     assert row is not None
