@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -420,7 +420,9 @@ class TimedEngine(RuleEngine):
         super().__init__(pool)
         self._timings = timings
 
-    async def evaluate(self, ticket: int, readings: Sequence[NewReading]) -> list[AlertChange]:
+    async def evaluate(
+        self, ticket: int, readings: Mapping[int, Sequence[NewReading]]
+    ) -> list[AlertChange]:
         changes = await super().evaluate(ticket, readings)
         opened = sum(1 for change in changes if change.opened)
         self._timings.opened += opened

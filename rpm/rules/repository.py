@@ -26,6 +26,16 @@ class NewReading:
 
 
 @dataclass(frozen=True)
+class QueueEntry:
+    """New readings as the evaluation queue stores them: one list a column, in step."""
+
+    patient_ids: list[int]
+    device_ids: list[int]
+    kinds: list[str]
+    measured_ats: list[datetime]
+
+
+@dataclass(frozen=True)
 class Window:
     """Load this patient's readings measured in [since, until]: of these kinds, or all."""
 
@@ -35,9 +45,12 @@ class Window:
     kinds: frozenset[ReadingKind] = frozenset(ReadingKind)
 
 
+# Binary parameters (%b): psycopg dumps a text array item by item in Python, with a regular
+# expression for quoting; an ingest batch's four arrays of 5,000 took 23 ms of CPU that
+# way, 5 ms in binary.
 _ENQUEUE = """
 INSERT INTO rule_evaluation_queue (patient_ids, device_ids, kinds, measured_ats)
-VALUES (%s, %s, %s, %s) RETURNING id
+VALUES (%b, %b, %b, %b) RETURNING id
 """
 
 # Oldest first; SKIP LOCKED leaves alone what a live evaluation (or another sweeper) holds.
@@ -62,16 +75,10 @@ WHERE r.statistic IS NULL
 """
 
 
-async def enqueue(conn: Connection, readings: Sequence[NewReading]) -> int:
+async def enqueue(conn: Connection, entry: QueueEntry) -> int:
     """Queue the readings for evaluation, in the caller's (the ingest's) transaction."""
     cursor = await conn.execute(
-        _ENQUEUE,
-        [
-            [r.patient_id for r in readings],
-            [r.key.device_id for r in readings],
-            [r.key.kind for r in readings],
-            [r.key.measured_at for r in readings],
-        ],
+        _ENQUEUE, [entry.patient_ids, entry.device_ids, entry.kinds, entry.measured_ats]
     )
     row = await cursor.fetchone()
     assert row is not None
