@@ -122,8 +122,7 @@ class Dispatcher:
                         conn, send.id, outcome.sid, self._clock(), send.counted
                     )
                 elif outcome.kind == "retry":
-                    attempts = await _attempts(conn, send.id)
-                    later = self._clock() + timedelta(seconds=RETRY.delay(attempts - 1))
+                    later = self._clock() + timedelta(seconds=RETRY.delay(send.attempts - 1))
                     await notifications.record_retry(
                         conn, ids, later, outcome.code, outcome.message
                     )
@@ -161,11 +160,3 @@ class Dispatcher:
         if settled:
             logger.warning("reconciled %d SMS left unsettled by a stopped dispatcher", settled)
         return settled
-
-
-async def _attempts(conn: notifications.Connection, notification_id: int) -> int:
-    cursor = await conn.execute(
-        "SELECT attempts FROM notification WHERE id = %s", [notification_id]
-    )
-    row = await cursor.fetchone()
-    return int(row[0]) if row else 1

@@ -90,7 +90,7 @@ async def claim_due(conn: Connection, now: datetime, limit: int) -> list[Due]:
         " attempts = attempts + 1, updated_at = now()"
         " WHERE id IN (SELECT id FROM notification WHERE status = 'pending' AND not_before <= %s"
         "              ORDER BY not_before, id LIMIT %s FOR UPDATE SKIP LOCKED)"
-        " RETURNING id, staff_id, to_phone, alert_id, severity, expires_at",
+        " RETURNING id, staff_id, to_phone, alert_id, severity, expires_at, attempts",
         [now, now, limit],
     )
     return [Due(*row) for row in await cursor.fetchall()]

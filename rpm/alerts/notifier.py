@@ -51,13 +51,13 @@ class Notifier:
         if not routed:
             return 0
         on_call = await care_teams.on_call_for_patients(conn, {c.patient_id for c in routed}, now)
+        tiers = await _current_tiers(conn, [c.alert_id for c in routed])
         written = 0
         for change in routed:
-            current = await _current_tier(conn, change.alert_id)
             result = route(
                 change.severity,
                 "opened" if change.opened else "severity_raised",
-                current,
+                tiers.get(change.alert_id, 0),
                 plan_sms.get(change.patient_id),
                 on_call.get(change.patient_id, {}),
                 now,
@@ -77,7 +77,9 @@ class Notifier:
         self._wake()
 
 
-async def _current_tier(conn: Connection, alert_id: int) -> int:
-    cursor = await conn.execute("SELECT escalation_tier FROM alert WHERE id = %s", [alert_id])
-    row = await cursor.fetchone()
-    return int(row[0]) if row else 0
+async def _current_tiers(conn: Connection, alert_ids: Sequence[int]) -> dict[int, int]:
+    """The tier each alert has reached (a raised alert may have been escalated already)."""
+    cursor = await conn.execute(
+        "SELECT id, escalation_tier FROM alert WHERE id = ANY(%s)", [list(alert_ids)]
+    )
+    return dict(await cursor.fetchall())

@@ -150,6 +150,8 @@ class Due:
     alert_id: int
     severity: str
     expires_at: datetime
+    # Sends tried so far, this one included (a retry's backoff grows with it).
+    attempts: int = 1
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,7 @@ class Send:
     expires_at: datetime
     counted: tuple[int, ...] = ()
     critical: int = 0
+    attempts: int = 1
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,10 @@ def plan_dispatch(
             deferred.update((d.id, frees_at) for d in waiting)
             continue
         singles = waiting if len(waiting) <= room else waiting[: room - 1]
-        sends += [Send(d.id, d.to_phone, d.alert_id, d.severity, d.expires_at) for d in singles]
+        sends += [
+            Send(d.id, d.to_phone, d.alert_id, d.severity, d.expires_at, attempts=d.attempts)
+            for d in singles
+        ]
         rest = waiting[len(singles) :]
         if rest:
             carrier = rest[0]
@@ -212,6 +218,7 @@ def plan_dispatch(
                     max(d.expires_at for d in rest),
                     tuple(d.id for d in rest[1:]),
                     sum(1 for d in rest if d.severity == CRITICAL),
+                    carrier.attempts,
                 )
             )
     return Plan(sends, expired, deferred)

@@ -171,22 +171,40 @@ async def create_team(conn: Connection, name: str) -> CareTeamRecord:
 
 
 async def team(conn: Connection, team_id: int) -> CareTeamRecord:
-    cursor = await conn.execute("SELECT id, name FROM care_team WHERE id = %s", [team_id])
-    row = await cursor.fetchone()
-    if row is None:
+    teams = await _teams(conn, [team_id])
+    if not teams:
         raise CareTeamNotFound(f"no care team with id {team_id}")
-    async with conn.cursor(row_factory=class_row(StaffRecord)) as members:
-        await members.execute(
-            _STAFF + " JOIN care_team_member m ON m.staff_id = s.id"
-            " WHERE m.care_team_id = %s ORDER BY s.id",
-            [team_id],
-        )
-        return CareTeamRecord(row[0], row[1], await members.fetchall())
+    return teams[0]
 
 
 async def list_teams(conn: Connection) -> list[CareTeamRecord]:
-    cursor = await conn.execute("SELECT id FROM care_team ORDER BY id")
-    return [await team(conn, team_id) for (team_id,) in await cursor.fetchall()]
+    return await _teams(conn, None)
+
+
+async def _teams(conn: Connection, team_ids: list[int] | None) -> list[CareTeamRecord]:
+    """These teams (None: all), with their members: two queries, whatever the count."""
+    cursor = await conn.execute(
+        "SELECT id, name FROM care_team WHERE %s::bigint[] IS NULL OR id = ANY(%s) ORDER BY id",
+        [team_ids, team_ids],
+    )
+    teams = await cursor.fetchall()
+    members: dict[int, list[StaffRecord]] = {team_id: [] for team_id, _ in teams}
+    cursor = await conn.execute(
+        "SELECT m.care_team_id, s.id FROM care_team_member m JOIN staff s ON s.id = m.staff_id"
+        " WHERE m.care_team_id = ANY(%s) ORDER BY s.id",
+        [list(members)],
+    )
+    rows = await cursor.fetchall()
+    staff = await _staff_by_ids(conn, {staff_id for _, staff_id in rows})
+    for team_id, staff_id in rows:
+        members[team_id].append(staff[staff_id])
+    return [CareTeamRecord(team_id, name, members[team_id]) for team_id, name in teams]
+
+
+async def _staff_by_ids(conn: Connection, staff_ids: set[int]) -> dict[int, StaffRecord]:
+    async with conn.cursor(row_factory=class_row(StaffRecord)) as cursor:
+        await cursor.execute(_STAFF + " WHERE s.id = ANY(%s)", [list(staff_ids)])
+        return {record.id: record for record in await cursor.fetchall()}
 
 
 async def add_member(conn: Connection, team_id: int, staff_id: int) -> CareTeamRecord:
@@ -250,12 +268,13 @@ async def shifts(
 async def on_call(conn: Connection, team_id: int, at: datetime) -> dict[int, StaffRecord]:
     """Who is on call at that moment, by tier (tiers without a shift are absent)."""
     cursor = await conn.execute(
-        _STAFF.replace("SELECT ", "SELECT o.tier, ", 1)
-        + " JOIN on_call_shift o ON o.staff_id = s.id"
+        "SELECT o.tier, o.staff_id FROM on_call_shift o JOIN staff s ON s.id = o.staff_id"
         " WHERE o.care_team_id = %s AND o.during @> %s::timestamptz AND s.active",
         [team_id, at],
     )
-    return {row[0]: StaffRecord(*row[1:]) for row in await cursor.fetchall()}
+    shifts = await cursor.fetchall()
+    staff = await _staff_by_ids(conn, {staff_id for _, staff_id in shifts})
+    return {tier: staff[staff_id] for tier, staff_id in shifts}
 
 
 async def on_call_for_patients(
