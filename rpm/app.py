@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 import rpm
 from rpm.alerts.dispatcher import Dispatcher
+from rpm.alerts.escalation import Escalator
 from rpm.alerts.notifier import Notifier, policy_of
 from rpm.alerts.routing import Policy
 from rpm.alerts.twilio_sms import TwilioSms
@@ -82,7 +83,9 @@ def create_app(wiring: Wiring) -> FastAPI:
 
         policy = policy_of(settings.alerts)
         dispatcher = _dispatcher(pool, settings, policy)
-        notifier = Notifier(policy, dispatcher.wake if dispatcher else lambda: None)
+        wake_dispatcher = dispatcher.wake if dispatcher else lambda: None
+        notifier = Notifier(policy, wake_dispatcher)
+        escalator = Escalator(pool, policy, wake_dispatcher)
         rules = RuleEngine(pool, notifier=notifier)
         app.state.rules = rules
         ingest = IngestService(pool, settings.ingest.time_limits(), handoff=RulesHandoff(rules))
@@ -113,6 +116,15 @@ def create_app(wiring: Wiring) -> FastAPI:
             if pool.closed:
                 return
             _schedule_rules(scheduler, rules, settings)
+            # Safe in every process at once: it locks the alerts due with SKIP LOCKED.
+            scheduler.add_job(
+                escalator.run,
+                "interval",
+                seconds=settings.alerts.escalation_check_interval_s,
+                id="alert-escalation",
+                max_instances=1,
+                coalesce=True,
+            )
             try:
                 await rules.warm()
             except psycopg.Error as exc:  # only a head start: plans are parsed on demand too

@@ -318,18 +318,13 @@ class AlertEventRecord:
     details: dict[str, Any]
 
 
-async def lock_state(conn: Connection, alert_id: int) -> AlertState:
-    """The alert's lifecycle state, its row locked until the caller's transaction ends, so
-    that two nurses acting at once take turns (the second sees the first's change)."""
-    cursor = await conn.execute(
-        "SELECT id, status, assigned_to, acknowledged_by, acknowledged_at, resolved_by,"
-        " resolved_at, outcome, resolution_note, escalation_tier FROM alert"
-        " WHERE id = %s FOR UPDATE",
-        [alert_id],
-    )
-    row = await cursor.fetchone()
-    if row is None:
-        raise AlertNotFound(f"no alert with id {alert_id}")
+_STATE = (
+    "SELECT id, status, assigned_to, acknowledged_by, acknowledged_at, resolved_by,"
+    " resolved_at, outcome, resolution_note, escalation_tier"
+)
+
+
+def _state(row: tuple[Any, ...]) -> AlertState:
     return AlertState(
         id=row[0],
         status=Status(row[1]),
@@ -342,6 +337,41 @@ async def lock_state(conn: Connection, alert_id: int) -> AlertState:
         resolution_note=row[8],
         escalation_tier=row[9],
     )
+
+
+async def lock_state(conn: Connection, alert_id: int) -> AlertState:
+    """The alert's lifecycle state, its row locked until the caller's transaction ends, so
+    that two nurses acting at once take turns (the second sees the first's change)."""
+    cursor = await conn.execute(_STATE + " FROM alert WHERE id = %s FOR UPDATE", [alert_id])
+    row = await cursor.fetchone()
+    if row is None:
+        raise AlertNotFound(f"no alert with id {alert_id}")
+    return _state(row)
+
+
+@dataclass(frozen=True)
+class EscalationDue:
+    state: AlertState
+    patient_id: int
+    severity: str
+
+
+async def lock_escalation_due(conn: Connection, now: datetime, limit: int) -> list[EscalationDue]:
+    """Open alerts whose escalation time has come, locked until the caller's transaction
+    ends. SKIP LOCKED: another process escalating, or a nurse acknowledging, holds the
+    rest; once they commit, the row no longer matches (acknowledged, or a later time)."""
+    cursor = await conn.execute(
+        _STATE + ", patient_id, severity FROM alert"
+        " WHERE status = 'open' AND escalate_at <= %s"
+        " ORDER BY escalate_at LIMIT %s FOR UPDATE SKIP LOCKED",
+        [now, limit],
+    )
+    return [EscalationDue(_state(row), row[10], row[11]) for row in await cursor.fetchall()]
+
+
+async def reschedule_escalation(conn: Connection, alert_id: int, at: datetime | None) -> None:
+    """Look at the alert again then, with nothing changed (nobody was on call to tell)."""
+    await conn.execute("UPDATE alert SET escalate_at = %s WHERE id = %s", [at, alert_id])
 
 
 async def save_transition(
