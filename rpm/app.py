@@ -28,6 +28,8 @@ from rpm.alerts.notifier import Notifier, policy_of
 from rpm.alerts.routing import Policy
 from rpm.alerts.twilio_sms import TwilioSms
 from rpm.api import alerts as alerts_api
+from rpm.api import audit as audit_api
+from rpm.api import auth as auth_api
 from rpm.api import care_plans as care_plans_api
 from rpm.api import care_teams as care_teams_api
 from rpm.api import dead_letters as dead_letters_api
@@ -35,6 +37,7 @@ from rpm.api import devices as devices_api
 from rpm.api import health as health_api
 from rpm.api import patients as patients_api
 from rpm.api import twilio as twilio_api
+from rpm.api import users as users_api
 from rpm.api import webhooks as webhooks_api
 from rpm.api.deps import install_error_handlers
 from rpm.backoff import Backoff
@@ -164,6 +167,9 @@ def create_app(wiring: Wiring) -> FastAPI:
     install_error_handlers(app)
     for api in (
         health_api,
+        auth_api,
+        users_api,
+        audit_api,
         devices_api,
         patients_api,
         care_plans_api,

@@ -206,6 +206,27 @@ class TwilioSettings(_Area):
     timeout_s: float = Field(10.0, gt=0, description="An API call slower than this is retried.")
 
 
+class AuthSettings(_Area):
+    model_config = SettingsConfigDict(env_prefix="RPM_AUTH_")
+
+    token_ttl_min: int = Field(
+        15, ge=1, le=720, description="An API bearer token's lifetime from sign-in."
+    )
+    idle_timeout_min: int = Field(
+        15, ge=1, le=720, description="A browser session ends after this long without a request."
+    )
+    session_max_hours: int = Field(
+        12, ge=1, le=72, description="A browser session ends this long after sign-in, whatever."
+    )
+    login_failures_per_username: int = Field(
+        5, ge=1, description="Failed sign-ins for one username, within the window, before a lock."
+    )
+    login_failures_per_client: int = Field(
+        20, ge=1, description="Failed sign-ins from one address, within the window, before a lock."
+    )
+    login_window_min: int = Field(15, ge=1, description="The failed sign-ins' window.")
+
+
 class HttpSettings(_Area):
     model_config = SettingsConfigDict(env_prefix="RPM_HTTP_")
 
@@ -251,6 +272,7 @@ class Settings(BaseModel):
     http: HttpSettings
     alerts: AlertsSettings = Field(default_factory=lambda: AlertsSettings())  # type: ignore[call-arg]
     twilio: TwilioSettings = Field(default_factory=lambda: TwilioSettings())  # type: ignore[call-arg]
+    auth: AuthSettings = Field(default_factory=lambda: AuthSettings())  # type: ignore[call-arg]
 
 
 _AREAS: dict[str, type[_Area]] = {
@@ -262,6 +284,7 @@ _AREAS: dict[str, type[_Area]] = {
     "http": HttpSettings,
     "alerts": AlertsSettings,
     "twilio": TwilioSettings,
+    "auth": AuthSettings,
 }
 
 

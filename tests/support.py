@@ -14,10 +14,12 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from rpm.app import Wiring
+from rpm.auth.passwords import hash_password
 from rpm.config import (
     BrokerAddress,
     DatabaseSettings,
@@ -223,3 +225,25 @@ class RpmProcess:
 
     def _url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.http_port}{path}"
+
+
+def add_user(
+    database_url: str, username: str, role: str, password: str | None, staff_id: int | None = None
+) -> int:
+    """A user straight into the database (as `rpm users add` makes the first admin)."""
+    password_hash = hash_password(password) if password is not None else None
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO app_user (username, role, staff_id, password_hash, created_by)"
+            " VALUES (%s, %s, %s, %s, 'test') RETURNING id",
+            [username, role, staff_id, password_hash],
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def bearer(client: TestClient, username: str, password: str) -> dict[str, str]:
+    """Sign in over the API; the header that carries the token."""
+    response = client.post("/api/v1/auth/token", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}

@@ -6,8 +6,12 @@ ingest service each own their transaction), so the reply is sent only after the 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+import contextlib
+import ipaddress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, FastAPI, Header, Request
@@ -18,6 +22,11 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from rpm.alerts import repository as alerts
 from rpm.alerts.lifecycle import InvalidTransition
+from rpm.auth import audit
+from rpm.auth import repository as users
+from rpm.auth import service as auth_service
+from rpm.auth.access import Permission, Principal
+from rpm.auth.passwords import WeakPassword
 from rpm.care_teams import registry as care_teams
 from rpm.devices import registry
 from rpm.ingest import dead_letters
@@ -38,8 +47,17 @@ def _pool(request: Request) -> AsyncConnectionPool:
 
 
 async def _connection(request: Request) -> AsyncIterator[AsyncConnection[TupleRow]]:
+    """In autocommit, as the CLI's: each core call owns its transaction, and what a
+    request records of itself (the audit trail, a failed sign-in) stays recorded when the
+    request then fails."""
     async with _pool(request).connection(timeout=CONNECTION_TIMEOUT_S) as conn:
-        yield conn
+        await conn.set_autocommit(True)
+        try:
+            yield conn
+        finally:
+            # The pool's other users (ingest, rules) expect their own transactions.
+            with contextlib.suppress(psycopg.Error):
+                await conn.set_autocommit(False)
 
 
 def _ingest_service(request: Request) -> IngestService:
@@ -65,11 +83,117 @@ def _actor(
     return x_rpm_user
 
 
+class NotSignedIn(Exception):
+    """No credential, or one that is unknown, expired or revoked (401)."""
+
+
+class Forbidden(Exception):
+    """The role does not hold the permission (403)."""
+
+
+def client_ip(request: Request) -> str | None:
+    """The peer's address (a proxy's, behind one: uvicorn's --forwarded-allow-ips then
+    puts the client's there); None when it is not an IP address (a test client)."""
+    host = request.client.host if request.client else None
+    try:
+        return str(ipaddress.ip_address(host)) if host else None
+    except ValueError:
+        return None
+
+
+async def _principal(
+    request: Request,
+    conn: Conn,
+    authorization: Annotated[
+        str | None,
+        Header(description="`Bearer <token>` (POST /api/v1/auth/token) or `Bearer <API key>`"),
+    ] = None,
+) -> Principal:
+    scheme, _, credential = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise NotSignedIn(
+            "sign in first: send 'Authorization: Bearer <token>' with a token from"
+            " POST /api/v1/auth/token, or an API key"
+        )
+    session = await auth_service.bearer(conn, credential.strip())
+    if session is None:
+        raise NotSignedIn("the token or API key is unknown, expired or revoked: sign in again")
+    return session.principal
+
+
+SignedInUser = Annotated[Principal, Depends(_principal)]
+
+
+def _audit_context(request: Request, principal: Principal) -> audit.Context:
+    return audit.Context(
+        principal.user_id,
+        principal.username,
+        principal.role.value,
+        request.method,
+        request.url.path,
+        client_ip(request),
+    )
+
+
+def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the signed-in user, if their role holds the permission; a refusal
+    is audited."""
+
+    async def allowed(request: Request, conn: Conn, principal: SignedInUser) -> Principal:
+        if not principal.may(permission):
+            await audit.record(
+                conn,
+                _audit_context(request, principal),
+                "denied",
+                permission.name.lower(),
+                status=403,
+            )
+            raise Forbidden(
+                f"a user with the role {principal.role.value} may not {permission.value}"
+            )
+        return principal
+
+    return allowed
+
+
+@dataclass(frozen=True)
+class AuditTrail:
+    """Records what this request did, as whom, from where (`rpm.auth.audit`)."""
+
+    conn: AsyncConnection[TupleRow]
+    context: audit.Context
+
+    async def __call__(
+        self,
+        action: str,
+        resource: str,
+        resource_id: object = None,
+        patient_ids: Iterable[int | None] = (None,),
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        await audit.record(
+            self.conn,
+            self.context,
+            action,
+            resource,
+            None if resource_id is None else str(resource_id),
+            patient_ids,
+            details=details,
+        )
+
+
+def _audit_trail(request: Request, conn: Conn, principal: SignedInUser) -> AuditTrail:
+    return AuditTrail(conn, _audit_context(request, principal))
+
+
 Pool = Annotated[AsyncConnectionPool, Depends(_pool)]
 Conn = Annotated[AsyncConnection[TupleRow], Depends(_connection)]
 Ingest = Annotated[IngestService, Depends(_ingest_service)]
 Rules = Annotated[RuleEngine, Depends(_rule_engine)]
 Actor = Annotated[str, Depends(_actor)]
+Audit = Annotated[AuditTrail, Depends(_audit_trail)]
+ManagesUsers = Annotated[Principal, Depends(require(Permission.MANAGE_USERS))]
+ReadsAudit = Annotated[Principal, Depends(require(Permission.READ_AUDIT))]
 
 
 # The core's errors carry a message meant for people; this says which status each is.
@@ -91,6 +215,13 @@ _STATUS_OF: dict[type[Exception], int] = {
     care_teams.CareTeamNotFound: 404,
     care_teams.CareTeamConflict: 409,
     care_teams.CareTeamError: 422,
+    users.UserNotFound: 404,
+    users.UserConflict: 409,
+    users.UserError: 422,
+    WeakPassword: 422,
+    auth_service.SignInRefused: 401,
+    NotSignedIn: 401,
+    Forbidden: 403,
 }
 
 
@@ -100,7 +231,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def refused(request: Request, exc: Exception) -> JSONResponse:
         code = next(_STATUS_OF[cls] for cls in type(exc).__mro__ if cls in _STATUS_OF)
-        return JSONResponse({"detail": str(exc)}, status_code=code)
+        headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+        return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
+
+    async def locked(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, auth_service.SignInLocked)
+        wait_s = max(1, int((exc.until - datetime.now(UTC)).total_seconds()) + 1)
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=429, headers={"Retry-After": str(wait_s)}
+        )
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(
@@ -111,5 +250,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for refusal in _STATUS_OF:
         app.add_exception_handler(refusal, refused)
+    app.add_exception_handler(auth_service.SignInLocked, locked)
     for error in (PoolClosed, PoolTimeout, psycopg.OperationalError):
         app.add_exception_handler(error, unavailable)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rpm.cli import dead_letters, devices, integrations, serve
+from rpm.cli import dead_letters, devices, integrations, serve, users
 
 cli = typer.Typer(
     help="rpm: remote patient monitoring ingest and alerting.",
@@ -16,6 +16,7 @@ cli.command()(serve.migrate)
 cli.add_typer(devices.app, name="devices")
 cli.add_typer(dead_letters.app, name="dead-letters")
 cli.add_typer(integrations.app, name="integrations")
+cli.add_typer(users.app, name="users")
 
 
 def main() -> None:

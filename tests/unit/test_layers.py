@@ -23,6 +23,8 @@ PURE = {
     "rpm.rules.policy",
     "rpm.alerts.lifecycle",
     "rpm.alerts.routing",
+    "rpm.auth.access",
+    "rpm.auth.tokens",
 }
 ALLOWED_THIRD_PARTY = {"numpy", "pydantic", "pydantic_core"}
 

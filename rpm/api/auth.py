@@ -1,0 +1,92 @@
+"""Sign-in for the API: a short-lived bearer token for a username and password, sign-out,
+and who the token is."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Request, status
+from pydantic import BaseModel, Field
+
+from rpm.api.deps import Conn, SignedInUser, client_ip
+from rpm.auth import audit, repository, service
+from rpm.auth.access import Permission
+from rpm.config import Settings
+
+router = APIRouter(prefix="/api/v1/auth", tags=["sign-in"])
+
+
+class SignIn(BaseModel):
+    username: str = Field(min_length=1, max_length=64, examples=["nurse-1"])
+    password: str = Field(min_length=1, max_length=256)
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (OAuth 2's name for the scheme)
+    expires_at: datetime
+    expires_in: int = Field(description="Seconds")
+
+
+@router.post(
+    "/token",
+    summary="Sign in: a bearer token for the API",
+    responses={
+        401: {"description": "The username or password is wrong"},
+        429: {"description": "Too many failed sign-ins; Retry-After says when to try again"},
+    },
+)
+async def token(request: Request, conn: Conn, body: SignIn) -> Token:
+    settings: Settings = request.app.state.settings
+    context = audit.Context(
+        None, body.username, None, request.method, request.url.path, client_ip(request)
+    )
+    try:
+        signed_in = await service.sign_in(
+            conn, body.username, body.password, client_ip(request), "api_token", settings.auth
+        )
+    except (service.SignInRefused, service.SignInLocked) as exc:
+        await audit.record(conn, context, "sign_in_refused", "session", details={"why": str(exc)})
+        raise
+    await audit.record(conn, context, "sign_in", "session", str(signed_in.user_id))
+    return Token(
+        access_token=signed_in.token,
+        expires_at=signed_in.expires_at,
+        expires_in=settings.auth.token_ttl_min * 60,
+    )
+
+
+@router.post(
+    "/sign-out", summary="End this token's session", status_code=status.HTTP_204_NO_CONTENT
+)
+async def sign_out(
+    conn: Conn,
+    principal: SignedInUser,
+    authorization: Annotated[str, Header()],
+) -> None:
+    async with conn.transaction():
+        await repository.end_session(conn, authorization.partition(" ")[2].strip())
+
+
+class Me(BaseModel):
+    user_id: int
+    username: str
+    role: str
+    staff_id: int | None
+    care_team_ids: list[int]
+    sees_all_patients: bool
+    permissions: list[str] = Field(description="What the role may do")
+
+
+@router.get("/me", summary="Who this token signs in as, and what they may do")
+async def me(principal: SignedInUser) -> Me:
+    return Me(
+        user_id=principal.user_id,
+        username=principal.username,
+        role=principal.role.value,
+        staff_id=principal.staff_id,
+        care_team_ids=sorted(principal.team_ids),
+        sees_all_patients=principal.sees_all_patients,
+        permissions=[p.name.lower() for p in Permission if principal.may(p)],
+    )

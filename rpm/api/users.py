@@ -1,0 +1,131 @@
+"""Users and their API keys, for admins. A new key is shown once, in the reply that
+creates it; only its hash is kept."""
+
+from __future__ import annotations
+
+from typing import Annotated, Self
+
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, Field, model_validator
+
+from rpm.api.deps import Audit, Conn, ManagesUsers
+from rpm.auth import passwords, repository
+from rpm.auth.access import Role
+from rpm.auth.repository import ApiKeyRecord, NewUser, UserRecord
+from rpm.auth.tokens import new_api_key
+
+router = APIRouter(prefix="/api/v1", tags=["users"])
+
+_ERRORS: dict[int | str, dict[str, str]] = {
+    403: {"description": "Only admins manage users"},
+    404: {"description": "No such user or key"},
+    409: {"description": "The username is taken, or the staff member has a login"},
+    422: {"description": "The request is not valid; the reason is given"},
+}
+
+
+class UserIn(BaseModel):
+    username: str = Field(examples=["nurse-1"])
+    role: Role
+    staff_id: int | None = Field(
+        None, description="The care-team member this login is (nurses, care managers)"
+    )
+    password: str | None = Field(None, description="None for an integration (API keys only)")
+
+    @model_validator(mode="after")
+    def _password_fits_role(self) -> Self:
+        if self.role is Role.INTEGRATION and self.password is not None:
+            raise ValueError("an integration signs in with API keys, not a password")
+        if self.role is not Role.INTEGRATION and self.password is None:
+            raise ValueError(f"a {self.role.value} needs a password")
+        return self
+
+
+@router.post("/users", status_code=status.HTTP_201_CREATED, summary="Add a user", responses=_ERRORS)
+async def add_user(conn: Conn, admin: ManagesUsers, record: Audit, user: UserIn) -> UserRecord:
+    password_hash = None
+    if user.password is not None:
+        passwords.check_strength(user.password, user.username)
+        password_hash = passwords.hash_password(user.password)
+    created = await repository.create_user(
+        conn, NewUser(user.username, user.role, user.staff_id), password_hash, admin.username
+    )
+    await record("create", "user", created.id, details={"role": created.role})
+    return created
+
+
+@router.get("/users", summary="Users, by id", responses=_ERRORS)
+async def list_users(
+    conn: Conn,
+    admin: ManagesUsers,
+    after: Annotated[int, Query(ge=0, description="Start after this id (paging)")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[UserRecord]:
+    return await repository.list_users(conn, after, limit)
+
+
+@router.get("/users/{user_id}", summary="One user", responses=_ERRORS)
+async def get_user(conn: Conn, admin: ManagesUsers, user_id: int) -> UserRecord:
+    return await repository.get_user(conn, user_id)
+
+
+class UserChange(BaseModel):
+    active: bool | None = Field(None, description="false: signs out and revokes the keys")
+    password: str | None = Field(None, description="A new password; signs out every session")
+
+
+@router.patch("/users/{user_id}", summary="Deactivate, reactivate, or reset a password",
+              responses=_ERRORS)  # fmt: skip
+async def change_user(
+    conn: Conn, admin: ManagesUsers, record: Audit, user_id: int, change: UserChange
+) -> UserRecord:
+    password_hash = None
+    if change.password is not None:
+        user = await repository.get_user(conn, user_id)
+        passwords.check_strength(change.password, user.username)
+        password_hash = passwords.hash_password(change.password)
+    updated = await repository.update_user(conn, user_id, change.active, password_hash)
+    details = {"active": change.active, "password_reset": change.password is not None}
+    await record("update", "user", user_id, details=details)
+    return updated
+
+
+class ApiKeyIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200, examples=["EHR feed"])
+
+
+class NewApiKeyOut(BaseModel):
+    key: str = Field(description="Shown once: keep it now, it cannot be read again")
+    api_key: ApiKeyRecord
+
+
+@router.post(
+    "/users/{user_id}/api-keys",
+    status_code=status.HTTP_201_CREATED,
+    summary="A new API key for the user (shown once)",
+    responses=_ERRORS,
+)
+async def add_api_key(
+    conn: Conn, admin: ManagesUsers, record: Audit, user_id: int, body: ApiKeyIn
+) -> NewApiKeyOut:
+    key = new_api_key()
+    async with conn.transaction():
+        created = await repository.add_api_key(conn, user_id, body.name, key, admin.username)
+    await record("create", "api_key", created.id, details={"user_id": user_id})
+    return NewApiKeyOut(key=key.key, api_key=created)
+
+
+@router.get("/users/{user_id}/api-keys", summary="The user's API keys", responses=_ERRORS)
+async def list_api_keys(conn: Conn, admin: ManagesUsers, user_id: int) -> list[ApiKeyRecord]:
+    await repository.get_user(conn, user_id)
+    return await repository.api_keys(conn, user_id)
+
+
+@router.post("/api-keys/{key_id}/revoke", summary="Revoke an API key", responses=_ERRORS)
+async def revoke_api_key(
+    conn: Conn, admin: ManagesUsers, record: Audit, key_id: int
+) -> ApiKeyRecord:
+    async with conn.transaction():
+        revoked = await repository.revoke_api_key(conn, key_id, admin.username)
+    await record("revoke", "api_key", key_id)
+    return revoked
