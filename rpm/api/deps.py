@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rpm.alerts import repository as alerts
 from rpm.alerts.lifecycle import InvalidTransition
@@ -225,31 +228,68 @@ _STATUS_OF: dict[type[Exception], int] = {
 }
 
 
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(
+    request: Request,
+    status: int,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    """An RFC 9457 problem details reply: every API error has this one shape, `detail`
+    saying what was wrong in words a person can act on."""
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        **extensions,
+    }
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Refusals become 4xx replies with the core's message; a database that is down or
-    not yet ready is a 503 that says so, never a bare 500."""
+    not yet ready is a 503 that says so, never a bare 500. All as problem details."""
 
     async def refused(request: Request, exc: Exception) -> JSONResponse:
         code = next(_STATUS_OF[cls] for cls in type(exc).__mro__ if cls in _STATUS_OF)
         headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
-        return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
+        return problem(request, code, str(exc), headers)
 
     async def locked(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, auth_service.SignInLocked)
         wait_s = max(1, int((exc.until - datetime.now(UTC)).total_seconds()) + 1)
-        return JSONResponse(
-            {"detail": str(exc)}, status_code=429, headers={"Retry-After": str(wait_s)}
-        )
+        return problem(request, 429, str(exc), {"Retry-After": str(wait_s)})
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(
-            {"detail": "the database is not available at the moment; retry shortly"},
-            status_code=503,
-            headers={"Retry-After": str(RETRY_AFTER_S)},
+        return problem(
+            request,
+            503,
+            "the database is not available at the moment; retry shortly",
+            {"Retry-After": str(RETRY_AFTER_S)},
         )
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return problem(request, exc.status_code, str(exc.detail), exc.headers)
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        # Without pydantic's `input`: it would echo what was sent, passwords included.
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        where = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in errors[:5]
+        )
+        return problem(request, 422, f"the request is not valid: {where}", errors=errors)
 
     for refusal in _STATUS_OF:
         app.add_exception_handler(refusal, refused)
     app.add_exception_handler(auth_service.SignInLocked, locked)
     for error in (PoolClosed, PoolTimeout, psycopg.OperationalError):
         app.add_exception_handler(error, unavailable)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid)

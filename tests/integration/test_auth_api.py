@@ -68,7 +68,9 @@ def test_a_wrong_username_and_a_wrong_password_are_refused_alike_then_throttled(
     unknown = service.post("/api/v1/auth/token", json={"username": "nobody", "password": "x"})
     wrong = service.post("/api/v1/auth/token", json={"username": "nurse-1", "password": "x"})
     assert unknown.status_code == wrong.status_code == 401
-    assert unknown.json() == wrong.json() == {"detail": "the username or password is wrong"}
+    assert unknown.json()["detail"] == wrong.json()["detail"] == "the username or password is wrong"
+    assert wrong.headers["content-type"] == "application/problem+json"
+    assert wrong.json()["title"] == "Unauthorized"
 
     for _ in range(4):
         assert _sign_in(service, "nurse-1", "guess") == 401
@@ -211,3 +213,23 @@ def test_the_first_admin_is_made_on_the_command_line(db_url: str, tmp_path: Path
     )  # fmt: skip
     assert weak.returncode == 1
     assert "at least 12" in weak.stderr
+
+
+def test_every_error_is_a_problem_details_body_that_echoes_no_input(
+    service: TestClient,
+) -> None:
+    invalid = service.post("/api/v1/auth/token", json={"password": "secret sauce 123"})
+    assert invalid.status_code == 422
+    assert invalid.headers["content-type"] == "application/problem+json"
+    problem = invalid.json()
+    assert problem["title"] == "Unprocessable Entity"
+    assert problem["instance"] == "/api/v1/auth/token"
+    assert problem["detail"] == "the request is not valid: body.username: Field required"
+    assert problem["errors"] == [
+        {"loc": ["body", "username"], "msg": "Field required", "type": "missing"}
+    ]
+    assert "secret sauce" not in invalid.text
+    unknown = service.get("/api/v1/no-such-thing")
+    assert unknown.status_code == 404
+    assert unknown.json()["status"] == 404
+    assert unknown.json()["detail"] == "Not Found"

@@ -117,12 +117,12 @@ def test_a_replay_that_fails_again_leaves_a_new_dead_letter(
 def test_requests_that_cannot_be_served_say_why(service: TestClient) -> None:
     missing = service.post("/api/v1/dead-letters/999999/replay")
     assert missing.status_code == 404
-    assert missing.json() == {"detail": "no dead letter with id 999999"}
+    assert missing.json()["detail"] == "no dead letter with id 999999"
     assert service.get("/api/v1/dead-letters/999999").status_code == 404
 
     everything = service.post("/api/v1/dead-letters/replay", json={})
     assert everything.status_code == 422
-    assert "give ids, or a reason or device_serial" in everything.json()["detail"][0]["msg"]
+    assert "give ids, or a reason or device_serial" in everything.json()["errors"][0]["msg"]
     bad_reason = service.get("/api/v1/dead-letters", params={"reason": "bogus"})
     assert bad_reason.status_code == 422
 
@@ -135,4 +135,4 @@ def test_the_api_says_when_the_database_is_away() -> None:
         reply = client.get("/api/v1/devices")
     assert reply.status_code == 503
     assert reply.headers["Retry-After"] == "5"
-    assert reply.json() == {"detail": "the database is not available at the moment; retry shortly"}
+    assert reply.json()["detail"] == "the database is not available at the moment; retry shortly"

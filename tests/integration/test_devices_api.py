@@ -57,7 +57,7 @@ def test_refusals_name_the_problem(service: TestClient, db_url: str) -> None:
 
     duplicate = service.post("/api/v1/devices", json=body)
     assert duplicate.status_code == 409
-    assert duplicate.json() == {"detail": "a device with serial 'SC-1' is already registered"}
+    assert duplicate.json()["detail"] == "a device with serial 'SC-1' is already registered"
 
     bad_serial = service.post("/api/v1/devices", json={"serial": "a b", "kind": "glucometer"})
     assert bad_serial.status_code == 422
@@ -65,22 +65,22 @@ def test_refusals_name_the_problem(service: TestClient, db_url: str) -> None:
 
     bad_kind = service.post("/api/v1/devices", json={"serial": "X-1", "kind": "toaster"})
     assert bad_kind.status_code == 422
-    assert bad_kind.json()["detail"][0]["loc"] == ["body", "kind"]
+    assert bad_kind.json()["errors"][0]["loc"] == ["body", "kind"]
 
     naive = service.post(
         "/api/v1/devices/SC-1/assign", json={"patient_id": patient, "at": "2026-11-01T08:00:00"}
     )
     assert naive.status_code == 422
-    assert "timezone" in naive.json()["detail"][0]["msg"]
+    assert "timezone" in naive.json()["errors"][0]["msg"]
 
     nobody = service.post("/api/v1/devices/SC-1/assign", json={"patient_id": patient + 99})
     assert nobody.status_code == 404
-    assert nobody.json() == {"detail": f"no patient with id {patient + 99}"}
+    assert nobody.json()["detail"] == f"no patient with id {patient + 99}"
 
     missing = service.get("/api/v1/devices/NOPE/assignments")
     assert missing.status_code == 404
-    assert missing.json() == {"detail": "no device with serial 'NOPE' is registered"}
+    assert missing.json()["detail"] == "no device with serial 'NOPE' is registered"
 
     not_assigned = service.post("/api/v1/devices/SC-1/unassign", json={})
     assert not_assigned.status_code == 409
-    assert not_assigned.json() == {"detail": "device SC-1 is not assigned to a patient"}
+    assert not_assigned.json()["detail"] == "device SC-1 is not assigned to a patient"
