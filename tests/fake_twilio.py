@@ -122,6 +122,8 @@ class _State:
     requests: int = 0
     failures: deque[_Failure] = field(default_factory=deque)
     delays: deque[float] = field(default_factory=deque)
+    holds: int = 0  # creates still to hold (hold_next)
+    held: int = 0  # creates held so far
     failing_numbers: dict[str, _Failure] = field(default_factory=dict)
     listeners: list[Callable[[SentMessage], None]] = field(default_factory=list)
 
@@ -335,6 +337,22 @@ class FakeTwilio:
         with self._state.lock:
             self._state.delays.extend([seconds] * times)
 
+    def hold_next(self, times: int = 1) -> None:
+        """Take the next `times` create requests and never look at them: not recorded,
+        not answered, their connection open until the fake stops. As a request lost on
+        its way to Twilio: the client cannot tell it from a lost answer, but no SMS went
+        out. Each still counts in `requests`; `wait_for_held` says when it arrived."""
+        with self._state.lock:
+            self._state.holds += times
+
+    def wait_for_held(self, count: int, timeout: float = 10) -> None:
+        """Block until at least `count` creates were held (hold_next); TimeoutError if not."""
+        with self._state.lock:
+            if not self._state.lock.wait_for(lambda: self._state.held >= count, timeout):
+                raise TimeoutError(
+                    f"{self._state.held} request(s) held within {timeout} s, expected {count}"
+                )
+
     def on_message(self, callback: Callable[[SentMessage], None]) -> None:
         """Call `callback` in the server's thread when a create is accepted, before the
         response goes out. If it raises, the connection drops without a response (the
@@ -494,6 +512,16 @@ class FakeTwilio:
         return _Failure(404, 20404, f"The requested resource {path} was not found")
 
     def _create(self, handler: _Handler) -> None:
+        with self._state.lock:
+            hold = self._state.holds > 0
+            if hold:
+                self._state.holds -= 1
+                self._state.held += 1
+                self._state.lock.notify_all()
+        if hold:
+            # Returning without a response closes the connection, once the fake stops.
+            self._stopping.wait()
+            return
         received_at = time.time()
         length = int(handler.headers.get("Content-Length") or 0)
         fields = parse_qs(handler.rfile.read(length).decode(), keep_blank_values=True)

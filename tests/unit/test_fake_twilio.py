@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
+from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
@@ -283,6 +284,36 @@ def test_delay_next_outlasts_a_client_timeout_but_the_message_is_sent(
     # Only the next request was delayed.
     impatient.messages.create(to=PATIENT, from_=SENDER, body="prompt")
     assert len(fake.messages) == 2
+
+
+def test_hold_next_takes_a_request_but_neither_records_nor_answers_it(
+    fake: FakeTwilio, client: Any
+) -> None:
+    fake.hold_next()
+    errors: list[Exception] = []
+
+    def send() -> None:
+        try:
+            client.messages.create(to=PATIENT, from_=SENDER, body="lost on the way")
+        except Exception as exc:
+            errors.append(exc)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    fake.wait_for_held(1, timeout=5)
+    sender.join(0.3)
+    assert sender.is_alive()  # still waiting for an answer
+    assert (fake.requests, fake.messages) == (1, [])
+    # Only the next request was held.
+    client.messages.create(to=PATIENT, from_=SENDER, body="prompt")
+    assert [sent.body for sent in fake.messages] == ["prompt"]
+    with pytest.raises(TimeoutError):
+        fake.wait_for_held(2, timeout=0.1)
+    # Stopping the fake hangs up on the held request; it was never accepted.
+    fake.stop()
+    sender.join(5)
+    assert [type(error) for error in errors] == [RequestsConnectionError]
+    assert [sent.body for sent in fake.messages] == ["prompt"]
 
 
 # -- fetch and list ----------------------------------------------------------------------
