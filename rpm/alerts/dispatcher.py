@@ -151,10 +151,15 @@ class Dispatcher:
                         self._sender.find_sent, row.to_phone, row.body, row.claimed_at
                     )
                 if sid is not None:
-                    await notifications.record_sent(conn, row.id, sid, row.claimed_at)
+                    await notifications.record_sent(conn, row.id, sid, row.claimed_at, row.counted)
                 else:
+                    # A digest that never left: what it counted goes back with it.
                     await notifications.record_retry(
-                        conn, [row.id], now, None, "not found at Twilio after a lost answer"
+                        conn,
+                        [row.id, *row.counted],
+                        now,
+                        None,
+                        "not found at Twilio after a lost answer",
                     )
                 settled += 1
         if settled:

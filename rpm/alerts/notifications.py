@@ -50,6 +50,8 @@ class Claimed:
     to_phone: str
     body: str | None
     claimed_at: datetime
+    # The rows a digest carried by this one counts (settled with it, or sent again).
+    counted: list[int]
 
 
 async def insert(conn: Connection, alert_id: int, outgoing: Sequence[Outgoing]) -> None:
@@ -163,7 +165,8 @@ async def record_retry(
 ) -> None:
     await conn.execute(
         "UPDATE notification SET status = 'pending', not_before = %s, claimed_at = NULL,"
-        " error_code = %s, error_message = %s, updated_at = now() WHERE id = ANY(%s)",
+        " digested_into = NULL, error_code = %s, error_message = %s, updated_at = now()"
+        " WHERE id = ANY(%s)",
         [not_before, code, message, list(ids)],
     )
 
@@ -190,8 +193,10 @@ async def stale_sending(conn: Connection, claimed_before: datetime, limit: int) 
     """Rows claimed long ago and never settled: their dispatcher died, or Twilio did not
     answer. Locked for this reconciler alone."""
     cursor = await conn.execute(
-        "SELECT id, to_phone, body, claimed_at FROM notification"
-        " WHERE status = 'sending' AND claimed_at < %s"
+        "SELECT id, to_phone, body, claimed_at,"
+        " ARRAY(SELECT d.id FROM notification d WHERE d.digested_into = n.id"
+        "       AND d.status = 'digested' ORDER BY d.id)"
+        " FROM notification n WHERE status = 'sending' AND claimed_at < %s"
         " ORDER BY claimed_at LIMIT %s FOR UPDATE SKIP LOCKED",
         [claimed_before, limit],
     )

@@ -336,3 +336,45 @@ async def test_a_send_whose_answer_is_lost_is_reconciled_not_sent_twice(
     await dispatcher.dispatch_once()
     assert len(twilio.messages) == 1
     assert twilio.requests == 1
+
+
+async def test_a_digest_lost_on_its_way_is_sent_again_with_all_it_counted(
+    pool: AsyncConnectionPool, db_url: str, twilio: FakeTwilio
+) -> None:
+    """A digest's request never reaches Twilio: reconciliation puts the digest and every
+    row it counted back, and the next round sends one digest of all of them."""
+    _seed_alerts(db_url, 4)
+    clock = Clock()
+    dispatcher = _dispatcher(pool, twilio, clock, sms_rate_limit=1)
+    twilio.hold_next()
+    assert await dispatcher.dispatch_once() == 4  # one digest; the client times out
+    assert sorted(s for s, _, _ in _statuses(db_url)) == ["digested"] * 3 + ["sending"]
+    clock.now += timedelta(minutes=3)
+    assert await dispatcher.reconcile() == 1
+    assert [s for s, _, _ in _statuses(db_url)] == ["pending"] * 4
+    assert await dispatcher.dispatch_once() == 4
+    [message] = twilio.messages
+    assert message.body.startswith("RPM: 4 alerts need you (4 critical)")
+    with psycopg.connect(db_url) as conn:
+        carrier = conn.execute(
+            "SELECT digest_of FROM notification WHERE status = 'sent'"
+        ).fetchall()
+    assert carrier == [(4,)]
+
+
+async def test_a_digest_found_at_twilio_settles_every_row_it_counted(
+    pool: AsyncConnectionPool, db_url: str, twilio: FakeTwilio
+) -> None:
+    _seed_alerts(db_url, 3)
+    clock = Clock()
+    dispatcher = _dispatcher(pool, twilio, clock, sms_rate_limit=1)
+    twilio.delay_next(3)  # accepted, but the answer comes after the client gave up
+    assert await dispatcher.dispatch_once() == 3
+    clock.now += timedelta(minutes=3)
+    assert await dispatcher.reconcile() == 1
+    assert sorted(s for s, _, _ in _statuses(db_url)) == ["digested", "digested", "sent"]
+    with psycopg.connect(db_url) as conn:
+        digest_of = conn.execute("SELECT digest_of FROM notification WHERE status = 'sent'")
+        assert digest_of.fetchall() == [(3,)]
+    assert await dispatcher.dispatch_once() == 0
+    assert len(twilio.messages) == 1
