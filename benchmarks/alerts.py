@@ -381,12 +381,18 @@ def run_sms(url: str, args: argparse.Namespace, workdir: Path) -> SmsResult:
         f"streaming {args.rate:,.0f} readings/s for {args.warmup:.0f} s of warm-up and"
         f" {args.duration:.0f} s measured, {args.crisis_share:.1%} of them crises (about"
         f" {expected:,.0f}); SMS rate limit {rate_limit} per nurse per 15 min"
-        + (" (the service's default)" if rate_limit == DEFAULT_SMS_RATE_LIMIT else ""),
+        + (" (the service's default)" if rate_limit == DEFAULT_SMS_RATE_LIMIT else "")
+        + f"; the fake Twilio answers after {args.twilio_latency_ms:.0f} ms",
         flush=True,
     )
     with ExitStack() as stack:
         broker = stack.enter_context(mosquitto(workdir))
         twilio = stack.enter_context(FakeTwilio())
+        if args.twilio_latency_ms:
+            # Twilio's own answer time, which the fake on loopback does not have. The
+            # request is timed on arrival: this delays the answer, not the measurement.
+            latency_s = args.twilio_latency_ms / 1000
+            twilio.on_message(lambda _: time.sleep(latency_s))
         service = stack.enter_context(rpm_up(url, broker, twilio, workdir, rate_limit))
         stream = CrisisStream(
             broker.port,
@@ -398,6 +404,8 @@ def run_sms(url: str, args: argparse.Namespace, workdir: Path) -> SmsResult:
             max_crises,
         )
         published, cores = _stream(url, broker, service, twilio, stream, args.warmup)
+        # The last answers, on their way back, recorded before the service stops.
+        time.sleep(1 + args.twilio_latency_ms / 1000)
         messages = twilio.messages
         requests = twilio.requests
     return _sms_result(url, published, messages, requests, args.warmup, rate_limit, cores)
@@ -1116,6 +1124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sms.add_argument("--patients", type=int, default=10_000, help="patients streaming")
     sms.add_argument("--teams", type=int, default=250, help="care teams, each a nurse on call")
     sms.add_argument("--history-days", type=int, default=7, help="their days of history")
+    sms.add_argument(
+        "--twilio-latency-ms",
+        type=float,
+        default=0,
+        help="delay each answer of the fake Twilio by this much, as Twilio's API takes time",
+    )
     work = parser.add_argument_group("worklist")
     work.add_argument("--alerts", type=int, default=100_000, help="unresolved alerts")
     work.add_argument("--resolved", type=int, default=200_000, help="resolved alerts beside")
