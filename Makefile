@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up migrate test lint fmt lock bench bench-rules clean
+.PHONY: help install up migrate test lint fmt lock bench bench-rules bench-alerts clean
 
 help:
 	@echo "make up       install, then run the whole service (embedded database and broker unless"
@@ -20,6 +20,8 @@ help:
 	@echo "              a throwaway database on RPM_BENCH_DATABASE_URL (BENCH_ARGS: more options)"
 	@echo "make bench-rules  rule-engine benchmark: alert latency at 1,000 readings/s and the"
 	@echo "              missed-readings check over 100,000 patients (same needs, BENCH_ARGS)"
+	@echo "make bench-alerts  alerts benchmark: crisis reading to SMS at a fake Twilio at 1,000"
+	@echo "              readings/s, and the worklist query over 100,000 alerts (same needs, BENCH_ARGS)"
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rpm needs Python 3.11 or newer")'
@@ -51,6 +53,9 @@ bench: $(STAMP)
 
 bench-rules: $(STAMP)
 	$(BIN)/python -m benchmarks.rules $(BENCH_ARGS)
+
+bench-alerts: $(STAMP)
+	$(BIN)/python -m benchmarks.alerts $(BENCH_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

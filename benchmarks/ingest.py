@@ -731,7 +731,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rpm-bench-")))
         url = stack.enter_context(throwaway_database(args.database_url, args.keep_database))
-        asyncio.run(prepare_schema(url, DatabaseSettings(url=url)))
+        asyncio.run(prepare_schema(url, DatabaseSettings(url=url)))  # type: ignore[call-arg]
         seed(url, workload.devices)
         broker = stack.enter_context(mosquitto(workdir))
         messages = make_messages(workload, datetime.now(UTC))

@@ -315,7 +315,9 @@ class Stream:
     seed: int = 1
 
 
-def _reading(patient: int, rng: random.Random, abnormal: float) -> tuple[int, dict[str, object]]:
+def live_reading(
+    patient: int, rng: random.Random, abnormal: float
+) -> tuple[int, dict[str, object]]:
     """A device slot and the reading it sends now; `abnormal` of them beyond a limit."""
     kind = rng.choices(list(PER_DAY), weights=list(PER_DAY.values()))[0]
     local = timezone(timedelta(hours=-5))
@@ -387,7 +389,7 @@ def publish_stream(
         else:
             late = max(late, -ahead)
         patient = order[i % len(order)]
-        slot, item = _reading(patient, rng, stream.abnormal)
+        slot, item = live_reading(patient, rng, stream.abnormal)
         topic = f"{pipeline.TOPIC_PREFIX}{serial(patient, slot)}/readings"
         client.publish(topic, json.dumps(item, separators=(",", ":")), qos=1)
     elapsed = time.monotonic() - t0

@@ -105,31 +105,31 @@ class Dispatcher:
             send, self._settings.sms_template, self._settings.digest_template,
             self._settings.public_url,
         )  # fmt: skip
-        async with self._pool.connection() as conn:
-            # Kept before the send: a reconciliation looks the message up by its text.
-            async with conn.transaction():
-                await notifications.record_body(conn, send.id, text, send.counted)
-            validity_s = int((send.expires_at - now).total_seconds())
-            base = self._settings.public_url.rstrip("/")
-            callback = f"{base}/api/v1/twilio/status?notification={send.id}"
-            outcome = await asyncio.to_thread(
-                self._sender.send, send.to_phone, text, validity_s, callback
-            )
-            ids = [send.id, *send.counted]
-            async with conn.transaction():
-                if outcome.kind == "sent" and outcome.sid:
-                    await notifications.record_sent(
-                        conn, send.id, outcome.sid, self._clock(), send.counted
-                    )
-                elif outcome.kind == "retry":
-                    later = self._clock() + timedelta(seconds=RETRY.delay(send.attempts - 1))
-                    await notifications.record_retry(
-                        conn, ids, later, outcome.code, outcome.message
-                    )
-                elif outcome.kind == "failed":
-                    await notifications.record_failed(conn, ids, outcome.code, outcome.message)
-                else:
-                    await notifications.record_unknown(conn, send.id, outcome.message)
+        # Kept before the send: a reconciliation looks the message up by its text.
+        async with self._pool.connection() as conn, conn.transaction():
+            await notifications.record_body(conn, send.id, text, send.counted)
+        validity_s = int((send.expires_at - now).total_seconds())
+        base = self._settings.public_url.rstrip("/")
+        callback = f"{base}/api/v1/twilio/status?notification={send.id}"
+        # No connection is held while Twilio answers (100s of ms): the pool is the one
+        # ingest and the rule engine use, and a burst of sends held it all
+        # (docs/benchmarks.md, "Alerts").
+        outcome = await asyncio.to_thread(
+            self._sender.send, send.to_phone, text, validity_s, callback
+        )
+        ids = [send.id, *send.counted]
+        async with self._pool.connection() as conn, conn.transaction():
+            if outcome.kind == "sent" and outcome.sid:
+                await notifications.record_sent(
+                    conn, send.id, outcome.sid, self._clock(), send.counted
+                )
+            elif outcome.kind == "retry":
+                later = self._clock() + timedelta(seconds=RETRY.delay(send.attempts - 1))
+                await notifications.record_retry(conn, ids, later, outcome.code, outcome.message)
+            elif outcome.kind == "failed":
+                await notifications.record_failed(conn, ids, outcome.code, outcome.message)
+            else:
+                await notifications.record_unknown(conn, send.id, outcome.message)
         SMS_SENT.labels(outcome.kind).inc()
         if outcome.kind == "failed":
             logger.warning(

@@ -245,7 +245,8 @@ async def worklist(
     """Unresolved alerts, most severe first, then oldest first: a page of them.
 
     Keyset paging on (severity rank, opened at, id), which `alert_worklist_idx` serves in
-    order, so a page costs the same however deep it is and however many alerts wait.
+    order as ranges, so a page costs the same however deep it is and however many alerts
+    wait (but the filter by assignee, which no index serves: docs/benchmarks.md).
     """
     conditions = ["a.status <> 'resolved'"]
     params: list[object] = []
@@ -262,23 +263,36 @@ async def worklist(
         conditions.append("a.patient_id = %s")
         params.append(where.patient_id)
     if where.severities:
-        conditions.append("a.severity = ANY(%s)")
-        params.append(list(where.severities))
-    if after is not None:
-        # Descending rank, then ascending time and id: a row comparison cannot say that
-        # in one, so it is spelt out.
+        # On the rank, the index's first column, the filter is a range of the index; on
+        # the text it was a filter, and the scan walked past every more severe alert.
         conditions.append(
-            "(a.severity_rank < %s OR (a.severity_rank = %s AND (a.opened_at, a.id) > (%s, %s)))"
+            "a.severity_rank = ANY(ARRAY(SELECT severity_rank(s) FROM unnest(%s::text[]) s))"
         )
-        params += [after.severity_rank, after.severity_rank, after.opened_at, after.id]
+        params.append(list(where.severities))
+    filtered = _SELECT + " WHERE " + " AND ".join(conditions)
+    if after is None:
+        query = filtered + " ORDER BY a.severity_rank DESC, a.opened_at, a.id LIMIT %s"
+        arguments = [*params, limit]
+    else:
+        # Descending rank, then ascending time and id: no one row comparison says that,
+        # and an OR of two is no range to the index, whose scan then started at the top
+        # of the list on every page (37 ms at 56,000 deep; docs/benchmarks.md). So two
+        # ranges: the rest of the cursor's rank, then the ranks below it.
+        query = (
+            "SELECT * FROM (("  # noqa: S608 (constants and placeholders only)
+            + filtered
+            + " AND a.severity_rank = %s AND (a.opened_at, a.id) > (%s, %s)"
+            " ORDER BY a.opened_at, a.id LIMIT %s) UNION ALL ("
+            + filtered
+            + " AND a.severity_rank < %s"
+            " ORDER BY a.severity_rank DESC, a.opened_at, a.id LIMIT %s)) AS a"
+            " ORDER BY severity_rank(a.severity) DESC, a.opened_at, a.id LIMIT %s"
+        )
+        rank = after.severity_rank
+        arguments = [*params, rank, after.opened_at, after.id, limit]
+        arguments += [*params, rank, limit, limit]
     async with conn.cursor(row_factory=class_row(AlertRecord)) as cursor:
-        await cursor.execute(
-            _SELECT
-            + " WHERE "
-            + " AND ".join(conditions)
-            + " ORDER BY a.severity_rank DESC, a.opened_at, a.id LIMIT %s",
-            [*params, limit],
-        )
+        await cursor.execute(query, arguments)
         return await cursor.fetchall()
 
 

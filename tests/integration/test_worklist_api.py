@@ -81,17 +81,22 @@ def test_the_worklist_is_most_severe_first_then_oldest_and_pages_by_key(
     critical_old = _alert(db_url, p2, "bp_crisis", "critical", 30)
     order = [critical_old, critical_new, high, warning_old]
 
-    seen: list[int] = []
-    after = None
-    while True:
-        params: dict[str, Any] = {"limit": 3}
-        if after:
-            params["after"] = after
-        page = client.get("/api/v1/alerts", params=params).json()
-        seen += [a["id"] for a in page["alerts"]]
-        if not (after := page["next"]):
-            break
-    assert seen == order
+    def walk(limit: int, **filters: Any) -> list[int]:
+        seen: list[int] = []
+        after = None
+        while True:
+            params: dict[str, Any] = {"limit": limit, **filters}
+            if after:
+                params["after"] = after
+            page = client.get("/api/v1/alerts", params=params).json()
+            seen += [a["id"] for a in page["alerts"]]
+            if not (after := page["next"]):
+                return seen
+
+    assert walk(3) == order
+    # A page at a time: the next page goes on within the rank, then into the ranks below.
+    assert walk(1) == order
+    assert walk(1, severity=["critical", "warning"]) == [critical_old, critical_new, warning_old]
 
     def ids(**params: Any) -> list[int]:
         response = client.get("/api/v1/alerts", params=params)
