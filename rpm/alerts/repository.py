@@ -246,7 +246,7 @@ async def worklist(
 
     Keyset paging on (severity rank, opened at, id), which `alert_worklist_idx` serves in
     order as ranges, so a page costs the same however deep it is and however many alerts
-    wait (but the filter by assignee, which no index serves: docs/benchmarks.md).
+    wait; `alert_assignee_worklist_idx` does the same for one assignee's alerts.
     """
     conditions = ["a.status <> 'resolved'"]
     params: list[object] = []
