@@ -60,6 +60,9 @@ class AlertRecord:
     outcome: str | None
     resolution_note: str | None
     escalation_tier: int
+    # An SMS about it that Twilio refused or could not deliver: the worklist flags it, and
+    # the alert's detail says why.
+    sms_failed: bool
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,9 @@ _SELECT = (
     "SELECT a.id, a.patient_id, a.rule_id, a.plan_version, a.severity, a.status, a.message,"
     " a.latest_message, a.occurrences, a.first_triggered_at, a.last_triggered_at, a.opened_at,"
     " a.updated_at, a.resolved_at, a.assigned_to, a.acknowledged_at, a.acknowledged_by,"
-    " a.resolved_by, a.outcome, a.resolution_note, a.escalation_tier"
+    " a.resolved_by, a.outcome, a.resolution_note, a.escalation_tier,"
+    " EXISTS (SELECT 1 FROM notification n WHERE n.alert_id = a.id"
+    "         AND n.status IN ('failed', 'undelivered')) AS sms_failed"
     " FROM alert a"
 )
 

@@ -20,8 +20,10 @@ from fastapi.testclient import TestClient
 from psycopg_pool import AsyncConnectionPool
 from pydantic import SecretStr
 
+from rpm.alerts import repository
 from rpm.alerts.dispatcher import Dispatcher
 from rpm.alerts.notifier import policy_of
+from rpm.alerts.repository import WorklistFilter
 from rpm.alerts.twilio_sms import TwilioSms
 from rpm.app import create_app
 from rpm.config import AlertsSettings, BrokerAddress, TwilioSettings
@@ -283,6 +285,10 @@ async def test_an_invalid_number_fails_for_good_and_is_not_retried(
     assert await dispatcher.dispatch_once() == 0
     assert _statuses(db_url) == [("failed", 1, 21211)]
     assert twilio.requests == 1
+    # Shown on the alert in the worklist.
+    async with pool.connection() as conn:
+        [alert] = await repository.worklist(conn, WorklistFilter())
+    assert alert.sms_failed
 
 
 async def test_a_burst_beyond_the_rate_limit_becomes_one_digest(
