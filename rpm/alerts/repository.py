@@ -8,7 +8,7 @@ evaluating the same patient at once end with one alert, updated twice.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -62,7 +62,7 @@ class AlertRecord:
     escalation_tier: int
     # An SMS about it that Twilio refused or could not deliver: the worklist flags it, and
     # the alert's detail says why.
-    sms_failed: bool
+    sms_failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -203,23 +203,37 @@ _SELECT = (
     "SELECT a.id, a.patient_id, a.rule_id, a.plan_version, a.severity, a.status, a.message,"
     " a.latest_message, a.occurrences, a.first_triggered_at, a.last_triggered_at, a.opened_at,"
     " a.updated_at, a.resolved_at, a.assigned_to, a.acknowledged_at, a.acknowledged_by,"
-    " a.resolved_by, a.outcome, a.resolution_note, a.escalation_tier,"
-    " EXISTS (SELECT 1 FROM notification n WHERE n.alert_id = a.id"
-    "         AND n.status IN ('failed', 'undelivered')) AS sms_failed"
+    " a.resolved_by, a.outcome, a.resolution_note, a.escalation_tier"
     " FROM alert a"
 )
+
+
+async def _alerts(conn: Connection, query: str, params: Sequence[object]) -> list[AlertRecord]:
+    """The alerts a query of `_SELECT` finds, with their failed SMS flagged. A query of its
+    own: a subquery beside the worklist's changed the plan of its pages."""
+    async with conn.cursor(row_factory=class_row(AlertRecord)) as cursor:
+        await cursor.execute(query, params)
+        records = await cursor.fetchall()
+    if not records:
+        return records
+    failures = await conn.execute(
+        "SELECT DISTINCT alert_id FROM notification"
+        " WHERE alert_id = ANY(%s) AND status IN ('failed', 'undelivered')",
+        [[r.id for r in records]],
+    )
+    failed = {row[0] for row in await failures.fetchall()}
+    return [replace(r, sms_failed=True) if r.id in failed else r for r in records]
 
 
 async def for_patient(
     conn: Connection, patient_id: int, include_resolved: bool = False, limit: int = 100
 ) -> list[AlertRecord]:
-    async with conn.cursor(row_factory=class_row(AlertRecord)) as cursor:
-        await cursor.execute(
-            _SELECT + " WHERE a.patient_id = %s AND (%s OR a.status <> 'resolved')"
-            " ORDER BY a.severity_rank DESC, a.opened_at LIMIT %s",
-            [patient_id, include_resolved, limit],
-        )
-        return await cursor.fetchall()
+    return await _alerts(
+        conn,
+        _SELECT + " WHERE a.patient_id = %s AND (%s OR a.status <> 'resolved')"
+        " ORDER BY a.severity_rank DESC, a.opened_at LIMIT %s",
+        [patient_id, include_resolved, limit],
+    )
 
 
 @dataclass(frozen=True)
@@ -296,18 +310,14 @@ async def worklist(
         rank = after.severity_rank
         arguments = [*params, rank, after.opened_at, after.id, limit]
         arguments += [*params, rank, limit, limit]
-    async with conn.cursor(row_factory=class_row(AlertRecord)) as cursor:
-        await cursor.execute(query, arguments)
-        return await cursor.fetchall()
+    return await _alerts(conn, query, arguments)
 
 
 async def get(conn: Connection, alert_id: int) -> AlertRecord:
-    async with conn.cursor(row_factory=class_row(AlertRecord)) as cursor:
-        await cursor.execute(_SELECT + " WHERE a.id = %s", [alert_id])
-        record = await cursor.fetchone()
-    if record is None:
+    records = await _alerts(conn, _SELECT + " WHERE a.id = %s", [alert_id])
+    if not records:
         raise AlertNotFound(f"no alert with id {alert_id}")
-    return record
+    return records[0]
 
 
 async def triggers(conn: Connection, alert_id: int) -> list[TriggerReading]:
