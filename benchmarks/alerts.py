@@ -35,7 +35,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -46,10 +45,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import paho.mqtt.client as paho
 import psycopg
 from fastapi import FastAPI
-from paho.mqtt.enums import CallbackAPIVersion
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import Message
@@ -68,6 +65,7 @@ from benchmarks.rules import (
     Latencies,
     Population,
     live_reading,
+    publish_paced,
     serial,
 )
 from benchmarks.rules import seed as seed_patients
@@ -195,64 +193,30 @@ def publish_with_crises(
     started: multiprocessing.synchronize.Event,
     results: multiprocessing.queues.Queue[Published],
 ) -> None:
-    """Publish at `rate` for `seconds`, QoS 1, one reading a message: in-range readings of
-    every kind (rules.py's stream) from the patients in a shuffled order, and now and then
-    a crisis from the next patient in `crisis_patients`, stamped just before it is sent.
-    Runs in a process of its own."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    # Ctrl-C reaches the whole process group: the benchmark stops this process itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """One reading a message: in-range readings of every kind (rules.py's stream) from
+    the patients in a shuffled order, and now and then a crisis from the next patient in
+    `crisis_patients`, stamped just before it is sent. Runs in a process of its own."""
     rng = random.Random(stream.seed)
     order = list(range(1, stream.patients + 1))
     rng.shuffle(order)
     in_crisis = crisis_patients(stream.patients, stream.teams, rng)
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id="rpm-bench-alerts-devices", protocol=paho.MQTTv5
-    )
-    client.max_inflight_messages_set(0)
-    acked = 0
-    lock = threading.Lock()
-
-    def on_publish(*_: object) -> None:
-        nonlocal acked
-        with lock:
-            acked += 1
-
-    client.on_publish = on_publish
-    client.connect("127.0.0.1", stream.port)
-    client.loop_start()
-    total = round(stream.rate * stream.seconds)
     crises: dict[int, float] = {}
-    started_at = time.time()
-    started.set()
-    t0 = time.monotonic()
-    late = 0.0
-    for i in range(total):
-        due = t0 + i / stream.rate
-        ahead = due - time.monotonic()
-        if ahead > 0:
-            time.sleep(ahead)
-        else:
-            late = max(late, -ahead)
-        crisis = len(crises) < stream.max_crises and rng.random() < stream.crisis_share
-        if crisis:
+
+    def message(i: int) -> tuple[str, dict[str, object]]:
+        if len(crises) < stream.max_crises and rng.random() < stream.crisis_share:
             patient = in_crisis[len(crises)]
             slot, item = 1, crisis_reading(patient, rng)
+            crises[patient] = time.time()
         else:
             patient = order[i % len(order)]
             slot, item = live_reading(patient, rng, 0.0)
-        topic = f"{pipeline.TOPIC_PREFIX}{serial(patient, slot)}/readings"
-        payload = json.dumps(item, separators=(",", ":"))
-        if crisis:
-            crises[patient] = time.time()
-        client.publish(topic, payload, qos=1)
-    elapsed = time.monotonic() - t0
-    deadline = time.monotonic() + 30
-    while acked < total and time.monotonic() < deadline:
-        time.sleep(0.05)
-    client.disconnect()
-    client.loop_stop()
-    results.put(Published(started_at, elapsed, total, acked, late, crises))
+        return f"{pipeline.TOPIC_PREFIX}{serial(patient, slot)}/readings", item
+
+    run = publish_paced(
+        stream.port, "rpm-bench-alerts-devices", stream.rate, stream.seconds, message, started
+    )
+    results.put(Published(run.started_at, run.seconds, run.published, run.acked, run.late_s,
+                          crises))  # fmt: skip
 
 
 # --- (sms) the service: `rpm up`, its Twilio a fake in this process -----------------------

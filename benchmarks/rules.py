@@ -348,23 +348,29 @@ def live_reading(
     return 3, item | {"glucose": glucose, "unit": "mg/dL", "meal": "before_meal"}
 
 
-def publish_stream(
-    stream: Stream,
+@dataclass(frozen=True)
+class PacedRun:
+    started_at: float  # epoch seconds of the first publication
+    published: int
+    acked: int
+    seconds: float
+    late_s: float  # how far the publisher fell behind its schedule, at most
+
+
+def publish_paced(
+    port: int,
+    client_id: str,
+    rate: float,
+    seconds: float,
+    message: Callable[[int], tuple[str, dict[str, object]]],
     started: multiprocessing.synchronize.Event,
-    results: multiprocessing.queues.Queue[dict[str, float]],
-) -> None:
-    """Publish at `rate` for `seconds`, QoS 1: patients in a shuffled order, over and over
-    (so the first `patients` readings reach every patient once), a reading a message,
-    measured (stamped) as it is sent. Runs in a process of its own."""
+) -> PacedRun:
+    """Publish `message(i)` (topic, JSON body) at `rate` for `seconds`, QoS 1, and wait
+    for the broker's acknowledgements. Run in a process of its own: it owns the signals."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # Ctrl-C reaches the whole process group: the benchmark stops this process itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    rng = random.Random(stream.seed)
-    order = list(range(1, stream.patients + 1))
-    rng.shuffle(order)
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id="rpm-bench-rules-devices", protocol=paho.MQTTv5
-    )
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
     client.max_inflight_messages_set(0)
     acked = 0
     lock = threading.Lock()
@@ -375,22 +381,21 @@ def publish_stream(
             acked += 1
 
     client.on_publish = on_publish
-    client.connect("127.0.0.1", stream.port)
+    client.connect("127.0.0.1", port)
     client.loop_start()
-    total = round(stream.rate * stream.seconds)
+    total = round(rate * seconds)
+    started_at = time.time()
     started.set()
     t0 = time.monotonic()
     late = 0.0
     for i in range(total):
-        due = t0 + i / stream.rate
+        due = t0 + i / rate
         ahead = due - time.monotonic()
         if ahead > 0:
             time.sleep(ahead)
         else:
             late = max(late, -ahead)
-        patient = order[i % len(order)]
-        slot, item = live_reading(patient, rng, stream.abnormal)
-        topic = f"{pipeline.TOPIC_PREFIX}{serial(patient, slot)}/readings"
+        topic, item = message(i)
         client.publish(topic, json.dumps(item, separators=(",", ":")), qos=1)
     elapsed = time.monotonic() - t0
     deadline = time.monotonic() + 30
@@ -398,7 +403,32 @@ def publish_stream(
         time.sleep(0.05)
     client.disconnect()
     client.loop_stop()
-    results.put({"published": total, "acked": acked, "seconds": elapsed, "late_s": late})
+    return PacedRun(started_at, total, acked, elapsed, late)
+
+
+def publish_stream(
+    stream: Stream,
+    started: multiprocessing.synchronize.Event,
+    results: multiprocessing.queues.Queue[dict[str, float]],
+) -> None:
+    """Patients in a shuffled order, over and over (so the first `patients` readings
+    reach every patient once), a reading a message, measured (stamped) as it is sent."""
+    rng = random.Random(stream.seed)
+    order = list(range(1, stream.patients + 1))
+    rng.shuffle(order)
+
+    def message(i: int) -> tuple[str, dict[str, object]]:
+        patient = order[i % len(order)]
+        slot, item = live_reading(patient, rng, stream.abnormal)
+        return f"{pipeline.TOPIC_PREFIX}{serial(patient, slot)}/readings", item
+
+    run = publish_paced(
+        stream.port, "rpm-bench-rules-devices", stream.rate, stream.seconds, message, started
+    )
+    results.put(
+        {"published": run.published, "acked": run.acked, "seconds": run.seconds,
+         "late_s": run.late_s}
+    )  # fmt: skip
 
 
 # --- the service, in this process ---------------------------------------------------------
