@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow, class_row
 
 Connection = AsyncConnection[TupleRow]
@@ -94,22 +94,12 @@ _METRICS = ("systolic_mmhg", "diastolic_mmhg", "pulse_bpm", "weight_kg", "glucos
 
 # The same buckets both ways: TimescaleDB's time_bucket where the extension is installed
 # (it is planned to use the hypertable's chunks), PostgreSQL's date_bin elsewhere.
-_SERIES_TIMESCALE = (
-    "SELECT time_bucket(%(width)s::interval, measured_at, origin => %(origin)s::timestamptz)"
-    " AS start,"
-    " count(*),"
-    " avg(systolic_mmhg), min(systolic_mmhg), max(systolic_mmhg),"
-    " avg(diastolic_mmhg), min(diastolic_mmhg), max(diastolic_mmhg),"
-    " avg(pulse_bpm), min(pulse_bpm), max(pulse_bpm),"
-    " avg(weight_kg), min(weight_kg), max(weight_kg),"
-    " avg(glucose_mg_dl), min(glucose_mg_dl), max(glucose_mg_dl)"
-    " FROM reading WHERE patient_id = %(patient)s AND kind = %(kind)s AND statistic IS NULL"
-    " AND measured_at >= %(since)s AND measured_at < %(until)s"
-    " GROUP BY 1 ORDER BY 1"
+_TIME_BUCKET = sql.SQL(
+    "time_bucket(%(width)s::interval, measured_at, origin => %(origin)s::timestamptz)"
 )
-_SERIES_POSTGRES = (
-    "SELECT date_bin(%(width)s::interval, measured_at, %(origin)s::timestamptz) AS start,"
-    " count(*),"
+_DATE_BIN = sql.SQL("date_bin(%(width)s::interval, measured_at, %(origin)s::timestamptz)")
+_SERIES = sql.SQL(
+    "SELECT {bucket} AS start, count(*),"
     " avg(systolic_mmhg), min(systolic_mmhg), max(systolic_mmhg),"
     " avg(diastolic_mmhg), min(diastolic_mmhg), max(diastolic_mmhg),"
     " avg(pulse_bpm), min(pulse_bpm), max(pulse_bpm),"
@@ -135,7 +125,7 @@ async def series(
         "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
     )
     row = await cursor.fetchone()
-    statement = _SERIES_TIMESCALE if row and row[0] else _SERIES_POSTGRES
+    statement = _SERIES.format(bucket=_TIME_BUCKET if row and row[0] else _DATE_BIN)
     cursor = await conn.execute(
         statement,
         {
