@@ -247,3 +247,20 @@ def bearer(client: TestClient, username: str, password: str) -> dict[str, str]:
     response = client.post("/api/v1/auth/token", json={"username": username, "password": password})
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+# Test users' password: long enough for the strength check, and no secret.
+TEST_PASSWORD = "a test password, not a secret"
+
+
+def sign_in_as(
+    client: TestClient,
+    database_url: str,
+    username: str,
+    role: str = "admin",
+    staff_id: int | None = None,
+) -> dict[str, str]:
+    """A new user of this role (linked to a staff record for the care teams it is in),
+    signed in over the API: the header that carries their token."""
+    add_user(database_url, username, role, TEST_PASSWORD, staff_id)
+    return bearer(client, username, TEST_PASSWORD)

@@ -238,7 +238,8 @@ async def for_patient(
 
 @dataclass(frozen=True)
 class WorklistFilter:
-    care_team_id: int | None = None
+    # The care teams whose patients' alerts to list; None: every patient's.
+    care_team_ids: tuple[int, ...] | None = None
     assigned_to: int | None = None
     patient_id: int | None = None
     severities: tuple[str, ...] = ()
@@ -272,9 +273,11 @@ async def worklist(
     if where.status is not None:
         conditions.append("a.status = %s")
         params.append(where.status)
-    if where.care_team_id is not None:
-        conditions.append("a.patient_id IN (SELECT id FROM patient WHERE care_team_id = %s)")
-        params.append(where.care_team_id)
+    if where.care_team_ids is not None:
+        conditions.append(
+            "a.patient_id IN (SELECT id FROM patient WHERE care_team_id = ANY(%s::bigint[]))"
+        )
+        params.append(list(where.care_team_ids))
     if where.assigned_to is not None:
         conditions.append("a.assigned_to = %s")
         params.append(where.assigned_to)

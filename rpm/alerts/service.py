@@ -15,19 +15,16 @@ from rpm.care_teams import registry as care_teams
 from rpm.care_teams.registry import CareTeamError
 
 
-async def act(conn: Connection, alert_id: int, command: Command, actor_name: str) -> AlertRecord:
+async def act(conn: Connection, alert_id: int, command: Command, actor: Actor) -> AlertRecord:
     """Apply a nurse's command; raises `InvalidTransition` (409) or `AlertNotFound`."""
     async with conn.transaction():
         state = await repository.lock_state(conn, alert_id)
-        staff = await care_teams.staff_by_username(conn, actor_name)
         if isinstance(command, Assign):
             await _check_assignee(conn, alert_id, command.staff_id)
-        new, event = apply(
-            state, command, Actor(actor_name, staff.id if staff else None), datetime.now(UTC)
-        )
+        new, event = apply(state, command, actor, datetime.now(UTC))
         # Once somebody has acknowledged it, nothing more escalates.
         escalate_at = repository.KEEP if new.status is Status.OPEN else None
-        await repository.save_transition(conn, new, event, actor_name, escalate_at)
+        await repository.save_transition(conn, new, event, actor.name, escalate_at)
     return await repository.get(conn, alert_id)
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from rpm.alerts import notifications
 from rpm.alerts import repository as alerts
-from rpm.alerts.lifecycle import Acknowledge, Assign, Outcome, Resolve
+from rpm.alerts.lifecycle import Acknowledge, Actor, Assign, Command, Outcome, Resolve
 from rpm.alerts.notifications import NotificationRecord
 from rpm.alerts.repository import (
     AlertEventRecord,
@@ -25,7 +25,17 @@ from rpm.alerts.repository import (
     WorklistFilter,
 )
 from rpm.alerts.service import act
-from rpm.api.deps import Actor, Conn
+from rpm.api.deps import (
+    ActsOnAlerts,
+    Audit,
+    AuditTrail,
+    Conn,
+    ReadsPatients,
+    RequestBody,
+    alert_in_view,
+)
+from rpm.auth.access import Principal
+from rpm.care_teams.registry import CareTeamNotFound
 from rpm.rules.plan import Severity
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
@@ -43,10 +53,16 @@ class WorklistPage(BaseModel):
     next: str | None
 
 
-@router.get("", summary="The worklist: unresolved alerts, most severe first, then oldest")
+@router.get(
+    "",
+    summary="The worklist: unresolved alerts of your care teams' patients, most severe first,"
+    " then oldest",
+)
 async def worklist(
     conn: Conn,
-    care_team_id: int | None = None,
+    user: ReadsPatients,
+    record: Audit,
+    care_team_id: Annotated[int | None, Query(description="One of your care teams")] = None,
     assigned_to: Annotated[int | None, Query(description="A staff id")] = None,
     patient_id: int | None = None,
     severity: Annotated[list[Severity] | None, Query()] = None,
@@ -56,8 +72,13 @@ async def worklist(
     after: Annotated[str | None, Query(description="The previous page's `next`")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> WorklistPage:
+    teams = user.visible_teams()
+    if care_team_id is not None:
+        if not user.sees_team(care_team_id):
+            raise CareTeamNotFound(f"care team {care_team_id} is not one of yours")
+        teams = (care_team_id,)
     where = WorklistFilter(
-        care_team_id,
+        None if teams is None else tuple(teams),
         assigned_to,
         patient_id,
         tuple(s.value for s in severity or ()),
@@ -66,6 +87,7 @@ async def worklist(
     page = await alerts.worklist(conn, where, _decode(after) if after else None, limit + 1)
     more = len(page) > limit
     page = page[:limit]
+    await record("read", "worklist", patient_ids=[a.patient_id for a in page])
     return WorklistPage(alerts=page, next=_encode(page[-1]) if more else None)
 
 
@@ -97,45 +119,62 @@ class AlertDetail(BaseModel):
     summary="One alert, with the readings that fired its rule and its history",
     responses=_ERRORS,
 )
-async def get(conn: Conn, alert_id: int) -> AlertDetail:
+async def get(conn: Conn, user: ReadsPatients, record: Audit, alert_id: int) -> AlertDetail:
+    alert = await alert_in_view(conn, user, record, alert_id)
+    await record("read", "alert", alert_id, [alert.patient_id])
     return AlertDetail(
-        alert=await alerts.get(conn, alert_id),
+        alert=alert,
         readings=await alerts.triggers(conn, alert_id),
         events=await alerts.events(conn, alert_id),
         notifications=await notifications.for_alert(conn, alert_id),
     )
 
 
-class Note(BaseModel):
+class Note(RequestBody):
     note: str = Field("", max_length=2000)
 
 
-class Assignment(BaseModel):
+class Assignment(RequestBody):
     staff_id: int
     note: str = Field("", max_length=2000)
 
 
-class Resolution(BaseModel):
+class Resolution(RequestBody):
     outcome: Outcome
     note: str = Field(min_length=1, max_length=2000, description="What was done, for the record")
+
+
+async def _act(
+    conn: Conn, user: Principal, record: AuditTrail, alert_id: int, command: Command
+) -> AlertRecord:
+    await alert_in_view(conn, user, record, alert_id)
+    alert = await act(conn, alert_id, command, Actor(user.username, user.staff_id))
+    await record(type(command).__name__.lower(), "alert", alert_id, [alert.patient_id])
+    return alert
 
 
 @router.post(
     "/{alert_id}/acknowledge", summary="Take the alert: it stops escalating", responses=_ERRORS
 )
-async def acknowledge(conn: Conn, actor: Actor, alert_id: int, body: Note) -> AlertRecord:
-    return await act(conn, alert_id, Acknowledge(body.note), actor)
+async def acknowledge(
+    conn: Conn, user: ActsOnAlerts, record: Audit, alert_id: int, body: Note
+) -> AlertRecord:
+    return await _act(conn, user, record, alert_id, Acknowledge(body.note))
 
 
 @router.post(
     "/{alert_id}/assign", summary="Give the alert to a member of the care team", responses=_ERRORS
 )
-async def assign(conn: Conn, actor: Actor, alert_id: int, body: Assignment) -> AlertRecord:
-    return await act(conn, alert_id, Assign(body.staff_id, body.note), actor)
+async def assign(
+    conn: Conn, user: ActsOnAlerts, record: Audit, alert_id: int, body: Assignment
+) -> AlertRecord:
+    return await _act(conn, user, record, alert_id, Assign(body.staff_id, body.note))
 
 
 @router.post(
     "/{alert_id}/resolve", summary="Close the alert with its outcome and a note", responses=_ERRORS
 )
-async def resolve(conn: Conn, actor: Actor, alert_id: int, body: Resolution) -> AlertRecord:
-    return await act(conn, alert_id, Resolve(body.outcome, body.note), actor)
+async def resolve(
+    conn: Conn, user: ActsOnAlerts, record: Audit, alert_id: int, body: Resolution
+) -> AlertRecord:
+    return await _act(conn, user, record, alert_id, Resolve(body.outcome, body.note))

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Request, status
 from pydantic import BaseModel, Field
 
-from rpm.api.deps import Conn, SignedInUser, client_ip
+from rpm.api.deps import Conn, RequestBody, SignedInUser, client_ip
 from rpm.auth import audit, repository, service
 from rpm.auth.access import Permission
 from rpm.config import Settings
@@ -17,7 +17,7 @@ from rpm.config import Settings
 router = APIRouter(prefix="/api/v1/auth", tags=["sign-in"])
 
 
-class SignIn(BaseModel):
+class SignIn(RequestBody):
     username: str = Field(min_length=1, max_length=64, examples=["nurse-1"])
     password: str = Field(min_length=1, max_length=256)
 

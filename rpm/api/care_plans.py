@@ -10,8 +10,16 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from rpm.api.deps import Actor, Conn, Rules
-from rpm.patients import registry
+from rpm.api.deps import (
+    Audit,
+    ChangesCarePlans,
+    Conn,
+    ReadsPatients,
+    RequestBody,
+    Rules,
+    SignedInUser,
+    patient_in_view,
+)
 from rpm.rules import care_plans
 from rpm.rules.care_plans import PlanNotFound, PlanVersion, VersionSummary
 from rpm.rules.engine import DryRunResult
@@ -34,7 +42,7 @@ class Template(BaseModel):
     plan: CarePlan
 
 
-class Replacement(BaseModel):
+class Replacement(RequestBody):
     plan: CarePlan
     reason: str = Field(min_length=1, max_length=1000, description="Why: kept with the version")
     based_on_version: int | None = Field(
@@ -43,7 +51,7 @@ class Replacement(BaseModel):
     )
 
 
-class Proposal(BaseModel):
+class Proposal(RequestBody):
     plan: CarePlan
 
 
@@ -83,46 +91,62 @@ class DryRun(BaseModel):
 
 
 @router.get("/api/v1/care-plan-templates", summary="Guideline templates for enrolment")
-async def templates() -> list[Template]:
+async def templates(user: SignedInUser) -> list[Template]:
     return [Template(name=t.name, title=t.title, plan=plan_from_templates([t.name]))
             for t in TEMPLATES.values()]  # fmt: skip
 
 
 @router.get(_PLAN, summary="The care plan in force", responses=_ERRORS)
-async def current(conn: Conn, patient_id: int) -> PlanVersion:
-    await registry.get(conn, patient_id)
+async def current(conn: Conn, user: ReadsPatients, record: Audit, patient_id: int) -> PlanVersion:
+    await patient_in_view(conn, user, record, patient_id)
+    await record("read", "care_plan", patient_id, [patient_id])
     return await care_plans.current(conn, patient_id)
 
 
 @router.put(_PLAN, summary="Replace the care plan: a new version", responses=_ERRORS)
-async def replace(conn: Conn, actor: Actor, patient_id: int, body: Replacement) -> PlanVersion:
-    await registry.get(conn, patient_id)
+async def replace(
+    conn: Conn, user: ChangesCarePlans, record: Audit, patient_id: int, body: Replacement
+) -> PlanVersion:
+    await patient_in_view(conn, user, record, patient_id)
     async with conn.transaction():
-        return await care_plans.save(
-            conn, patient_id, body.plan, actor, body.reason, body.based_on_version
+        saved = await care_plans.save(
+            conn, patient_id, body.plan, user.username, body.reason, body.based_on_version
         )
+    await record("change", "care_plan", patient_id, [patient_id], {"version": saved.version})
+    return saved
 
 
 @router.get(f"{_PLAN}/versions", summary="Every version, newest first", responses=_ERRORS)
-async def versions(conn: Conn, patient_id: int) -> list[VersionSummary]:
-    await registry.get(conn, patient_id)
+async def versions(
+    conn: Conn, user: ReadsPatients, record: Audit, patient_id: int
+) -> list[VersionSummary]:
+    await patient_in_view(conn, user, record, patient_id)
+    await record("read", "care_plan_versions", patient_id, [patient_id])
     return await care_plans.versions(conn, patient_id)
 
 
 @router.get(f"{_PLAN}/versions/{{version}}", summary="One version", responses=_ERRORS)
-async def version(conn: Conn, patient_id: int, version: int) -> PlanVersion:
-    await registry.get(conn, patient_id)
+async def version(
+    conn: Conn, user: ReadsPatients, record: Audit, patient_id: int, version: int
+) -> PlanVersion:
+    await patient_in_view(conn, user, record, patient_id)
+    await record("read", "care_plan", patient_id, [patient_id], {"version": version})
     return await care_plans.version_of(conn, patient_id, version)
 
 
 @router.get(f"{_PLAN}/diff", summary="What changed between two versions", responses=_ERRORS)
 async def compare(
     conn: Conn,
+    user: ReadsPatients,
+    record: Audit,
     patient_id: int,
     from_version: Annotated[int, Query(alias="from", ge=1)],
     to_version: Annotated[int, Query(alias="to", ge=1)],
 ) -> dict[str, Any]:
-    await registry.get(conn, patient_id)
+    await patient_in_view(conn, user, record, patient_id)
+    await record(
+        "read", "care_plan", patient_id, [patient_id], {"from": from_version, "to": to_version}
+    )
     old = await care_plans.version_of(conn, patient_id, from_version)
     new = await care_plans.version_of(conn, patient_id, to_version)
     return diff(old.plan, new.plan)
@@ -133,8 +157,16 @@ async def compare(
     summary="What a proposed plan would have raised on the last 30 days of readings",
     responses=_ERRORS,
 )
-async def dry_run(conn: Conn, rules: Rules, patient_id: int, body: Proposal) -> DryRun:
-    patient = await registry.get(conn, patient_id)
+async def dry_run(
+    conn: Conn,
+    user: ChangesCarePlans,
+    record: Audit,
+    rules: Rules,
+    patient_id: int,
+    body: Proposal,
+) -> DryRun:
+    patient = await patient_in_view(conn, user, record, patient_id)
+    await record("dry_run", "care_plan", patient_id, [patient_id])
     zone = ZoneInfo(patient.time_zone)
     try:
         in_force: PlanVersion | None = await care_plans.current(conn, patient_id)

@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, status
 from pydantic import AwareDatetime, BaseModel, Field
 
-from rpm.api.deps import Conn
+from rpm.api.deps import Conn, ManagesCareTeams, ReadsCareTeams, RequestBody
+from rpm.auth.access import Principal
 from rpm.care_teams import registry
 from rpm.care_teams.registry import CareTeamRecord, NewStaff, ShiftRecord, StaffRecord
 
@@ -22,7 +23,7 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 
-class StaffIn(BaseModel):
+class StaffIn(RequestBody):
     username: str = Field(examples=["nurse-1"])
     display_name: str = Field(min_length=1, max_length=200, examples=["Nurse One"])
     role: Literal["nurse", "care_manager", "physician", "admin"]
@@ -35,20 +36,21 @@ class StaffIn(BaseModel):
 @router.post(
     "/staff", status_code=status.HTTP_201_CREATED, summary="Add a staff member", responses=_ERRORS
 )
-async def add_staff(conn: Conn, staff: StaffIn) -> StaffRecord:
+async def add_staff(conn: Conn, admin: ManagesCareTeams, staff: StaffIn) -> StaffRecord:
     return await registry.add_staff(conn, NewStaff(**staff.model_dump()))
 
 
 @router.get("/staff", summary="Staff, by id")
 async def list_staff(
     conn: Conn,
+    user: ReadsCareTeams,
     after: Annotated[int, Query(ge=0, description="The last id of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[StaffRecord]:
     return await registry.list_staff(conn, after, limit)
 
 
-class TeamIn(BaseModel):
+class TeamIn(RequestBody):
     name: str = Field(min_length=1, max_length=200, examples=["Cardiology RPM"])
 
 
@@ -58,13 +60,20 @@ class TeamIn(BaseModel):
     summary="Create a care team",
     responses=_ERRORS,
 )
-async def create_team(conn: Conn, team: TeamIn) -> CareTeamRecord:
+async def create_team(conn: Conn, admin: ManagesCareTeams, team: TeamIn) -> CareTeamRecord:
     return await registry.create_team(conn, team.name)
 
 
-@router.get("/care-teams", summary="Care teams with their members")
-async def list_teams(conn: Conn) -> list[CareTeamRecord]:
-    return await registry.list_teams(conn)
+@router.get("/care-teams", summary="Care teams with their members: yours, or all for admins")
+async def list_teams(conn: Conn, user: ReadsCareTeams) -> list[CareTeamRecord]:
+    return [t for t in await registry.list_teams(conn) if user.sees_team(t.id)]
+
+
+async def _team_in_view(conn: Conn, user: Principal, team_id: int) -> CareTeamRecord:
+    """The team, if the user is in it (or sees every team); else 404 as for none."""
+    if not user.sees_team(team_id):
+        raise registry.CareTeamNotFound(f"care team {team_id} is not one of yours")
+    return await registry.team(conn, team_id)
 
 
 class TeamDetail(BaseModel):
@@ -76,8 +85,8 @@ class TeamDetail(BaseModel):
 @router.get(
     "/care-teams/{team_id}", summary="A care team, and who is on call now", responses=_ERRORS
 )
-async def get_team(conn: Conn, team_id: int) -> TeamDetail:
-    team = await registry.team(conn, team_id)
+async def get_team(conn: Conn, user: ReadsCareTeams, team_id: int) -> TeamDetail:
+    team = await _team_in_view(conn, user, team_id)
     return TeamDetail(team=team, on_call=await registry.on_call(conn, team_id, datetime.now(UTC)))
 
 
@@ -86,12 +95,14 @@ async def get_team(conn: Conn, team_id: int) -> TeamDetail:
     summary="Add a staff member to the team",
     responses=_ERRORS,
 )
-async def add_member(conn: Conn, team_id: int, staff_id: int) -> CareTeamRecord:
+async def add_member(
+    conn: Conn, admin: ManagesCareTeams, team_id: int, staff_id: int
+) -> CareTeamRecord:
     async with conn.transaction():
         return await registry.add_member(conn, team_id, staff_id)
 
 
-class ShiftIn(BaseModel):
+class ShiftIn(RequestBody):
     staff_id: int
     tier: int = Field(ge=1, le=3, description="1: on-call nurse, 2: backup nurse, 3: physician")
     starts_at: AwareDatetime
@@ -104,7 +115,9 @@ class ShiftIn(BaseModel):
     summary="Put a member on call for a period, at a tier",
     responses=_ERRORS,
 )
-async def add_shift(conn: Conn, team_id: int, shift: ShiftIn) -> ShiftRecord:
+async def add_shift(
+    conn: Conn, admin: ManagesCareTeams, team_id: int, shift: ShiftIn
+) -> ShiftRecord:
     await registry.team(conn, team_id)
     return await registry.add_shift(
         conn, team_id, shift.staff_id, shift.tier, shift.starts_at, shift.ends_at
@@ -116,10 +129,11 @@ async def add_shift(conn: Conn, team_id: int, shift: ShiftIn) -> ShiftRecord:
 )
 async def list_shifts(
     conn: Conn,
+    user: ReadsCareTeams,
     team_id: int,
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
 ) -> list[ShiftRecord]:
-    await registry.team(conn, team_id)
+    await _team_in_view(conn, user, team_id)
     since = since or datetime.now(UTC)
     return await registry.shifts(conn, team_id, since, until or since + timedelta(days=7))

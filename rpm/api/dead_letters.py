@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, model_validator
 
-from rpm.api.deps import Conn, Ingest
+from rpm.api.deps import Audit, Conn, Ingest, ManagesDeadLetters, RequestBody
 from rpm.devices.model import Reason
 from rpm.ingest import dead_letters
 from rpm.ingest.dead_letters import DeadLetterFilter, DeadLetterMessage, DeadLetterRecord
@@ -22,7 +22,7 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 MAX_REPLAY = 1000
 
 
-class ReplayRequest(BaseModel):
+class ReplayRequest(RequestBody):
     """Either `ids`, or a filter (`reason`, `device_serial`) with a `limit`."""
 
     ids: list[int] = Field(default_factory=list, max_length=MAX_REPLAY)
@@ -65,6 +65,7 @@ class ReplayResult(BaseModel):
 @router.get("", summary="Dead letters, newest first")
 async def list_dead_letters(
     conn: Conn,
+    admin: ManagesDeadLetters,
     reason: Reason | None = None,
     device_serial: str | None = None,
     include_replayed: bool = False,
@@ -81,8 +82,13 @@ async def list_dead_letters(
 
 
 @router.get("/{dead_letter_id}", summary="One dead letter with its raw bytes", responses=_ERRORS)
-async def inspect(conn: Conn, dead_letter_id: int) -> DeadLetterMessage:
-    return await dead_letters.get(conn, dead_letter_id)
+async def inspect(
+    conn: Conn, admin: ManagesDeadLetters, record: Audit, dead_letter_id: int
+) -> DeadLetterMessage:
+    message = await dead_letters.get(conn, dead_letter_id)
+    # Its raw bytes may be a reading of someone's, whose device is not yet theirs.
+    await record("read", "dead_letter", dead_letter_id)
+    return message
 
 
 @router.post(
@@ -90,8 +96,11 @@ async def inspect(conn: Conn, dead_letter_id: int) -> DeadLetterMessage:
     summary="Feed one dead letter through the pipeline again",
     responses=_ERRORS,
 )
-async def replay_one(ingest: Ingest, dead_letter_id: int) -> ReplayResult:
+async def replay_one(
+    ingest: Ingest, admin: ManagesDeadLetters, record: Audit, dead_letter_id: int
+) -> ReplayResult:
     (outcome,) = await ingest.replay([dead_letter_id])
+    await record("replay", "dead_letter", dead_letter_id, details={"result": outcome.describe()})
     return ReplayResult.of(outcome)
 
 
@@ -100,7 +109,10 @@ async def replay_one(ingest: Ingest, dead_letter_id: int) -> ReplayResult:
     summary="Replay dead letters by id, or all that match a filter (e.g. after assigning)",
     responses=_ERRORS,
 )
-async def replay(ingest: Ingest, request: ReplayRequest) -> list[ReplayResult]:
+async def replay(
+    ingest: Ingest, admin: ManagesDeadLetters, record: Audit, request: ReplayRequest
+) -> list[ReplayResult]:
     matching = DeadLetterFilter(request.reason, request.device_serial)
     outcomes = await ingest.replay(request.ids, matching, request.limit)
+    await record("replay", "dead_letters", details={"ids": [o.dead_letter_id for o in outcomes]})
     return [ReplayResult.of(outcome) for outcome in outcomes]

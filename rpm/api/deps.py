@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rpm.alerts import repository as alerts
@@ -38,6 +39,15 @@ from rpm.patients import registry as patients
 from rpm.rules import care_plans
 from rpm.rules.engine import RuleEngine
 from rpm.rules.templates import UnknownTemplate
+
+
+class RequestBody(BaseModel):
+    """What every request body is: a field the model does not name is refused (422), not
+    ignored, so that a body cannot set what the route does not offer (mass assignment)
+    and a misspelt field is not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
 
 # How long a request waits for a pooled connection before it is told to come back.
 CONNECTION_TIMEOUT_S = 5.0
@@ -71,19 +81,6 @@ def _ingest_service(request: Request) -> IngestService:
 def _rule_engine(request: Request) -> RuleEngine:
     engine: RuleEngine = request.app.state.rules
     return engine
-
-
-def _actor(
-    x_rpm_user: Annotated[
-        str,
-        Header(
-            min_length=1,
-            max_length=200,
-            description="Who makes the change, kept with it (until sign-in: issue 7)",
-        ),
-    ],
-) -> str:
-    return x_rpm_user
 
 
 class NotSignedIn(Exception):
@@ -173,6 +170,7 @@ class AuditTrail:
         resource_id: object = None,
         patient_ids: Iterable[int | None] = (None,),
         details: dict[str, Any] | None = None,
+        status: int = 200,
     ) -> None:
         await audit.record(
             self.conn,
@@ -181,7 +179,8 @@ class AuditTrail:
             resource,
             None if resource_id is None else str(resource_id),
             patient_ids,
-            details=details,
+            status,
+            details,
         )
 
 
@@ -193,10 +192,54 @@ Pool = Annotated[AsyncConnectionPool, Depends(_pool)]
 Conn = Annotated[AsyncConnection[TupleRow], Depends(_connection)]
 Ingest = Annotated[IngestService, Depends(_ingest_service)]
 Rules = Annotated[RuleEngine, Depends(_rule_engine)]
-Actor = Annotated[str, Depends(_actor)]
 Audit = Annotated[AuditTrail, Depends(_audit_trail)]
+# The signed-in user, if their role may do what the route does (function level).
+ReadsPatients = Annotated[Principal, Depends(require(Permission.READ_PATIENT_DATA))]
+EnrolsPatients = Annotated[Principal, Depends(require(Permission.ENROL_PATIENTS))]
+ChangesCarePlans = Annotated[Principal, Depends(require(Permission.CHANGE_CARE_PLANS))]
+ActsOnAlerts = Annotated[Principal, Depends(require(Permission.ACT_ON_ALERTS))]
+ReadsCareTeams = Annotated[Principal, Depends(require(Permission.READ_CARE_TEAMS))]
+ManagesCareTeams = Annotated[Principal, Depends(require(Permission.MANAGE_CARE_TEAMS))]
+ManagesDevices = Annotated[Principal, Depends(require(Permission.MANAGE_DEVICES))]
+ManagesDeadLetters = Annotated[Principal, Depends(require(Permission.MANAGE_DEAD_LETTERS))]
 ManagesUsers = Annotated[Principal, Depends(require(Permission.MANAGE_USERS))]
 ReadsAudit = Annotated[Principal, Depends(require(Permission.READ_AUDIT))]
+
+
+async def patient_in_view(
+    conn: AsyncConnection[TupleRow], user: Principal, trail: AuditTrail, patient_id: int
+) -> patients.PatientRecord:
+    """The patient, if the user's care teams include theirs (object level). Otherwise the
+    same 404 as for no patient at all, so that trying ids tells nothing about other
+    teams' patients; the attempt is audited."""
+    record = await patients.get(conn, patient_id)
+    if not user.sees_team(record.care_team_id):
+        await trail("denied", "patient", patient_id, [patient_id], status=404)
+        raise patients.PatientNotFound(f"no patient with id {patient_id}")
+    return record
+
+
+async def alert_in_view(
+    conn: AsyncConnection[TupleRow], user: Principal, trail: AuditTrail, alert_id: int
+) -> alerts.AlertRecord:
+    """The alert, if its patient is in view (`patient_in_view`); else 404 as for none."""
+    alert = await alerts.get(conn, alert_id)
+    if not user.sees_all_patients:
+        team_id = await alerts.care_team_of(conn, alert_id)
+        if not user.sees_team(team_id):
+            await trail("denied", "alert", alert_id, [alert.patient_id], status=404)
+            raise alerts.AlertNotFound(f"no alert with id {alert_id}")
+    return alert
+
+
+def check_team_choice(user: Principal, care_team_id: int | None) -> None:
+    """A care manager puts patients in their own care teams only (admins: any, or none)."""
+    if not user.sees_team(care_team_id):
+        yours = ", ".join(str(t) for t in sorted(user.team_ids)) or "none"
+        raise Forbidden(
+            f"a {user.role.value} may put patients only in their own care teams"
+            f" (yours: {yours}); care team {care_team_id} is not one of them"
+        )
 
 
 # The core's errors carry a message meant for people; this says which status each is.

@@ -1,13 +1,14 @@
-"""The device registry over HTTP, for administrators (the same calls as `rpm devices`)."""
+"""The device registry over HTTP, for administrators (the same calls as `rpm devices`);
+who gave which patient a device is audited."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, Field
 
-from rpm.api.deps import Conn
+from rpm.api.deps import Audit, Conn, ManagesDevices, RequestBody
 from rpm.devices import registry
 from rpm.devices.model import DeviceKind
 from rpm.devices.registry import AssignmentRecord, DeviceRecord
@@ -20,24 +21,25 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 
-class NewDevice(BaseModel):
+class NewDevice(RequestBody):
     serial: str = Field(description="The device's serial: its MQTT identity")
     kind: DeviceKind
     model: str = Field("", description="Make and model, for people")
 
 
-class Assignment(BaseModel):
+class Assignment(RequestBody):
     patient_id: int
     at: AwareDatetime | None = Field(None, description="When the patient got it (default now)")
 
 
-class Unassignment(BaseModel):
+class Unassignment(RequestBody):
     at: AwareDatetime | None = Field(None, description="When it ended (default now)")
 
 
 @router.get("", summary="Devices with their patient, last-seen time and battery")
 async def list_devices(
     conn: Conn,
+    admin: ManagesDevices,
     after: Annotated[str, Query(description="Start after this serial (paging)")] = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeviceRecord]:
@@ -47,17 +49,17 @@ async def list_devices(
 @router.post(
     "", status_code=status.HTTP_201_CREATED, summary="Register a device", responses=_ERRORS
 )
-async def register(conn: Conn, device: NewDevice) -> DeviceRecord:
+async def register(conn: Conn, admin: ManagesDevices, device: NewDevice) -> DeviceRecord:
     return await registry.register(conn, device.serial, device.kind, device.model)
 
 
 @router.get("/{serial}", summary="One device", responses=_ERRORS)
-async def get(conn: Conn, serial: str) -> DeviceRecord:
+async def get(conn: Conn, admin: ManagesDevices, serial: str) -> DeviceRecord:
     return await registry.get(conn, serial)
 
 
 @router.get("/{serial}/assignments", summary="Who had the device, and when", responses=_ERRORS)
-async def assignments(conn: Conn, serial: str) -> list[AssignmentRecord]:
+async def assignments(conn: Conn, admin: ManagesDevices, serial: str) -> list[AssignmentRecord]:
     return await registry.history(conn, serial)
 
 
@@ -66,13 +68,22 @@ async def assignments(conn: Conn, serial: str) -> list[AssignmentRecord]:
     summary="Give the device to a patient, ending its current assignment",
     responses=_ERRORS,
 )
-async def assign(conn: Conn, serial: str, assignment: Assignment) -> DeviceRecord:
-    return await registry.assign(conn, serial, assignment.patient_id, assignment.at)
+async def assign(
+    conn: Conn, admin: ManagesDevices, record: Audit, serial: str, assignment: Assignment
+) -> DeviceRecord:
+    device = await registry.assign(conn, serial, assignment.patient_id, assignment.at)
+    await record("assign", "device", serial, [assignment.patient_id])
+    return device
 
 
 @router.post("/{serial}/unassign", summary="End the device's assignment", responses=_ERRORS)
-async def unassign(conn: Conn, serial: str, body: Unassignment) -> DeviceRecord:
-    return await registry.unassign(conn, serial, body.at)
+async def unassign(
+    conn: Conn, admin: ManagesDevices, record: Audit, serial: str, body: Unassignment
+) -> DeviceRecord:
+    before = await registry.get(conn, serial)
+    device = await registry.unassign(conn, serial, body.at)
+    await record("unassign", "device", serial, [before.patient_id])
+    return device
 
 
 @router.post(
@@ -80,5 +91,5 @@ async def unassign(conn: Conn, serial: str, body: Unassignment) -> DeviceRecord:
     summary="Retire the device: its messages are dead-lettered from now on",
     responses=_ERRORS,
 )
-async def deactivate(conn: Conn, serial: str) -> DeviceRecord:
+async def deactivate(conn: Conn, admin: ManagesDevices, serial: str) -> DeviceRecord:
     return await registry.deactivate(conn, serial)

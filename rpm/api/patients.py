@@ -1,17 +1,26 @@
-"""Patients over HTTP: enrol (with a care plan from guideline templates), look up, and
-their alerts. Sign-in and per-team access arrive with the access-control issue."""
+"""Patients over HTTP: enrol (with a care plan from guideline templates), look up, put in
+a care team, pause or discharge, and their alerts. A nurse or care manager sees the
+patients of their own care teams only; every read and change is audited."""
 
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from rpm.alerts import repository as alerts
 from rpm.alerts.repository import AlertRecord
-from rpm.api.deps import Actor, Conn
+from rpm.api.deps import (
+    Audit,
+    Conn,
+    EnrolsPatients,
+    ReadsPatients,
+    RequestBody,
+    check_team_choice,
+    patient_in_view,
+)
 from rpm.patients import registry
 from rpm.patients.registry import NewPatient, PatientRecord
 from rpm.rules import care_plans
@@ -26,7 +35,7 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 
-class Enrolment(BaseModel):
+class Enrolment(RequestBody):
     external_ref: str = Field(min_length=1, max_length=100, description="e.g. the MRN")
     given_name: str = Field(min_length=1, max_length=200)
     family_name: str = Field(min_length=1, max_length=200)
@@ -37,6 +46,9 @@ class Enrolment(BaseModel):
         description=f"Guideline templates for the first care plan: {', '.join(TEMPLATES)}",
     )
     care_plan: CarePlan | None = Field(None, description="A full plan instead of templates")
+    care_team_id: int | None = Field(
+        None, description="The care team in charge; a care manager must name one of theirs"
+    )
 
     @model_validator(mode="after")
     def _one_plan(self) -> Self:
@@ -51,7 +63,10 @@ class Enrolment(BaseModel):
     summary="Enrol a patient, with a first care plan",
     responses=_ERRORS,
 )
-async def enrol(conn: Conn, actor: Actor, enrolment: Enrolment) -> PatientRecord:
+async def enrol(
+    conn: Conn, user: EnrolsPatients, record: Audit, enrolment: Enrolment
+) -> PatientRecord:
+    check_team_choice(user, enrolment.care_team_id)
     plan = enrolment.care_plan
     if plan is None and enrolment.templates:
         plan = plan_from_templates(enrolment.templates)
@@ -66,29 +81,40 @@ async def enrol(conn: Conn, actor: Actor, enrolment: Enrolment) -> PatientRecord
                 enrolment.birth_date,
             ),
         )
+        if enrolment.care_team_id is not None:
+            await registry.set_care_team(conn, patient_id, enrolment.care_team_id)
         if plan is not None:
             reason = (
                 f"enrolment: templates {', '.join(enrolment.templates)}"
                 if enrolment.templates
                 else "enrolment"
             )
-            await care_plans.save(conn, patient_id, plan, actor, reason, None, enrolment.templates)
+            await care_plans.save(
+                conn, patient_id, plan, user.username, reason, None, enrolment.templates
+            )
+    await record("enrol", "patient", patient_id, [patient_id])
     return await registry.get(conn, patient_id)
 
 
-@router.get("", summary="Patients, by id")
+@router.get("", summary="Patients, by id: those of your care teams")
 async def list_patients(
     conn: Conn,
+    user: ReadsPatients,
+    record: Audit,
     after: Annotated[int, Query(ge=0, description="Start after this id (paging)")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     external_ref: Annotated[str | None, Query(description="Only the patient with this")] = None,
 ) -> list[PatientRecord]:
-    return await registry.list_patients(conn, after, limit, external_ref)
+    found = await registry.list_patients(conn, after, limit, external_ref, user.visible_teams())
+    await record("read", "patients", patient_ids=[p.id for p in found])
+    return found
 
 
 @router.get("/{patient_id}", summary="One patient", responses=_ERRORS)
-async def get(conn: Conn, patient_id: int) -> PatientRecord:
-    return await registry.get(conn, patient_id)
+async def get(conn: Conn, user: ReadsPatients, record: Audit, patient_id: int) -> PatientRecord:
+    patient = await patient_in_view(conn, user, record, patient_id)
+    await record("read", "patient", patient_id, [patient_id])
+    return patient
 
 
 @router.get(
@@ -98,16 +124,20 @@ async def get(conn: Conn, patient_id: int) -> PatientRecord:
 )
 async def patient_alerts(
     conn: Conn,
+    user: ReadsPatients,
+    record: Audit,
     patient_id: int,
     include_resolved: bool = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AlertRecord]:
-    await registry.get(conn, patient_id)
-    return await alerts.for_patient(conn, patient_id, include_resolved, limit)
+    await patient_in_view(conn, user, record, patient_id)
+    found = await alerts.for_patient(conn, patient_id, include_resolved, limit)
+    await record("read", "alerts", patient_ids=[patient_id])
+    return found
 
 
-class CareTeamChoice(BaseModel):
-    care_team_id: int | None = Field(description="null: no team")
+class CareTeamChoice(RequestBody):
+    care_team_id: int | None = Field(description="null: no team (admins only)")
 
 
 @router.put(
@@ -115,5 +145,44 @@ class CareTeamChoice(BaseModel):
     summary="Put the patient in a care team's care (its worklist, its on-call SMS)",
     responses=_ERRORS,
 )
-async def set_care_team(conn: Conn, patient_id: int, choice: CareTeamChoice) -> PatientRecord:
-    return await registry.set_care_team(conn, patient_id, choice.care_team_id)
+async def set_care_team(
+    conn: Conn, user: EnrolsPatients, record: Audit, patient_id: int, choice: CareTeamChoice
+) -> PatientRecord:
+    before = await patient_in_view(conn, user, record, patient_id)
+    check_team_choice(user, choice.care_team_id)
+    patient = await registry.set_care_team(conn, patient_id, choice.care_team_id)
+    await record(
+        "change",
+        "care_team",
+        patient_id,
+        [patient_id],
+        {"from": before.care_team_id, "to": choice.care_team_id},
+    )
+    return patient
+
+
+class StatusChange(RequestBody):
+    status: Literal["active", "paused", "discharged"] = Field(
+        description="Paused (in hospital, travelling) and discharged patients raise no alerts"
+    )
+    reason: str = Field(min_length=1, max_length=1000, description="Why: kept in the audit trail")
+
+
+@router.put(
+    "/{patient_id}/status",
+    summary="Pause, discharge or resume monitoring: only active patients raise alerts",
+    responses=_ERRORS,
+)
+async def set_status(
+    conn: Conn, user: EnrolsPatients, record: Audit, patient_id: int, change: StatusChange
+) -> PatientRecord:
+    before = await patient_in_view(conn, user, record, patient_id)
+    patient = await registry.set_status(conn, patient_id, change.status)
+    await record(
+        "change",
+        "status",
+        patient_id,
+        [patient_id],
+        {"from": before.status, "to": change.status, "reason": change.reason},
+    )
+    return patient

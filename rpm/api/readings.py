@@ -12,10 +12,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime, BaseModel
 
-from rpm.api.deps import Conn
+from rpm.api.deps import Audit, Conn, ReadsPatients, patient_in_view
 from rpm.ingest import readings
 from rpm.ingest.readings import ReadingCursor, StoredReading
-from rpm.patients import registry
 
 router = APIRouter(prefix="/api/v1/patients/{patient_id}/readings", tags=["readings"])
 
@@ -41,6 +40,8 @@ class ReadingsPage(BaseModel):
 @router.get("", summary="The patient's readings, newest first", responses=_ERRORS)
 async def list_readings(
     conn: Conn,
+    user: ReadsPatients,
+    record: Audit,
     patient_id: int,
     kind: Annotated[list[Kind] | None, Query(description="Repeatable; default: all")] = None,
     since: AwareDatetime | None = None,
@@ -48,7 +49,8 @@ async def list_readings(
     after: Annotated[str | None, Query(description="The previous page's `next`")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ReadingsPage:
-    await registry.get(conn, patient_id)
+    await patient_in_view(conn, user, record, patient_id)
+    await record("read", "readings", patient_ids=[patient_id])
     kinds = [k.value for k in kind] if kind else None
     cursor = _decode(after) if after else None
     page = await readings.for_patient(conn, patient_id, kinds, since, until, cursor, limit + 1)
@@ -124,6 +126,8 @@ class Series(BaseModel):
 )
 async def series(
     conn: Conn,
+    user: ReadsPatients,
+    record: Audit,
     patient_id: int,
     kind: Kind,
     since: AwareDatetime,
@@ -139,7 +143,8 @@ async def series(
         raise HTTPException(
             422, f"{span} in buckets of {width.value} is more than {MAX_BUCKETS}: widen the bucket"
         )
-    await registry.get(conn, patient_id)
+    await patient_in_view(conn, user, record, patient_id)
+    await record("read", "readings", patient_ids=[patient_id], details={"kind": kind.value})
     buckets = await readings.series(conn, patient_id, kind.value, since, until, _WIDTHS[width])
     return Series(
         kind=kind,

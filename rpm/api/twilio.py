@@ -18,10 +18,11 @@ from twilio.request_validator import RequestValidator
 
 from rpm.alerts import notifications
 from rpm.alerts import repository as alerts
-from rpm.alerts.lifecycle import Acknowledge, InvalidTransition
+from rpm.alerts.lifecycle import Acknowledge, Actor, InvalidTransition
 from rpm.alerts.repository import AlertNotFound
 from rpm.alerts.service import act
-from rpm.api.deps import Conn
+from rpm.api.deps import Conn, client_ip
+from rpm.auth import audit
 from rpm.care_teams import registry as care_teams
 from rpm.care_teams.registry import CareTeamError
 from rpm.config import Settings
@@ -86,9 +87,18 @@ async def inbound(
     if team_id is not None and not await care_teams.is_member(conn, team_id, member.id):
         return _twiml(f"Not done: alert #{alert_id} is not one of your care team's.")
     try:
-        await act(conn, alert_id, Acknowledge("acknowledged by SMS reply"), member.username)
+        alert = await act(
+            conn,
+            alert_id,
+            Acknowledge("acknowledged by SMS reply"),
+            Actor(member.username, member.id),
+        )
     except (InvalidTransition, AlertNotFound, CareTeamError) as exc:
         return _twiml(f"Not done: {exc}.")
+    context = audit.Context(
+        None, member.username, member.role, request.method, request.url.path, client_ip(request)
+    )
+    await audit.record(conn, context, "acknowledge", "alert", str(alert_id), [alert.patient_id])
     return _twiml(f"Alert #{alert_id} acknowledged.")
 
 

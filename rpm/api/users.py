@@ -8,7 +8,7 @@ from typing import Annotated, Self
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, Field, model_validator
 
-from rpm.api.deps import Audit, Conn, ManagesUsers
+from rpm.api.deps import Audit, Conn, ManagesUsers, RequestBody
 from rpm.auth import passwords, repository
 from rpm.auth.access import Role
 from rpm.auth.repository import ApiKeyRecord, NewUser, UserRecord
@@ -24,7 +24,7 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 
-class UserIn(BaseModel):
+class UserIn(RequestBody):
     username: str = Field(examples=["nurse-1"])
     role: Role
     staff_id: int | None = Field(
@@ -69,7 +69,7 @@ async def get_user(conn: Conn, admin: ManagesUsers, user_id: int) -> UserRecord:
     return await repository.get_user(conn, user_id)
 
 
-class UserChange(BaseModel):
+class UserChange(RequestBody):
     active: bool | None = Field(None, description="false: signs out and revokes the keys")
     password: str | None = Field(None, description="A new password; signs out every session")
 
@@ -90,7 +90,7 @@ async def change_user(
     return updated
 
 
-class ApiKeyIn(BaseModel):
+class ApiKeyIn(RequestBody):
     name: str = Field(min_length=1, max_length=200, examples=["EHR feed"])
 
 

@@ -6,6 +6,7 @@ logged (logs carry ids only).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -107,13 +108,20 @@ async def get(conn: Connection, patient_id: int) -> PatientRecord:
 
 
 async def list_patients(
-    conn: Connection, after_id: int = 0, limit: int = 100, external_ref: str | None = None
+    conn: Connection,
+    after_id: int = 0,
+    limit: int = 100,
+    external_ref: str | None = None,
+    care_team_ids: Collection[int] | None = None,
 ) -> list[PatientRecord]:
+    """By id; `care_team_ids` limits the list to those teams' patients (None: all)."""
+    teams = None if care_team_ids is None else list(care_team_ids)
     async with conn.cursor(row_factory=class_row(PatientRecord)) as cursor:
         await cursor.execute(
             _SELECT + " WHERE p.id > %s AND (%s::text IS NULL OR p.external_ref = %s)"
+            " AND (%s::bigint[] IS NULL OR p.care_team_id = ANY(%s::bigint[]))"
             " ORDER BY p.id LIMIT %s",
-            [after_id, external_ref, external_ref, limit],
+            [after_id, external_ref, external_ref, teams, teams, limit],
         )
         return await cursor.fetchall()
 
@@ -129,6 +137,23 @@ async def set_care_team(
             )
     except psycopg.errors.ForeignKeyViolation:
         raise PatientError(f"no care team with id {care_team_id}") from None
+    if cursor.rowcount == 0:
+        raise PatientNotFound(f"no patient with id {patient_id}")
+    return await get(conn, patient_id)
+
+
+PATIENT_STATUSES = ("active", "paused", "discharged")
+
+
+async def set_status(conn: Connection, patient_id: int, status: str) -> PatientRecord:
+    """Active patients' readings are checked against their plan; paused (in hospital,
+    travelling) and discharged ones' are stored, and raise no alerts."""
+    if status not in PATIENT_STATUSES:
+        raise PatientError(f"status must be one of {', '.join(PATIENT_STATUSES)}, not {status!r}")
+    async with conn.transaction():
+        cursor = await conn.execute(
+            "UPDATE patient SET status = %s WHERE id = %s", [status, patient_id]
+        )
     if cursor.rowcount == 0:
         raise PatientNotFound(f"no patient with id {patient_id}")
     return await get(conn, patient_id)
