@@ -15,7 +15,6 @@ from psycopg_pool import AsyncConnectionPool
 from rpm.alerts import repository, service
 from rpm.alerts.escalation import Escalator
 from rpm.alerts.lifecycle import Acknowledge, Actor
-from rpm.care_teams import registry as care_teams
 from rpm.alerts.notifier import Notifier, policy_of
 from rpm.care_teams import registry
 from rpm.care_teams.registry import NewStaff
@@ -140,7 +139,7 @@ async def test_an_unacknowledged_critical_alert_climbs_the_tiers_then_reminds_un
     assert _escalation(db_url, alert) == (3, T0 + timedelta(minutes=60))
 
     async with pool.connection() as conn:
-        backup = await care_teams.staff_by_username(conn, "backup-1")
+        backup = await registry.staff_by_username(conn, "backup-1")
         assert backup is not None
         await service.act(
             conn, alert, Acknowledge("calling the patient"), Actor("backup-1", backup.id)
