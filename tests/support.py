@@ -12,8 +12,10 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx2
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -264,3 +266,23 @@ def sign_in_as(
     signed in over the API: the header that carries their token."""
     add_user(database_url, username, role, TEST_PASSWORD, staff_id)
     return bearer(client, username, TEST_PASSWORD)
+
+
+def signed_in(
+    client: TestClient,
+    database_url: str,
+    username: str,
+    role: str = "admin",
+    staff_id: int | None = None,
+) -> TestClient:
+    """The client, sending a new user's sign-in (`sign_in_as`) with every request from now
+    on; a request's own `Authorization` header still wins."""
+    client.headers.update(sign_in_as(client, database_url, username, role, staff_id))
+    return client
+
+
+def as_nobody(client: TestClient, method: str, url: str, **kwargs: Any) -> httpx2.Response:
+    """The request without the client's sign-in: as somebody who has not signed in."""
+    request = client.build_request(method, url, **kwargs)
+    request.headers.pop("Authorization", None)
+    return client.send(request)

@@ -6,15 +6,22 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import pytest
 from fastapi.testclient import TestClient
 
 from rpm.app import create_app
 from rpm.config import BrokerAddress
 from rpm.ingest.pipeline import Envelope, Transport
 from rpm.ingest.service import IngestService
-from tests.support import free_port, wiring
+from tests.support import free_port, signed_in, wiring
 
 SENT_AT = datetime.now(UTC) - timedelta(hours=2)
+
+
+@pytest.fixture
+def admin(service: TestClient, db_url: str) -> TestClient:
+    """The service, signed in as an admin: who replays dead letters and assigns devices."""
+    return signed_in(service, db_url, "admin-1")
 
 
 def _reading(minutes: int) -> dict[str, object]:
@@ -50,32 +57,32 @@ def _register_cuff(db_url: str, serial: str) -> int:
 
 
 def test_replay_after_assigning_stores_what_was_dead_lettered(
-    service: TestClient, db_url: str
+    admin: TestClient, db_url: str
 ) -> None:
     patient = _register_cuff(db_url, "BP-7")
     backlog = json.dumps([_reading(30), _reading(20)]).encode()
-    _receive(service, "rpm/v1/devices/BP-7/readings", backlog)
-    _receive(service, "rpm/v1/devices/BP-7/readings", b"\xff\xfe not json")
+    _receive(admin, "rpm/v1/devices/BP-7/readings", backlog)
+    _receive(admin, "rpm/v1/devices/BP-7/readings", b"\xff\xfe not json")
 
-    pending = service.get("/api/v1/dead-letters", params={"device_serial": "BP-7"}).json()
+    pending = admin.get("/api/v1/dead-letters", params={"device_serial": "BP-7"}).json()
     assert [(d["reason"], d["payload_bytes"]) for d in pending] == [
         ("malformed_json", 11),
         ("unassigned_device", len(backlog)),
     ]
     unassigned_id = pending[1]["id"]
-    shown = service.get(f"/api/v1/dead-letters/{unassigned_id}").json()
+    shown = admin.get(f"/api/v1/dead-letters/{unassigned_id}").json()
     assert json.loads(shown["payload"]) == json.loads(backlog)
     assert shown["payload_encoding"] == "utf-8"
     assert "assign it, then replay this message" in shown["detail"]
-    binary = service.get(f"/api/v1/dead-letters/{pending[0]['id']}").json()
+    binary = admin.get(f"/api/v1/dead-letters/{pending[0]['id']}").json()
     assert binary["payload_encoding"] == "base64"
 
     # The cuff was the patient's since before the readings were taken.
-    service.post(
+    admin.post(
         "/api/v1/devices/BP-7/assign",
         json={"patient_id": patient, "at": (SENT_AT - timedelta(days=1)).isoformat()},
     )
-    replayed = service.post(
+    replayed = admin.post(
         "/api/v1/dead-letters/replay",
         json={"device_serial": "BP-7", "reason": "unassigned_device"},
     )
@@ -90,40 +97,38 @@ def test_replay_after_assigning_stores_what_was_dead_lettered(
     assert stored == (2, SENT_AT)
 
     # Replayed ones leave the pending list, but stay listed with their outcome.
-    still_pending = service.get("/api/v1/dead-letters").json()
+    still_pending = admin.get("/api/v1/dead-letters").json()
     assert [d["reason"] for d in still_pending] == ["malformed_json"]
-    everything = service.get("/api/v1/dead-letters", params={"include_replayed": True}).json()
+    everything = admin.get("/api/v1/dead-letters", params={"include_replayed": True}).json()
     assert everything[1]["replay_result"] == "stored 2 reading(s), 0 already stored"
 
-    twice = service.post(f"/api/v1/dead-letters/{unassigned_id}/replay")
+    twice = admin.post(f"/api/v1/dead-letters/{unassigned_id}/replay")
     assert twice.status_code == 409
     assert "already replayed" in twice.json()["detail"]
 
 
-def test_a_replay_that_fails_again_leaves_a_new_dead_letter(
-    service: TestClient, db_url: str
-) -> None:
-    _receive(service, "rpm/v1/devices/GHOST/readings", json.dumps(_reading(5)).encode())
-    [letter] = service.get("/api/v1/dead-letters").json()
+def test_a_replay_that_fails_again_leaves_a_new_dead_letter(admin: TestClient, db_url: str) -> None:
+    _receive(admin, "rpm/v1/devices/GHOST/readings", json.dumps(_reading(5)).encode())
+    [letter] = admin.get("/api/v1/dead-letters").json()
 
-    outcome = service.post(f"/api/v1/dead-letters/{letter['id']}/replay").json()
+    outcome = admin.post(f"/api/v1/dead-letters/{letter['id']}/replay").json()
     assert outcome["reason"] == "unknown_device"
     assert outcome["new_dead_letter_id"] > letter["id"]
     assert outcome["result"].endswith(f"see dead letter {outcome['new_dead_letter_id']}")
-    [pending] = service.get("/api/v1/dead-letters").json()
+    [pending] = admin.get("/api/v1/dead-letters").json()
     assert pending["id"] == outcome["new_dead_letter_id"]
 
 
-def test_requests_that_cannot_be_served_say_why(service: TestClient) -> None:
-    missing = service.post("/api/v1/dead-letters/999999/replay")
+def test_requests_that_cannot_be_served_say_why(admin: TestClient) -> None:
+    missing = admin.post("/api/v1/dead-letters/999999/replay")
     assert missing.status_code == 404
     assert missing.json()["detail"] == "no dead letter with id 999999"
-    assert service.get("/api/v1/dead-letters/999999").status_code == 404
+    assert admin.get("/api/v1/dead-letters/999999").status_code == 404
 
-    everything = service.post("/api/v1/dead-letters/replay", json={})
+    everything = admin.post("/api/v1/dead-letters/replay", json={})
     assert everything.status_code == 422
     assert "give ids, or a reason or device_serial" in everything.json()["errors"][0]["msg"]
-    bad_reason = service.get("/api/v1/dead-letters", params={"reason": "bogus"})
+    bad_reason = admin.get("/api/v1/dead-letters", params={"reason": "bogus"})
     assert bad_reason.status_code == 422
 
 

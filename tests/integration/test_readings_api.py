@@ -10,7 +10,15 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.support import signed_in
+
 T0 = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def admin(service: TestClient, db_url: str) -> TestClient:
+    """The service, signed in as an admin: who sees every patient's readings."""
+    return signed_in(service, db_url, "admin-1")
 
 
 @pytest.fixture
@@ -55,12 +63,12 @@ def _get(client: TestClient, path: str, **params: Any) -> Any:
     return response.json()
 
 
-def test_readings_page_newest_first_by_key_with_filters(service: TestClient, patient: int) -> None:
+def test_readings_page_newest_first_by_key_with_filters(admin: TestClient, patient: int) -> None:
     path = f"/api/v1/patients/{patient}/readings"
     seen: list[tuple[str, str]] = []
     after = None
     while True:
-        page = _get(service, path, limit=5, **({"after": after} if after else {}))
+        page = _get(admin, path, limit=5, **({"after": after} if after else {}))
         seen += [(r["measured_at"], r["kind"]) for r in page["readings"]]
         after = page["next"]
         if after is None:
@@ -68,26 +76,26 @@ def test_readings_page_newest_first_by_key_with_filters(service: TestClient, pat
     assert len(seen) == len(set(seen)) == 14
     assert seen == sorted(seen, reverse=True)
 
-    weights = _get(service, path, kind="body_weight")["readings"]
+    weights = _get(admin, path, kind="body_weight")["readings"]
     assert [(r["device_serial"], r["weight_kg"]) for r in weights] == [("SC-1", 81.5)]
     day_two = _get(
-        service, path, kind="blood_pressure",
+        admin, path, kind="blood_pressure",
         since=(T0 + timedelta(days=1)).isoformat(), until=(T0 + timedelta(days=2)).isoformat(),
     )["readings"]  # fmt: skip
     assert [r["systolic_mmhg"] for r in day_two] == [127, 126, 125, 124]
 
-    bad = service.get(path, params={"after": "not-a-token"})
+    bad = admin.get(path, params={"after": "not-a-token"})
     assert bad.status_code == 422
     assert "previous page's `next`" in bad.json()["detail"]
-    assert service.get("/api/v1/patients/999999/readings").status_code == 404
+    assert admin.get("/api/v1/patients/999999/readings").status_code == 404
 
 
 def test_a_series_buckets_single_readings_and_leaves_summaries_out(
-    service: TestClient, patient: int
+    admin: TestClient, patient: int
 ) -> None:
     path = f"/api/v1/patients/{patient}/readings/series"
     window = {"since": T0.isoformat(), "until": (T0 + timedelta(days=3)).isoformat()}
-    daily = _get(service, path, kind="blood_pressure", width="1d", **window)
+    daily = _get(admin, path, kind="blood_pressure", width="1d", **window)
     assert daily["width"] == "1d"
     assert [b["count"] for b in daily["buckets"]] == [4, 4, 4]
     first = daily["buckets"][0]
@@ -96,18 +104,18 @@ def test_a_series_buckets_single_readings_and_leaves_summaries_out(
     assert first["weight_kg"] is None
 
     # Three days at <= 400 buckets: 15 minutes is narrow enough; empty buckets are left out.
-    auto = _get(service, path, kind="blood_pressure", **window)
+    auto = _get(admin, path, kind="blood_pressure", **window)
     assert auto["width"] == "15m"
     assert len(auto["buckets"]) == 12
 
-    too_fine = service.get(
+    too_fine = admin.get(
         path,
         params={"kind": "blood_pressure", "width": "15m", "since": T0.isoformat(),
                 "until": (T0 + timedelta(days=30)).isoformat()},
     )  # fmt: skip
     assert too_fine.status_code == 422
     assert "widen the bucket" in too_fine.json()["detail"]
-    backwards = service.get(
+    backwards = admin.get(
         path, params={"kind": "blood_pressure", "since": window["until"], "until": window["since"]}
     )
     assert backwards.status_code == 422
