@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,22 +20,64 @@ from fastapi.testclient import TestClient
 
 from rpm.app import create_app
 from rpm.config import BrokerAddress
-from tests.support import MosquittoProcess, wait_until_ready, wiring
+from tests.support import (
+    MosquittoProcess,
+    as_nobody,
+    sign_in_as,
+    signed_in,
+    wait_until_ready,
+    wiring,
+)
 
-ACTOR = {"X-RPM-User": "care-manager-1"}
+CARE_MANAGER = "care-manager-1"
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-def _enrol(client: TestClient, ref: str, templates: list[str] | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Team:
+    """The care team whose care manager the client is signed in as, and the header of the
+    admin who set it up (and who registers devices)."""
+
+    id: int
+    admin: dict[str, str]
+
+
+def _care_team(client: TestClient, db_url: str) -> Team:
+    """A care team with care-manager-1 in it; from now on the client acts as them."""
+    admin = sign_in_as(client, db_url, "admin-1")
+    team = client.post("/api/v1/care-teams", headers=admin, json={"name": "Team A"})
+    assert team.status_code == 201, team.text
+    staff = client.post(
+        "/api/v1/staff",
+        headers=admin,
+        json={"username": CARE_MANAGER, "display_name": "Care Manager", "role": "care_manager"},
+    )
+    assert staff.status_code == 201, staff.text
+    member = client.put(
+        f"/api/v1/care-teams/{team.json()['id']}/members/{staff.json()['id']}", headers=admin
+    )
+    assert member.status_code == 200, member.text
+    signed_in(client, db_url, CARE_MANAGER, "care_manager", staff.json()["id"])
+    return Team(team.json()["id"], admin)
+
+
+@pytest.fixture
+def team(service: TestClient, db_url: str) -> Team:
+    return _care_team(service, db_url)
+
+
+def _enrol(
+    client: TestClient, team: Team, ref: str, templates: list[str] | None = None
+) -> dict[str, Any]:
     response = client.post(
         "/api/v1/patients",
-        headers=ACTOR,
         json={
             "external_ref": ref,
             "given_name": "Test",
             "family_name": "Patient",
             "time_zone": "Europe/London",
             "templates": templates if templates is not None else ["hypertension"],
+            "care_team_id": team.id,
         },
     )
     assert response.status_code == 201, response.text
@@ -43,11 +86,15 @@ def _enrol(client: TestClient, ref: str, templates: list[str] | None = None) -> 
 
 
 def _device(
-    client: TestClient, serial: str, patient_id: int, kind: str = "blood_pressure_cuff"
+    client: TestClient, team: Team, serial: str, patient_id: int, kind: str = "blood_pressure_cuff"
 ) -> None:
-    assert client.post("/api/v1/devices", json={"serial": serial, "kind": kind}).status_code == 201
+    registered = client.post(
+        "/api/v1/devices", headers=team.admin, json={"serial": serial, "kind": kind}
+    )
+    assert registered.status_code == 201, registered.text
     response = client.post(
         f"/api/v1/devices/{serial}/assign",
+        headers=team.admin,
         json={"patient_id": patient_id, "at": (NOW - timedelta(days=40)).isoformat()},
     )
     assert response.status_code == 200, response.text
@@ -65,7 +112,6 @@ def _replace(
 ) -> Any:
     return client.put(
         f"/api/v1/patients/{patient_id}/care-plan",
-        headers=ACTOR,
         json={"plan": plan, "reason": "tuning", "based_on_version": based_on},
     )
 
@@ -97,12 +143,14 @@ def _wait_for(client: TestClient, path: str, check: Any, timeout: float = 20) ->
         time.sleep(0.1)
 
 
-def test_enrolment_from_templates_makes_version_1_with_sources(service: TestClient) -> None:
-    patient = _enrol(service, "P-1", ["hypertension", "diabetes"])
+def test_enrolment_from_templates_makes_version_1_with_sources(
+    service: TestClient, team: Team
+) -> None:
+    patient = _enrol(service, team, "P-1", ["hypertension", "diabetes"])
     assert patient["care_plan_version"] == 1
     current = _plan(service, patient["id"])
     assert current["version"] == 1
-    assert current["author"] == "care-manager-1"
+    assert current["author"] == CARE_MANAGER
     assert current["templates"] == ["hypertension", "diabetes"]
     rules = {rule["id"]: rule for rule in current["plan"]["rules"]}
     assert {"bp_crisis", "glucose_low", "glucose_high", "missed_readings"} <= rules.keys()
@@ -129,9 +177,9 @@ def test_enrolment_from_templates_makes_version_1_with_sources(service: TestClie
     ids=["lower-above-upper", "unknown-measure", "missing-unit", "wrong-unit", "impossible"],
 )
 def test_an_invalid_plan_is_refused_with_a_clear_422(
-    service: TestClient, change: Any, expected: str
+    service: TestClient, team: Team, change: Any, expected: str
 ) -> None:
-    patient = _enrol(service, "P-2")
+    patient = _enrol(service, team, "P-2")
     plan = _plan(service, patient["id"])["plan"]
     change(plan["rules"][0])
     response = _replace(service, patient["id"], plan, 1)
@@ -140,8 +188,8 @@ def test_an_invalid_plan_is_refused_with_a_clear_422(
     assert _plan(service, patient["id"])["version"] == 1
 
 
-def test_plan_versions_are_kept_compared_and_guarded(service: TestClient) -> None:
-    patient = _enrol(service, "P-3")
+def test_plan_versions_are_kept_compared_and_guarded(service: TestClient, team: Team) -> None:
+    patient = _enrol(service, team, "P-3")
     pid = patient["id"]
     plan = _plan(service, pid)["plan"]
     plan["rules"][0]["limits"][0]["value"] = 170
@@ -165,22 +213,24 @@ def test_plan_versions_are_kept_compared_and_guarded(service: TestClient) -> Non
     [changed] = changes["changed"]
     assert changed["rule"] == "bp_crisis"
     assert [f["field"] for f in changed["fields"]] == ["limits"]
-    # A change needs an author.
-    anonymous = service.put(
+    # A change needs an author: somebody signed in.
+    anonymous = as_nobody(
+        service,
+        "PUT",
         f"/api/v1/patients/{pid}/care-plan",
         json={"plan": plan, "reason": "x", "based_on_version": 2},
     )
-    assert anonymous.status_code == 422
-    assert "x-rpm-user" in anonymous.text
+    assert anonymous.status_code == 401
+    assert "sign in first" in anonymous.json()["detail"]
     assert service.get("/api/v1/patients/999999/care-plan").status_code == 404
 
 
 def test_dry_run_shows_what_a_proposed_plan_would_have_raised(
-    service: TestClient, db_url: str
+    service: TestClient, db_url: str, team: Team
 ) -> None:
-    patient = _enrol(service, "P-4")
+    patient = _enrol(service, team, "P-4")
     pid = patient["id"]
-    _device(service, "P-4-BP", pid)
+    _device(service, team, "P-4-BP", pid)
     # 30 days of readings: 165 mmHg every morning, 185 on two of them.
     with psycopg.connect(db_url, autocommit=True) as conn:
         for day in range(1, 29):
@@ -226,8 +276,10 @@ def test_readings_over_mqtt_raise_one_alert_with_two_consumers(
     ):
         wait_until_ready(first)
         wait_until_ready(second)
-        patient = _enrol(first, "P-5")
-        _device(first, "P-5-BP", patient["id"])
+        team = _care_team(first, db_url)
+        second.headers["Authorization"] = first.headers["Authorization"]
+        patient = _enrol(first, team, "P-5")
+        _device(first, team, "P-5-BP", patient["id"])
         # The condition repeats: twenty crisis readings, shared by the two consumers.
         readings = [_bp("P-5-BP", NOW - timedelta(minutes=30 - i), 190) for i in range(20)]
         asyncio.run(_publish(broker.port, readings))
@@ -245,6 +297,7 @@ def test_readings_over_mqtt_raise_one_alert_with_two_consumers(
     assert "crisis limit of 180 mmHg (care plan v1)" in crisis[0]["message"]
     with TestClient(create_app(wiring(db_url, address, fatal))) as client:
         wait_until_ready(client)
+        client.headers["Authorization"] = first.headers["Authorization"]
         detail = client.get(f"/api/v1/alerts/{crisis[0]['id']}").json()
         assert client.get("/api/v1/alerts/999999").status_code == 404
         waiting = client.get("/api/v1/alerts").json()
