@@ -14,18 +14,19 @@ from fastapi.testclient import TestClient
 
 from rpm.app import create_app
 from rpm.config import BrokerAddress
-from tests.support import wait_until_ready, wiring
+from tests.support import as_nobody, sign_in_as, signed_in, wait_until_ready, wiring
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-NURSE = {"X-RPM-User": "nurse-1"}
 
 
 @pytest.fixture
 def client(db_url: str, mqtt_broker: BrokerAddress) -> Iterator[TestClient]:
+    """The service, signed in as an admin (who enrols patients and sets up care teams);
+    nurses send their own sign-in."""
     fatal: list[str] = []
     with TestClient(create_app(wiring(db_url, mqtt_broker, fatal))) as client:
         wait_until_ready(client)
-        yield client
+        yield signed_in(client, db_url, "admin-1")
     assert not fatal
 
 
@@ -42,7 +43,7 @@ def _patient(client: TestClient, ref: str) -> int:
         "time_zone": "America/Chicago",
         "templates": ["hypertension"],
     }
-    patient_id: int = _created(client.post("/api/v1/patients", headers=NURSE, json=body))["id"]
+    patient_id: int = _created(client.post("/api/v1/patients", json=body))["id"]
     return patient_id
 
 
@@ -125,50 +126,55 @@ def test_acknowledge_assign_resolve_and_every_refusal(client: TestClient, db_url
     outsider = _staff(client, "nurse-9")
     for member in (nurse, backup):
         assert client.put(f"/api/v1/care-teams/{team}/members/{member}").status_code == 200
+    nurse_1 = sign_in_as(client, db_url, "nurse-1", "nurse", nurse)
+    nurse_2 = sign_in_as(client, db_url, "nurse-2", "nurse", backup)
     alert = _alert(db_url, patient, "bp_crisis", "critical", 10)
 
-    ack = client.post(f"/api/v1/alerts/{alert}/acknowledge", headers=NURSE, json={"note": "on it"})
+    ack = client.post(
+        f"/api/v1/alerts/{alert}/acknowledge", headers=nurse_1, json={"note": "on it"}
+    )
     assert ack.status_code == 200, ack.text
     assert ack.json()["status"] == "acknowledged"
     assert ack.json()["acknowledged_by"] == "nurse-1"
     assert ack.json()["assigned_to"] == nurse
 
-    again = client.post(f"/api/v1/alerts/{alert}/acknowledge", headers=NURSE, json={})
+    again = client.post(f"/api/v1/alerts/{alert}/acknowledge", headers=nurse_1, json={})
     assert again.status_code == 409
     assert again.json()["detail"] == f"alert {alert} is already acknowledged by nurse-1"
 
     refused = client.post(
-        f"/api/v1/alerts/{alert}/assign", headers=NURSE, json={"staff_id": outsider}
+        f"/api/v1/alerts/{alert}/assign", headers=nurse_1, json={"staff_id": outsider}
     )
     assert refused.status_code == 422
     assert f"staff member {outsider} is not in care team {team}" in refused.json()["detail"]
-    moved = client.post(f"/api/v1/alerts/{alert}/assign", headers=NURSE, json={"staff_id": backup})
+    moved = client.post(
+        f"/api/v1/alerts/{alert}/assign", headers=nurse_1, json={"staff_id": backup}
+    )
     assert moved.status_code == 200
     assert moved.json()["assigned_to"] == backup
 
     no_note = client.post(
-        f"/api/v1/alerts/{alert}/resolve", headers=NURSE, json={"outcome": "patient_contacted"}
+        f"/api/v1/alerts/{alert}/resolve", headers=nurse_1, json={"outcome": "patient_contacted"}
     )
     assert no_note.status_code == 422
     bad_outcome = client.post(
-        f"/api/v1/alerts/{alert}/resolve", headers=NURSE, json={"outcome": "fixed", "note": "x"}
+        f"/api/v1/alerts/{alert}/resolve", headers=nurse_1, json={"outcome": "fixed", "note": "x"}
     )
     assert bad_outcome.status_code == 422
     done = client.post(
         f"/api/v1/alerts/{alert}/resolve",
-        headers={"X-RPM-User": "nurse-2"},
+        headers=nurse_2,
         json={"outcome": "patient_contacted", "note": "re-measured 150/90, advised"},
     )
     assert done.status_code == 200, done.text
     assert (done.json()["status"], done.json()["outcome"]) == ("resolved", "patient_contacted")
-    late = client.post(f"/api/v1/alerts/{alert}/acknowledge", headers=NURSE, json={})
+    late = client.post(f"/api/v1/alerts/{alert}/acknowledge", headers=nurse_1, json={})
     assert late.status_code == 409
     assert "already resolved" in late.json()["detail"]
-    assert (
-        client.post("/api/v1/alerts/999999/acknowledge", headers=NURSE, json={}).status_code == 404
-    )
-    no_actor = client.post(f"/api/v1/alerts/{alert}/acknowledge", json={})
-    assert no_actor.status_code == 422
+    missing = client.post("/api/v1/alerts/999999/acknowledge", headers=nurse_1, json={})
+    assert missing.status_code == 404
+    no_actor = as_nobody(client, "POST", f"/api/v1/alerts/{alert}/acknowledge", json={})
+    assert no_actor.status_code == 401
 
     events = client.get(f"/api/v1/alerts/{alert}").json()["events"]
     assert [(e["action"], e["actor"], e["from_status"], e["to_status"]) for e in events] == [
