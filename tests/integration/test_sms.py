@@ -28,10 +28,9 @@ from rpm.alerts.twilio_sms import TwilioSms
 from rpm.app import create_app
 from rpm.config import AlertsSettings, BrokerAddress, TwilioSettings
 from tests.fake_twilio import FakeTwilio
-from tests.support import MosquittoProcess, wait_until_ready, wiring
+from tests.support import MosquittoProcess, signed_in, wait_until_ready, wiring
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-ACTOR = {"X-RPM-User": "cm-1"}
 NURSE_PHONE = "+15555550101"
 PUBLIC = "http://testserver"
 
@@ -77,7 +76,6 @@ def _setup_team(client: TestClient, patient_id: int, phone: str = NURSE_PHONE) -
 def _patient_with_cuff(client: TestClient, ref: str) -> int:
     patient = client.post(
         "/api/v1/patients",
-        headers=ACTOR,
         json={
             "external_ref": ref,
             "given_name": "Test",
@@ -126,6 +124,8 @@ def test_a_crisis_reading_texts_the_on_call_nurse_and_twilio_reports_delivery(
     wired = dataclasses.replace(wired, settings=settings)
     with TestClient(create_app(wired)) as client:
         wait_until_ready(client)
+        # An admin enrols, registers the cuff and sets up the team; the nurse acts by SMS.
+        signed_in(client, db_url, "admin-1")
         patient = _patient_with_cuff(client, "P-1")
         _setup_team(client, patient)
         asyncio.run(_publish_bp(broker.port, "P-1-BP", 186))
