@@ -41,7 +41,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -72,6 +72,8 @@ from benchmarks.rules import seed as seed_patients
 from rpm.alerts.repository import WorklistCursor, WorklistFilter, worklist
 from rpm.api import alerts as alerts_api
 from rpm.api.deps import install_error_handlers
+from rpm.auth import repository as users
+from rpm.auth.tokens import new_token
 from rpm.config import DatabaseSettings
 from rpm.db.store import make_pool, prepare_schema
 from rpm.ingest import pipeline
@@ -788,7 +790,9 @@ def plan_walks(positions: Positions, queries: int, rng: random.Random) -> list[W
         severities = rng.choice(SEVERITY_CHOICES)
         walks += [
             Walk("no filter", WorklistFilter(), None, 1),
-            Walk("care team", WorklistFilter(care_team_id=team), None, 1, {"care_team_id": team}),
+            Walk(
+                "care team", WorklistFilter(care_team_ids=(team,)), None, 1, {"care_team_id": team}
+            ),
             Walk(
                 "assignee",
                 WorklistFilter(assigned_to=assignee),
@@ -814,7 +818,7 @@ def plan_walks(positions: Positions, queries: int, rng: random.Random) -> list[W
             team = rng.choice(list(positions.by_team))
             start = rng.choice(positions.by_team[team])
             walks.append(
-                Walk(DEEP_KINDS[1], WorklistFilter(care_team_id=team), start, PAGES_A_WALK)
+                Walk(DEEP_KINDS[1], WorklistFilter(care_team_ids=(team,)), start, PAGES_A_WALK)
             )
     rng.shuffle(walks)
     return walks
@@ -904,7 +908,9 @@ def worklist_app(pool: AsyncConnectionPool) -> FastAPI:
     return app
 
 
-async def http_get(app: FastAPI, path: str, params: dict[str, object]) -> tuple[int, bytes]:
+async def http_get(
+    app: FastAPI, path: str, params: dict[str, object], token: str
+) -> tuple[int, bytes]:
     """One GET through the ASGI app, as uvicorn would call it, without the socket."""
     scope = {
         "type": "http",
@@ -916,7 +922,7 @@ async def http_get(app: FastAPI, path: str, params: dict[str, object]) -> tuple[
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": urlencode(params, doseq=True).encode(),
-        "headers": [(b"host", b"bench")],
+        "headers": [(b"host", b"bench"), (b"authorization", f"Bearer {token}".encode())],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
     }
@@ -939,15 +945,29 @@ async def http_get(app: FastAPI, path: str, params: dict[str, object]) -> tuple[
 
 async def time_endpoint(pool: AsyncConnectionPool, walks: Sequence[Walk]) -> dict[str, list[float]]:
     """Milliseconds a request of GET /api/v1/alerts, by kind: each walk's first page, then
-    its `next` pages (the HTTP cursor is opaque: walks start at the top)."""
+    its `next` pages (the HTTP cursor is opaque: walks start at the top). As an admin
+    (every team's alerts), so each request also looks up its session and writes its
+    audit rows, one per patient on the page, as in service."""
     app = worklist_app(pool)
+    token = new_token()
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "INSERT INTO app_user (username, role, created_by) VALUES ('bench-admin', 'admin',"
+            " 'benchmark') ON CONFLICT (username) DO UPDATE SET active = true RETURNING id"
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        await users.start_session(
+            conn, row[0], "api_token", token, datetime.now(UTC) + timedelta(hours=1),
+            None, None, None,
+        )  # fmt: skip
     timings: dict[str, list[float]] = {}
     for walk in walks:
         params = dict(walk.params)
         kind = walk.kind
         for _ in range(walk.pages):
             started = time.perf_counter()
-            status, body = await http_get(app, "/api/v1/alerts", params)
+            status, body = await http_get(app, "/api/v1/alerts", params, token)
             timings.setdefault(kind, []).append((time.perf_counter() - started) * 1000)
             kind = NEXT_PAGES
             if status != 200:
