@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from simulators.provision import ProvisionError, provision
+from simulators.provision import Credentials, ProvisionError, provision
 from simulators.scenario import PRESETS, ScenarioError, Simulation, generate, load
 from simulators.transport import Pace, Target, send, wall_schedule
 
@@ -39,6 +40,23 @@ ApiUrl = Annotated[
     typer.Option(
         envvar="RPM_SIM_API_URL",
         help="rpm's base URL: provision the patients and devices first (idempotent).",
+    ),
+]
+# The password comes from the environment only: an option's value would show in `ps`.
+PASSWORD_ENVVAR = "RPM_SIM_PASSWORD"  # noqa: S105 (its name, not a password)
+Username = Annotated[
+    str | None,
+    typer.Option(
+        envvar="RPM_SIM_USERNAME",
+        help=f"The rpm login that provisions (an admin's); its password in ${PASSWORD_ENVVAR}.",
+    ),
+]
+CareTeam = Annotated[
+    int | None,
+    typer.Option(
+        "--care-team",
+        envvar="RPM_SIM_CARE_TEAM",
+        help="Enrol the patients in this care team (and put those in no team yet in it).",
     ),
 ]
 
@@ -111,11 +129,13 @@ def run(
     days: Days = None,
     start: Start = None,
     api_url: ApiUrl = None,
+    username: Username = None,
+    care_team: CareTeam = None,
 ) -> None:
     """Send a scenario's messages, with a progress bar and a closing summary."""
     simulation = _simulate(scenario, seed, days, start, pace)
     if api_url is not None:
-        _provision(simulation, api_url)
+        _provision(simulation, api_url, _credentials(username), care_team)
     messages = simulation.messages
     if pace == Pace.LOAD:
         messages = messages[: int(rate * duration)]
@@ -137,18 +157,41 @@ def run(
 def provision_command(
     scenario: ScenarioName,
     api_url: Annotated[str, typer.Option(envvar="RPM_SIM_API_URL", help="rpm's base URL.")],
+    username: Username = None,
+    care_team: CareTeam = None,
     seed: Seed = None,
     days: Days = None,
     start: Start = None,
 ) -> None:
     """Enrol the scenario's patients (with care plans) and give them their devices."""
-    _provision(_simulate(scenario, seed, days, start, Pace.ACCELERATED), api_url)
+    credentials = _credentials(username)
+    simulation = _simulate(scenario, seed, days, start, Pace.ACCELERATED)
+    _provision(simulation, api_url, credentials, care_team)
 
 
-def _provision(simulation: Simulation, api_url: str) -> None:
+def _credentials(username: str | None) -> Credentials:
+    """The login to provision with, or exit 1 saying what is missing."""
+    password = os.environ.get(PASSWORD_ENVVAR, "")
+    if not username or not password:
+        missing = [] if username else ["--username (or RPM_SIM_USERNAME)"]
+        missing += [] if password else [PASSWORD_ENVVAR]
+        typer.echo(
+            f"rpm-sim: provisioning signs in to rpm: set {' and '.join(missing)}"
+            " (an admin's login)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    return Credentials(username, password)
+
+
+def _provision(
+    simulation: Simulation, api_url: str, credentials: Credentials, care_team: int | None
+) -> None:
     # Devices are given from a day before the first reading, so that none is unassigned.
     try:
-        done = provision(simulation, api_url, simulation.start - timedelta(days=1))
+        done = provision(
+            simulation, api_url, simulation.start - timedelta(days=1), credentials, care_team
+        )
     except ProvisionError as exc:
         typer.echo(f"rpm-sim: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -1,10 +1,11 @@
 """Provisioning a simulation in rpm through its public API, as a clinic's staff would:
-each simulated patient enrolled with the care-plan templates of their conditions, each
-device registered and given to its patient.
+each simulated patient enrolled with the care-plan templates of their conditions (and,
+if asked, in a care team), each device registered and given to its patient.
 
-Idempotent: a patient or device already there is reused, so a scenario can be
-provisioned again before each run. Simulated patients have no names: the external
-reference stands in for both (never real data).
+It signs in once (`POST /api/v1/auth/token`) and sends the bearer token; registering
+devices needs an admin's login. Idempotent: a patient or device already there is reused,
+so a scenario can be provisioned again before each run. Simulated patients have no
+names: the external reference stands in for both (never real data).
 """
 
 from __future__ import annotations
@@ -12,19 +13,24 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from simulators.scenario import SimPatient, Simulation
 
-# Who the changes are made by, in rpm's care-plan history.
-USER = "rpm-sim"
-
 
 class ProvisionError(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An rpm login; the password is never shown (repr) nor sent anywhere but sign-in."""
+
+    username: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -40,14 +46,20 @@ class Provisioned:
         )
 
 
-def provision(simulation: Simulation, api_url: str, assigned_at: datetime) -> Provisioned:
-    """Enrol the simulation's patients and give them their devices from `assigned_at`
-    (before the first simulated reading)."""
-    api = _Api(api_url.rstrip("/"))
+def provision(
+    simulation: Simulation,
+    api_url: str,
+    assigned_at: datetime,
+    credentials: Credentials,
+    care_team_id: int | None = None,
+) -> Provisioned:
+    """Enrol the simulation's patients (in `care_team_id`, if given) and give them their
+    devices from `assigned_at` (before the first simulated reading)."""
+    api = _Api.signed_in(api_url.rstrip("/"), credentials)
     ids: dict[str, int] = {}
     new_patients = new_devices = 0
     for patient in simulation.patients:
-        patient_id, created = _patient(api, patient)
+        patient_id, created = _patient(api, patient, care_team_id)
         ids[patient.ref] = patient_id
         new_patients += created
         for device in patient.devices:
@@ -59,7 +71,7 @@ def provision(simulation: Simulation, api_url: str, assigned_at: datetime) -> Pr
             elif status == 409:
                 _, body = api.call("GET", f"/api/v1/devices/{quote(device.serial)}")
             else:
-                raise ProvisionError(f"registering {device.serial}: HTTP {status}: {body}")
+                raise ProvisionError(f"registering {device.serial}: {_refusal(status, body)}")
             if body.get("patient_id") != patient_id:
                 status, reply = api.call(
                     "POST",
@@ -67,11 +79,11 @@ def provision(simulation: Simulation, api_url: str, assigned_at: datetime) -> Pr
                     {"patient_id": patient_id, "at": assigned_at.isoformat()},
                 )
                 if status != 200:
-                    raise ProvisionError(f"assigning {device.serial}: HTTP {status}: {reply}")
+                    raise ProvisionError(f"assigning {device.serial}: {_refusal(status, reply)}")
     return Provisioned(ids, new_patients, new_devices)
 
 
-def _patient(api: _Api, patient: SimPatient) -> tuple[int, bool]:
+def _patient(api: _Api, patient: SimPatient, care_team_id: int | None) -> tuple[int, bool]:
     status, body = api.call(
         "POST",
         "/api/v1/patients",
@@ -82,32 +94,85 @@ def _patient(api: _Api, patient: SimPatient) -> tuple[int, bool]:
             "time_zone": patient.time_zone,
             # The physiology's conditions are named as rpm's care-plan templates are.
             "templates": sorted(c.value for c in patient.conditions),
+            "care_team_id": care_team_id,
         },
     )
     if status == 201:
         return int(body["id"]), True
-    if status == 409:
-        _, found = api.call("GET", f"/api/v1/patients?external_ref={quote(patient.ref)}")
-        if found:
-            return int(found[0]["id"]), False
-    raise ProvisionError(f"enrolling {patient.ref}: HTTP {status}: {body}")
+    if status != 409:
+        raise ProvisionError(f"enrolling {patient.ref}: {_refusal(status, body)}")
+    status, found = api.call("GET", f"/api/v1/patients?external_ref={quote(patient.ref)}")
+    if status != 200 or not found:
+        # A care manager does not see a patient of another team.
+        raise ProvisionError(
+            f"{patient.ref} is enrolled already, but not visible to this login:"
+            f" {_refusal(status, found)}"
+        )
+    existing = found[0]
+    patient_id = int(existing["id"])
+    # A patient in no team yet joins this one; one in another team stays there.
+    if care_team_id is not None and existing.get("care_team_id") is None:
+        status, reply = api.call(
+            "PUT", f"/api/v1/patients/{patient_id}/care-team", {"care_team_id": care_team_id}
+        )
+        if status != 200:
+            raise ProvisionError(
+                f"putting {patient.ref} in care team {care_team_id}: {_refusal(status, reply)}"
+            )
+    return patient_id, False
+
+
+def _refusal(status: int, body: Any) -> str:
+    """An HTTP refusal as a line: rpm's problem details say why in `detail`."""
+    if isinstance(body, dict) and body.get("detail"):
+        return f"HTTP {status}: {body['detail']}"
+    return f"HTTP {status}: {body}"
 
 
 @dataclass(frozen=True)
 class _Api:
     base_url: str
+    token: str = field(default="", repr=False)
+
+    @classmethod
+    def signed_in(cls, base_url: str, credentials: Credentials) -> _Api:
+        """Sign in once: a provisioning run takes seconds, the token lasts 15 minutes."""
+        status, body = cls(base_url).call(
+            "POST",
+            "/api/v1/auth/token",
+            {"username": credentials.username, "password": credentials.password},
+        )
+        if status == 200 and isinstance(body, dict) and body.get("access_token"):
+            return cls(base_url, str(body["access_token"]))
+        if status == 401:
+            raise ProvisionError(
+                f"rpm refused the sign-in of {credentials.username!r}: check RPM_SIM_USERNAME"
+                " and RPM_SIM_PASSWORD"
+            )
+        raise ProvisionError(f"signing in as {credentials.username!r}: {_refusal(status, body)}")
 
     def call(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(  # noqa: S310 (the URL is the operator's)
             self.base_url + path,
             data=None if body is None else json.dumps(body).encode(),
             method=method,
-            headers={"Content-Type": "application/json", "X-RPM-User": USER},
+            headers=headers,
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as reply:  # noqa: S310
-                return reply.status, json.loads(reply.read() or b"null")
+                return reply.status, _json(reply.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
+            return exc.code, _json(exc.read())
         except urllib.error.URLError as exc:
             raise ProvisionError(f"cannot reach rpm at {self.base_url}: {exc.reason}") from None
+
+
+def _json(data: bytes) -> Any:
+    """A reply's body; one that is not JSON (a proxy's error page) as its text."""
+    try:
+        return json.loads(data or b"null")
+    except ValueError:
+        return data.decode(errors="replace")[:200]

@@ -6,6 +6,7 @@ number of unlabelled ones. Each run prints its precision."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from rpm.ingest import integrations
 from rpm.ingest.integrations import Vendor
 from rpm.rules.engine import RuleEngine
 from simulators.scenario import PRESETS, load
-from tests.support import MosquittoProcess, RpmProcess
+from tests.support import TEST_PASSWORD, MosquittoProcess, RpmProcess, add_user
 
 pytestmark = pytest.mark.e2e
 
@@ -101,7 +102,12 @@ def test_a_labelled_scenario_raises_its_alerts(
         "--webhook-secret", _webhook_secret(db_url),
         "--pace", "accelerated", "--duration", "3", "--start", start.isoformat(),
     ]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    # Provisioning signs in as an admin; the password travels in the environment only.
+    add_user(db_url, "sim-admin", "admin", TEST_PASSWORD)
+    env = os.environ | {"RPM_SIM_USERNAME": "sim-admin", "RPM_SIM_PASSWORD": TEST_PASSWORD}
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, check=False, env=env
+    )
     assert completed.returncode == 0, completed.stderr
     _settled(db_url)
     asyncio.run(_check_missed(db_url))

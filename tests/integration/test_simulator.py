@@ -1,24 +1,36 @@
-"""rpm-sim against the real service: every reading a scenario sends is stored, once."""
+"""rpm-sim against the real service: every reading a scenario sends is stored, once; and
+provisioning signs in, and puts the patients in the care team asked for."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+import pytest
 from fastapi.testclient import TestClient
 
 from rpm.app import create_app
 from rpm.config import BrokerAddress
 from simulators.scenario import Simulation, generate, load
 from simulators.transport import Pace, Target, send, wall_schedule
-from tests.support import MosquittoProcess, wait_until_ready, wiring
+from tests.support import (
+    TEST_PASSWORD,
+    MosquittoProcess,
+    RpmProcess,
+    add_user,
+    wait_until_ready,
+    wiring,
+)
 
 BROKER_CONFIG = "allow_anonymous true\nmax_inflight_messages 0\npersistence false\n"
+RPM_SIM = str(Path(sys.executable).with_name("rpm-sim"))
 
 
 def _provision(db_url: str, simulation: Simulation) -> None:
@@ -97,7 +109,7 @@ def test_rpm_sim_reports_what_it_sent(tmp_path: Path) -> None:
     broker.start()
     try:
         completed = subprocess.run(
-            [str(Path(sys.executable).with_name("rpm-sim")), "run", "hypertensive-crisis",
+            [RPM_SIM, "run", "hypertensive-crisis",
              "--mqtt-url", f"mqtt://127.0.0.1:{broker.port}", "--pace", "load",
              "--rate", "2000", "--duration", "0.1", "--seed", "4"],
             capture_output=True, text=True, timeout=60, check=False,
@@ -109,8 +121,101 @@ def test_rpm_sim_reports_what_it_sent(tmp_path: Path) -> None:
     assert "messages/s" in completed.stdout
 
     refused = subprocess.run(
-        [str(Path(sys.executable).with_name("rpm-sim")), "run", "nope"],
+        [RPM_SIM, "run", "nope"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert refused.returncode == 2
     assert "no scenario 'nope'" in refused.stderr
+
+
+@pytest.fixture
+def api_url(db_url: str, tmp_path: Path) -> Iterator[str]:
+    """`rpm up` on this test's database, in a process of its own (provisioning is HTTP)."""
+    broker = MosquittoProcess(BROKER_CONFIG, tmp_path)
+    broker.start()
+    process = RpmProcess(
+        tmp_path, "rpm", RPM_DATABASE_URL=db_url, RPM_MQTT_URL=f"mqtt://127.0.0.1:{broker.port}"
+    )
+    process.start()
+    try:
+        process.wait_ready()
+        yield f"http://127.0.0.1:{process.http_port}"
+    finally:
+        process.close()
+        broker.stop()
+
+
+def _rpm_sim_provision(api_url: str, *options: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`rpm-sim provision hypertensive-crisis`, with these RPM_SIM_* variables only."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RPM_SIM_")}
+    return subprocess.run(
+        [RPM_SIM, "provision", "hypertensive-crisis", "--api-url", api_url, *options],
+        capture_output=True, text=True, timeout=60, check=False, env=clean | env,
+    )  # fmt: skip
+
+
+def test_provisioning_signs_in_and_puts_the_patients_in_the_care_team(
+    db_url: str, api_url: str
+) -> None:
+    add_user(db_url, "sim-admin", "admin", TEST_PASSWORD)
+    patients = generate(load("hypertensive-crisis"), datetime.now(UTC)).patients
+    refs = [p.ref for p in patients]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        team = conn.execute("INSERT INTO care_team (name) VALUES ('Sim team') RETURNING id")
+        row = team.fetchone()
+        assert row is not None
+        team_id = row[0]
+        # Enrolled before, in no team: provisioning puts it in the team too.
+        conn.execute(
+            "INSERT INTO patient (external_ref, given_name, family_name, time_zone)"
+            " VALUES (%s, 'Sim', %s, 'UTC')",
+            [refs[0], refs[0]],
+        )
+
+    credentials = {"RPM_SIM_USERNAME": "sim-admin", "RPM_SIM_PASSWORD": TEST_PASSWORD}
+    done = _rpm_sim_provision(api_url, "--care-team", str(team_id), **credentials)
+    assert done.returncode == 0, done.stderr
+    assert f"provisioned {len(refs)} patients ({len(refs) - 1} new)" in done.stderr
+    # Again: nothing new, and the team given through the environment.
+    again = _rpm_sim_provision(api_url, RPM_SIM_CARE_TEAM=str(team_id), **credentials)
+    assert again.returncode == 0, again.stderr
+    assert f"provisioned {len(refs)} patients (0 new) and their devices (0 new)" in again.stderr
+
+    with psycopg.connect(db_url) as conn:
+        teams = dict(conn.execute("SELECT external_ref, care_team_id FROM patient").fetchall())
+        assigned = conn.execute(
+            "SELECT count(*) FROM device_assignment WHERE unassigned_at IS NULL"
+        ).fetchone()
+    assert teams == dict.fromkeys(refs, team_id)
+    assert assigned == (sum(len(p.devices) for p in patients),)
+
+
+def test_provisioning_without_a_login_or_with_a_wrong_one_stops_saying_why(
+    db_url: str, api_url: str
+) -> None:
+    add_user(db_url, "sim-admin", "admin", TEST_PASSWORD)
+    nothing = _rpm_sim_provision(api_url)
+    assert nothing.returncode == 1
+    assert "set --username (or RPM_SIM_USERNAME) and RPM_SIM_PASSWORD" in nothing.stderr
+
+    # The password is never an option: it would show in `ps`.
+    no_password = _rpm_sim_provision(api_url, "--username", "sim-admin")
+    assert no_password.returncode == 1
+    assert "set RPM_SIM_PASSWORD" in no_password.stderr
+
+    wrong = _rpm_sim_provision(
+        api_url, RPM_SIM_USERNAME="sim-admin", RPM_SIM_PASSWORD="not the password at all"
+    )
+    assert wrong.returncode == 1
+    assert "rpm refused the sign-in of 'sim-admin'" in wrong.stderr
+    assert "not the password" not in wrong.stderr + wrong.stdout
+
+    # A nurse may not enrol patients: rpm's reason is passed on.
+    add_user(db_url, "sim-nurse", "nurse", TEST_PASSWORD)
+    nurse = _rpm_sim_provision(
+        api_url, RPM_SIM_USERNAME="sim-nurse", RPM_SIM_PASSWORD=TEST_PASSWORD
+    )
+    assert nurse.returncode == 1
+    assert "enrolling HTN-001: HTTP 403" in nurse.stderr, nurse.stderr
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM patient").fetchone() == (0,)
