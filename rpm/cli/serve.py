@@ -29,8 +29,9 @@ def up(
     demo: Annotated[
         bool,
         typer.Option(
-            help="On the embedded database: enrol the demo patients and play two weeks of"
-            " their readings, once."
+            help="On the embedded database: a demo care team, its logins (passwords in"
+            " RPM_DATA_DIR/demo-logins.txt), the demo patients and two weeks of their"
+            " readings, once."
         ),
     ] = False,
     demo_seconds: Annotated[
@@ -140,7 +141,14 @@ async def _serve(settings: Settings, demo_seconds: float | None) -> int:
             else:
                 api = f"http://127.0.0.1:{settings.http.port}"
                 demo = asyncio.create_task(
-                    play_demo(wiring.health, database_url, api, broker, demo_seconds)
+                    play_demo(
+                        wiring.health,
+                        database_url,
+                        api,
+                        broker,
+                        demo_seconds,
+                        settings.service.data_dir,
+                    )
                 )
         try:
             await server.serve()

@@ -112,24 +112,75 @@ def test_rpm_up_with_a_bad_setting_says_which_and_exits(workdir: Path) -> None:
     assert "RPM_HTTP_PORT='eighty': Input should be a valid integer" in result.stderr
 
 
+def _demo_logins(workdir: Path) -> dict[str, str]:
+    """The demo's username-password pairs, from the file `rpm up --demo` writes."""
+    text = (workdir / ".rpm" / "demo-logins.txt").read_text()
+    rows = (line.split() for line in text.splitlines() if line and not line.startswith("#"))
+    return {row[0]: row[1] for row in rows}
+
+
+def _signed_in(port: int, username: str, password: str) -> dict[str, str]:
+    """Sign in over the API; the header that carries the token."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/auth/token",
+        data=json.dumps({"username": username, "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return {"Authorization": f"Bearer {json.load(reply)['access_token']}"}
+
+
+def _worklist_rules(port: int, headers: dict[str, str]) -> set[str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/alerts", headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        return {alert["rule_id"] for alert in json.load(reply)["alerts"]}
+
+
 def test_rpm_up_demo_enrols_patients_and_raises_their_alerts_once(workdir: Path) -> None:
     port = free_port()
     process = _run_until_ready(workdir, port, "--demo", "--demo-seconds", "5")
-    # The demo's four labelled conditions, each as its alert.
-    expected = {"bp_crisis", "weight_gain_week", "glucose_low", "missed_readings"}
-    deadline = time.monotonic() + 90
-    rules: set[str] = set()
-    while time.monotonic() < deadline and not expected <= rules:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=5) as reply:
-            rules = {alert["rule_id"] for alert in json.load(reply)["alerts"]}
-        time.sleep(0.5)
-    output = _stop(process, signal.SIGTERM)
+    try:
+        # The demo's four labelled conditions, each as its alert, in the demo nurse's
+        # worklist: the demo patients are in her care team.
+        expected = {"bp_crisis", "weight_gain_week", "glucose_low", "missed_readings"}
+        deadline = time.monotonic() + 90
+        logins_file = workdir / ".rpm" / "demo-logins.txt"
+        while not logins_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        logins = _demo_logins(workdir)
+        assert set(logins) == {"demo-admin", "demo-nurse", "demo-care-manager"}
+        assert logins_file.stat().st_mode & 0o777 == 0o600
+        nurse = _signed_in(port, "demo-nurse", logins["demo-nurse"])
+        rules: set[str] = set()
+        while time.monotonic() < deadline and not expected <= rules:
+            rules = _worklist_rules(port, nurse)
+            time.sleep(0.5)
+        # The care manager is in the team too; nobody signed in sees nothing.
+        manager = _signed_in(port, "demo-care-manager", logins["demo-care-manager"])
+        assert expected <= _worklist_rules(port, manager)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _worklist_rules(port, {})
+        assert refused.value.code == 401
+        refused.value.close()
+    finally:
+        output = _stop(process, signal.SIGTERM)
     assert expected <= rules, output
     assert "demo: enrolling the demo patients" in output
     assert f"Open alerts, most severe first: http://127.0.0.1:{port}/api/v1/alerts" in output
+    assert f"passwords in {logins_file}" in output
+    assert not any(password in output for password in logins.values())
 
+    first_file = logins_file.read_text()
     restarted = _run_until_ready(workdir, port, "--demo")
-    time.sleep(1)  # the demo looks for its patients as soon as the service is ready
-    again = _stop(restarted, signal.SIGTERM)
+    try:
+        time.sleep(2)  # the demo looks for its logins and patients once the service is ready
+        # The same logins: still valid, their file unchanged.
+        assert logins_file.read_text() == first_file
+        nurse = _signed_in(port, "demo-nurse", logins["demo-nurse"])
+        assert expected <= _worklist_rules(port, nurse)
+    finally:
+        again = _stop(restarted, signal.SIGTERM)
     assert "demo: its patients are already here" in again
+    assert "new passwords" not in again
+    assert not any(password in again for password in logins.values())
     assert "Traceback" not in output + again
