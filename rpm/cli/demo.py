@@ -48,8 +48,9 @@ LOGINS_FILE = "demo-logins.txt"
 ACTOR = "demo"
 
 # Phone numbers 555-0100 to 555-0199 are reserved for fiction (NANPA): no one's phone.
+# Not 0101: the README's and the API's examples add a nurse with it, which must not clash.
 NURSE = NewStaff("demo-nurse", "Demo Nurse", "nurse", "+15555550100")
-CARE_MANAGER = NewStaff("demo-care-manager", "Demo Care Manager", "care_manager", "+15555550101")
+CARE_MANAGER = NewStaff("demo-care-manager", "Demo Care Manager", "care_manager", "+15555550102")
 ADMIN = "demo-admin"
 # Each login: its role, and the staff record it is (by the staff username).
 LOGINS: dict[str, tuple[Role, str | None]] = {
