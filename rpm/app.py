@@ -18,7 +18,7 @@ from typing import Any
 import aiomqtt
 import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 import rpm
@@ -40,7 +40,7 @@ from rpm.api import readings as readings_api
 from rpm.api import twilio as twilio_api
 from rpm.api import users as users_api
 from rpm.api import webhooks as webhooks_api
-from rpm.api.deps import install_error_handlers
+from rpm.api.deps import install_error_handlers, refuse_nul
 from rpm.backoff import Backoff
 from rpm.config import BrokerAddress, Settings
 from rpm.db.migrate import MigrationError
@@ -164,6 +164,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         version=rpm.__version__,
         summary="Remote patient monitoring: device readings, care-plan rules and alerts.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_nul)],
     )
     install_error_handlers(app)
     for api in (

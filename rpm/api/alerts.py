@@ -25,6 +25,7 @@ from rpm.alerts.repository import (
     WorklistFilter,
 )
 from rpm.alerts.service import act
+from rpm.api import problems
 from rpm.api.deps import (
     ActsOnAlerts,
     Audit,
@@ -38,13 +39,16 @@ from rpm.auth.access import Principal
 from rpm.care_teams.registry import CareTeamNotFound
 from rpm.rules.plan import Severity
 
-router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
-
-_ERRORS: dict[int | str, dict[str, str]] = {
-    404: {"description": "No such alert"},
-    409: {"description": "The alert's state does not allow this; the reason is given"},
-    422: {"description": "The request is not valid; the reason is given"},
-}
+router = APIRouter(
+    prefix="/api/v1/alerts",
+    tags=["alerts"],
+    responses=problems.errors(
+        {
+            404: "No such alert",
+            409: "The alert's state does not allow this; the reason is given",
+        }
+    ),
+)
 
 
 class WorklistPage(BaseModel):
@@ -117,7 +121,6 @@ class AlertDetail(BaseModel):
 @router.get(
     "/{alert_id}",
     summary="One alert, with the readings that fired its rule and its history",
-    responses=_ERRORS,
 )
 async def get(conn: Conn, user: ReadsPatients, record: Audit, alert_id: int) -> AlertDetail:
     alert = await alert_in_view(conn, user, record, alert_id)
@@ -134,7 +137,7 @@ class Note(RequestBody):
     note: str = Field("", max_length=2000)
 
 
-class Assignment(RequestBody):
+class AlertAssignment(RequestBody):
     staff_id: int
     note: str = Field("", max_length=2000)
 
@@ -153,27 +156,21 @@ async def _act(
     return alert
 
 
-@router.post(
-    "/{alert_id}/acknowledge", summary="Take the alert: it stops escalating", responses=_ERRORS
-)
+@router.post("/{alert_id}/acknowledge", summary="Take the alert: it stops escalating")
 async def acknowledge(
     conn: Conn, user: ActsOnAlerts, record: Audit, alert_id: int, body: Note
 ) -> AlertRecord:
     return await _act(conn, user, record, alert_id, Acknowledge(body.note))
 
 
-@router.post(
-    "/{alert_id}/assign", summary="Give the alert to a member of the care team", responses=_ERRORS
-)
+@router.post("/{alert_id}/assign", summary="Give the alert to a member of the care team")
 async def assign(
-    conn: Conn, user: ActsOnAlerts, record: Audit, alert_id: int, body: Assignment
+    conn: Conn, user: ActsOnAlerts, record: Audit, alert_id: int, body: AlertAssignment
 ) -> AlertRecord:
     return await _act(conn, user, record, alert_id, Assign(body.staff_id, body.note))
 
 
-@router.post(
-    "/{alert_id}/resolve", summary="Close the alert with its outcome and a note", responses=_ERRORS
-)
+@router.post("/{alert_id}/resolve", summary="Close the alert with its outcome and a note")
 async def resolve(
     conn: Conn, user: ActsOnAlerts, record: Audit, alert_id: int, body: Resolution
 ) -> AlertRecord:

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
+from rpm.api import problems
 from rpm.api.deps import Conn, ReadsAudit
+from rpm.api.values import Instant
 from rpm.auth import audit
 from rpm.auth.audit import AuditFilter, AuditRecord
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=problems.errors())
 
 
 class AuditPage(BaseModel):
@@ -27,8 +29,8 @@ async def audit_events(
     patient_id: int | None = None,
     username: str | None = None,
     action: str | None = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     before: Annotated[int | None, Query(ge=1, description="The previous page's next")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:

@@ -6,15 +6,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Request, status
+from fastapi import APIRouter, Request, Security, status
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
-from rpm.api.deps import Conn, RequestBody, SignedInUser, client_ip
+from rpm.api import problems
+from rpm.api.deps import BEARER, Conn, RequestBody, SignedInUser, client_ip
 from rpm.auth import audit, repository, service
 from rpm.auth.access import Permission
 from rpm.config import Settings
 
-router = APIRouter(prefix="/api/v1/auth", tags=["sign-in"])
+router = APIRouter(prefix="/api/v1/auth", tags=["sign-in"], responses=problems.errors())
 
 
 class SignIn(RequestBody):
@@ -32,10 +34,13 @@ class Token(BaseModel):
 @router.post(
     "/token",
     summary="Sign in: a bearer token for the API",
-    responses={
-        401: {"description": "The username or password is wrong"},
-        429: {"description": "Too many failed sign-ins; Retry-After says when to try again"},
-    },
+    responses=problems.errors(
+        {
+            401: "The username or password is wrong",
+            429: "Too many failed sign-ins; Retry-After says when to try again",
+        },
+        signed_in=False,
+    ),
 )
 async def token(request: Request, conn: Conn, body: SignIn) -> Token:
     settings: Settings = request.app.state.settings
@@ -63,10 +68,11 @@ async def token(request: Request, conn: Conn, body: SignIn) -> Token:
 async def sign_out(
     conn: Conn,
     principal: SignedInUser,
-    authorization: Annotated[str, Header()],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
 ) -> None:
+    token = credentials.credentials.strip() if credentials else ""
     async with conn.transaction():
-        await repository.end_session(conn, authorization.partition(" ")[2].strip())
+        await repository.end_session(conn, token)
 
 
 class Me(BaseModel):

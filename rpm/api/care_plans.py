@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from rpm.api import problems
 from rpm.api.deps import (
     Audit,
     ChangesCarePlans,
@@ -27,13 +28,16 @@ from rpm.rules.evaluate import Finding
 from rpm.rules.plan import CarePlan, diff
 from rpm.rules.templates import TEMPLATES, plan_from_templates
 
-router = APIRouter(tags=["care plans"])
+router = APIRouter(
+    tags=["care plans"],
+    responses=problems.errors(
+        {
+            404: "No such patient, plan or version",
+            409: "The plan has changed since the version the edit started from",
+        }
+    ),
+)
 _PLAN = "/api/v1/patients/{patient_id}/care-plan"
-
-_ERRORS: dict[int | str, dict[str, str]] = {
-    404: {"description": "No such patient, plan or version"},
-    409: {"description": "The plan has changed since the version the edit started from"},
-}
 
 
 class Template(BaseModel):
@@ -62,7 +66,7 @@ class Alert(BaseModel):
     message: str
 
 
-class Outcome(BaseModel):
+class DryRunOutcome(BaseModel):
     """What a plan raised over the period: one alert per episode of a rule."""
 
     alerts: int
@@ -70,7 +74,7 @@ class Outcome(BaseModel):
     raised: list[Alert]
 
     @classmethod
-    def of(cls, found: list[Finding]) -> Outcome:
+    def of(cls, found: list[Finding]) -> DryRunOutcome:
         by_rule: dict[str, int] = {}
         for f in found:
             by_rule[f.rule_id] = by_rule.get(f.rule_id, 0) + 1
@@ -86,8 +90,8 @@ class DryRun(BaseModel):
     since: datetime
     until: datetime
     readings: int = Field(description="Readings in the period")
-    proposed: Outcome
-    current: Outcome | None = Field(description="The plan in force, for comparison")
+    proposed: DryRunOutcome
+    current: DryRunOutcome | None = Field(description="The plan in force, for comparison")
 
 
 @router.get("/api/v1/care-plan-templates", summary="Guideline templates for enrolment")
@@ -96,14 +100,14 @@ async def templates(user: SignedInUser) -> list[Template]:
             for t in TEMPLATES.values()]  # fmt: skip
 
 
-@router.get(_PLAN, summary="The care plan in force", responses=_ERRORS)
+@router.get(_PLAN, summary="The care plan in force")
 async def current(conn: Conn, user: ReadsPatients, record: Audit, patient_id: int) -> PlanVersion:
     await patient_in_view(conn, user, record, patient_id)
     await record("read", "care_plan", patient_id, [patient_id])
     return await care_plans.current(conn, patient_id)
 
 
-@router.put(_PLAN, summary="Replace the care plan: a new version", responses=_ERRORS)
+@router.put(_PLAN, summary="Replace the care plan: a new version")
 async def replace(
     conn: Conn, user: ChangesCarePlans, record: Audit, patient_id: int, body: Replacement
 ) -> PlanVersion:
@@ -116,7 +120,7 @@ async def replace(
     return saved
 
 
-@router.get(f"{_PLAN}/versions", summary="Every version, newest first", responses=_ERRORS)
+@router.get(f"{_PLAN}/versions", summary="Every version, newest first")
 async def versions(
     conn: Conn, user: ReadsPatients, record: Audit, patient_id: int
 ) -> list[VersionSummary]:
@@ -125,7 +129,7 @@ async def versions(
     return await care_plans.versions(conn, patient_id)
 
 
-@router.get(f"{_PLAN}/versions/{{version}}", summary="One version", responses=_ERRORS)
+@router.get(f"{_PLAN}/versions/{{version}}", summary="One version")
 async def version(
     conn: Conn, user: ReadsPatients, record: Audit, patient_id: int, version: int
 ) -> PlanVersion:
@@ -134,7 +138,7 @@ async def version(
     return await care_plans.version_of(conn, patient_id, version)
 
 
-@router.get(f"{_PLAN}/diff", summary="What changed between two versions", responses=_ERRORS)
+@router.get(f"{_PLAN}/diff", summary="What changed between two versions")
 async def compare(
     conn: Conn,
     user: ReadsPatients,
@@ -155,7 +159,6 @@ async def compare(
 @router.post(
     f"{_PLAN}/dry-run",
     summary="What a proposed plan would have raised on the last 30 days of readings",
-    responses=_ERRORS,
 )
 async def dry_run(
     conn: Conn,
@@ -181,6 +184,6 @@ async def dry_run(
         since=proposed.since,
         until=proposed.until,
         readings=proposed.readings,
-        proposed=Outcome.of(proposed.alerts),
-        current=None if now is None else Outcome.of(now.alerts),
+        proposed=DryRunOutcome.of(proposed.alerts),
+        current=None if now is None else DryRunOutcome.of(now.alerts),
     )

@@ -3,24 +3,29 @@ escalation tier (1: on-call nurse, 2: backup nurse, 3: physician)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
-from pydantic import AwareDatetime, BaseModel, Field
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel, Field
 
+from rpm.api import problems
 from rpm.api.deps import Conn, ManagesCareTeams, ReadsCareTeams, RequestBody
+from rpm.api.values import Instant, LocalTime
 from rpm.auth.access import Principal
 from rpm.care_teams import registry
 from rpm.care_teams.registry import CareTeamRecord, NewStaff, ShiftRecord, StaffRecord
 
-router = APIRouter(prefix="/api/v1", tags=["care teams"])
-
-_ERRORS: dict[int | str, dict[str, str]] = {
-    404: {"description": "No such care team or staff member"},
-    409: {"description": "A conflict: a taken name or number, an overlapping shift"},
-    422: {"description": "The request is not valid; the reason is given"},
-}
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["care teams"],
+    responses=problems.errors(
+        {
+            404: "No such care team or staff member",
+            409: "A conflict: a taken name or number, an overlapping shift",
+        }
+    ),
+)
 
 
 class StaffIn(RequestBody):
@@ -29,13 +34,11 @@ class StaffIn(RequestBody):
     role: Literal["nurse", "care_manager", "physician", "admin"]
     phone: str | None = Field(None, description="E.164", examples=["+15555550101"])
     time_zone: str = Field("UTC", description="IANA name: the member's clock, for quiet hours")
-    quiet_hours_start: time | None = Field(None, description="Local; no SMS but critical")
-    quiet_hours_end: time | None = None
+    quiet_hours_start: LocalTime | None = Field(None, description="Local; no SMS but critical")
+    quiet_hours_end: LocalTime | None = None
 
 
-@router.post(
-    "/staff", status_code=status.HTTP_201_CREATED, summary="Add a staff member", responses=_ERRORS
-)
+@router.post("/staff", status_code=status.HTTP_201_CREATED, summary="Add a staff member")
 async def add_staff(conn: Conn, admin: ManagesCareTeams, staff: StaffIn) -> StaffRecord:
     return await registry.add_staff(conn, NewStaff(**staff.model_dump()))
 
@@ -58,7 +61,6 @@ class TeamIn(RequestBody):
     "/care-teams",
     status_code=status.HTTP_201_CREATED,
     summary="Create a care team",
-    responses=_ERRORS,
 )
 async def create_team(conn: Conn, admin: ManagesCareTeams, team: TeamIn) -> CareTeamRecord:
     return await registry.create_team(conn, team.name)
@@ -82,9 +84,7 @@ class TeamDetail(BaseModel):
     on_call: dict[int, StaffRecord]
 
 
-@router.get(
-    "/care-teams/{team_id}", summary="A care team, and who is on call now", responses=_ERRORS
-)
+@router.get("/care-teams/{team_id}", summary="A care team, and who is on call now")
 async def get_team(conn: Conn, user: ReadsCareTeams, team_id: int) -> TeamDetail:
     team = await _team_in_view(conn, user, team_id)
     return TeamDetail(team=team, on_call=await registry.on_call(conn, team_id, datetime.now(UTC)))
@@ -93,7 +93,6 @@ async def get_team(conn: Conn, user: ReadsCareTeams, team_id: int) -> TeamDetail
 @router.put(
     "/care-teams/{team_id}/members/{staff_id}",
     summary="Add a staff member to the team",
-    responses=_ERRORS,
 )
 async def add_member(
     conn: Conn, admin: ManagesCareTeams, team_id: int, staff_id: int
@@ -105,15 +104,14 @@ async def add_member(
 class ShiftIn(RequestBody):
     staff_id: int
     tier: int = Field(ge=1, le=3, description="1: on-call nurse, 2: backup nurse, 3: physician")
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
+    starts_at: Instant
+    ends_at: Instant
 
 
 @router.post(
     "/care-teams/{team_id}/shifts",
     status_code=status.HTTP_201_CREATED,
     summary="Put a member on call for a period, at a tier",
-    responses=_ERRORS,
 )
 async def add_shift(
     conn: Conn, admin: ManagesCareTeams, team_id: int, shift: ShiftIn
@@ -124,16 +122,17 @@ async def add_shift(
     )
 
 
-@router.get(
-    "/care-teams/{team_id}/shifts", summary="The team's shifts in a period", responses=_ERRORS
-)
+@router.get("/care-teams/{team_id}/shifts", summary="The team's shifts in a period")
 async def list_shifts(
     conn: Conn,
     user: ReadsCareTeams,
     team_id: int,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
 ) -> list[ShiftRecord]:
     await _team_in_view(conn, user, team_id)
     since = since or datetime.now(UTC)
-    return await registry.shifts(conn, team_id, since, until or since + timedelta(days=7))
+    until = until or since + min(timedelta(days=7), datetime.max.replace(tzinfo=UTC) - since)
+    if until < since:
+        raise HTTPException(422, "`until` must not be before `since` (default: now)")
+    return await registry.shifts(conn, team_id, since, until)

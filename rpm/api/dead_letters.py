@@ -7,18 +7,24 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, model_validator
 
+from rpm.api import problems
 from rpm.api.deps import Audit, Conn, Ingest, ManagesDeadLetters, RequestBody
 from rpm.devices.model import Reason
 from rpm.ingest import dead_letters
 from rpm.ingest.dead_letters import DeadLetterFilter, DeadLetterMessage, DeadLetterRecord
 from rpm.ingest.service import ReplayOutcome
 
-router = APIRouter(prefix="/api/v1/dead-letters", tags=["dead letters"])
+router = APIRouter(
+    prefix="/api/v1/dead-letters",
+    tags=["dead letters"],
+    responses=problems.errors(
+        {
+            404: "No such dead letter",
+            409: "The dead letter was already replayed",
+        }
+    ),
+)
 
-_ERRORS: dict[int | str, dict[str, str]] = {
-    404: {"description": "No such dead letter"},
-    409: {"description": "The dead letter was already replayed"},
-}
 MAX_REPLAY = 1000
 
 
@@ -69,7 +75,10 @@ async def list_dead_letters(
     reason: Reason | None = None,
     device_serial: str | None = None,
     include_replayed: bool = False,
-    before_id: Annotated[int | None, Query(description="Paging: the last id seen")] = None,
+    # At most the id column's (bigint) largest.
+    before_id: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="Paging: the last id seen")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeadLetterRecord]:
     return await dead_letters.list_dead_letters(
@@ -81,7 +90,7 @@ async def list_dead_letters(
     )
 
 
-@router.get("/{dead_letter_id}", summary="One dead letter with its raw bytes", responses=_ERRORS)
+@router.get("/{dead_letter_id}", summary="One dead letter with its raw bytes")
 async def inspect(
     conn: Conn, admin: ManagesDeadLetters, record: Audit, dead_letter_id: int
 ) -> DeadLetterMessage:
@@ -94,7 +103,6 @@ async def inspect(
 @router.post(
     "/{dead_letter_id}/replay",
     summary="Feed one dead letter through the pipeline again",
-    responses=_ERRORS,
 )
 async def replay_one(
     ingest: Ingest, admin: ManagesDeadLetters, record: Audit, dead_letter_id: int
@@ -107,7 +115,6 @@ async def replay_one(
 @router.post(
     "/replay",
     summary="Replay dead letters by id, or all that match a filter (e.g. after assigning)",
-    responses=_ERRORS,
 )
 async def replay(
     ingest: Ingest, admin: ManagesDeadLetters, record: Audit, request: ReplayRequest

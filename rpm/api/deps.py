@@ -15,17 +15,20 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rpm.alerts import repository as alerts
 from rpm.alerts.lifecycle import InvalidTransition
+from rpm.api import problems
+from rpm.api.problems import PROBLEM_JSON
 from rpm.auth import audit
 from rpm.auth import repository as users
 from rpm.auth import service as auth_service
@@ -47,6 +50,52 @@ class RequestBody(BaseModel):
     and a misspelt field is not silently dropped."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if (where := _nul_at(data)) is not None:
+            raise ValueError(f"{where or 'the body'}: {_NO_NUL}")
+        return data
+
+
+# PostgreSQL's text cannot hold it: refused at the edge (422), not failed in the store (500).
+_NO_NUL = "text may not contain the NUL character (\\u0000, %00)"
+
+
+def _nul_at(value: object, where: str = "") -> str | None:
+    """Where in a JSON value (a dotted path) a text holds the NUL character, if anywhere."""
+    if isinstance(value, str):
+        return where if "\x00" in value else None
+    if isinstance(value, dict):
+        items: Iterable[tuple[object, object]] = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        at = f"{where}.{key}" if where else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            return at
+        if (found := _nul_at(item, at)) is not None:
+            return found
+    return None
+
+
+async def refuse_nul(request: Request) -> None:
+    """Every route's: a path or query parameter with the NUL character is refused (422),
+    as `RequestBody` refuses it in a body."""
+    found = [
+        {"loc": [place, name], "msg": _NO_NUL, "type": "value_error"}
+        for place, params in (
+            ("path", list(request.path_params.items())),
+            ("query", request.query_params.multi_items()),
+        )
+        for name, value in params
+        if "\x00" in name or "\x00" in str(value)
+    ]
+    if found:
+        raise RequestValidationError(found)
 
 
 # How long a request waits for a pooled connection before it is told to come back.
@@ -101,16 +150,20 @@ def client_ip(request: Request) -> str | None:
         return None
 
 
+# As the schema shows the sign-in (/docs gets its "Authorize"); without auto_error, so a
+# request without it gets our 401, which says what to do.
+BEARER = HTTPBearer(
+    auto_error=False,
+    description="A token from POST /api/v1/auth/token, or an integration's API key",
+)
+
+
 async def _principal(
-    request: Request,
     conn: Conn,
-    authorization: Annotated[
-        str | None,
-        Header(description="`Bearer <token>` (POST /api/v1/auth/token) or `Bearer <API key>`"),
-    ] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
 ) -> Principal:
-    scheme, _, credential = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not credential.strip():
+    credential = credentials.credentials if credentials else ""
+    if not credential.strip():
         raise NotSignedIn(
             "sign in first: send 'Authorization: Bearer <token>' with a token from"
             " POST /api/v1/auth/token, or an API key"
@@ -271,9 +324,6 @@ _STATUS_OF: dict[type[Exception], int] = {
 }
 
 
-PROBLEM_JSON = "application/problem+json"
-
-
 def problem(
     request: Request,
     status: int,
@@ -316,9 +366,18 @@ def install_error_handlers(app: FastAPI) -> None:
             {"Retry-After": str(RETRY_AFTER_S)},
         )
 
+    async def out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # Only a request's own numbers reach PostgreSQL: an id or count past its column's
+        # type (bigint, integer) is the client's to fix, not a server error.
+        reason = (str(exc).strip().splitlines() or ["out of range"])[0]
+        return problem(request, 422, f"a number in the request is out of range ({reason})")
+
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        return problem(request, exc.status_code, str(exc.detail), exc.headers)
+        detail = str(exc.detail)
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body"
+            detail = "the body is not JSON in UTF-8: send it encoded as UTF-8"
+        return problem(request, exc.status_code, detail, exc.headers)
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -334,5 +393,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(auth_service.SignInLocked, locked)
     for error in (PoolClosed, PoolTimeout, psycopg.OperationalError):
         app.add_exception_handler(error, unavailable)
+    app.add_exception_handler(psycopg.errors.NumericValueOutOfRange, out_of_range)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
+    problems.document(app)

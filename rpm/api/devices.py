@@ -6,19 +6,25 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
+from rpm.api import problems
 from rpm.api.deps import Audit, Conn, ManagesDevices, RequestBody
+from rpm.api.values import Instant
 from rpm.devices import registry
 from rpm.devices.model import DeviceKind
 from rpm.devices.registry import AssignmentRecord, DeviceRecord
 
-router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
-
-_ERRORS: dict[int | str, dict[str, str]] = {
-    404: {"description": "No such device or patient"},
-    409: {"description": "The change conflicts with the device's state or history"},
-}
+router = APIRouter(
+    prefix="/api/v1/devices",
+    tags=["devices"],
+    responses=problems.errors(
+        {
+            404: "No such device or patient",
+            409: "The change conflicts with the device's state or history",
+        }
+    ),
+)
 
 
 class NewDevice(RequestBody):
@@ -27,13 +33,13 @@ class NewDevice(RequestBody):
     model: str = Field("", description="Make and model, for people")
 
 
-class Assignment(RequestBody):
+class DeviceAssignment(RequestBody):
     patient_id: int
-    at: AwareDatetime | None = Field(None, description="When the patient got it (default now)")
+    at: Instant | None = Field(None, description="When the patient got it (default now)")
 
 
 class Unassignment(RequestBody):
-    at: AwareDatetime | None = Field(None, description="When it ended (default now)")
+    at: Instant | None = Field(None, description="When it ended (default now)")
 
 
 @router.get("", summary="Devices with their patient, last-seen time and battery")
@@ -46,19 +52,17 @@ async def list_devices(
     return await registry.list_devices(conn, after_serial=after, limit=limit)
 
 
-@router.post(
-    "", status_code=status.HTTP_201_CREATED, summary="Register a device", responses=_ERRORS
-)
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Register a device")
 async def register(conn: Conn, admin: ManagesDevices, device: NewDevice) -> DeviceRecord:
     return await registry.register(conn, device.serial, device.kind, device.model)
 
 
-@router.get("/{serial}", summary="One device", responses=_ERRORS)
+@router.get("/{serial}", summary="One device")
 async def get(conn: Conn, admin: ManagesDevices, serial: str) -> DeviceRecord:
     return await registry.get(conn, serial)
 
 
-@router.get("/{serial}/assignments", summary="Who had the device, and when", responses=_ERRORS)
+@router.get("/{serial}/assignments", summary="Who had the device, and when")
 async def assignments(conn: Conn, admin: ManagesDevices, serial: str) -> list[AssignmentRecord]:
     return await registry.history(conn, serial)
 
@@ -66,17 +70,16 @@ async def assignments(conn: Conn, admin: ManagesDevices, serial: str) -> list[As
 @router.post(
     "/{serial}/assign",
     summary="Give the device to a patient, ending its current assignment",
-    responses=_ERRORS,
 )
 async def assign(
-    conn: Conn, admin: ManagesDevices, record: Audit, serial: str, assignment: Assignment
+    conn: Conn, admin: ManagesDevices, record: Audit, serial: str, assignment: DeviceAssignment
 ) -> DeviceRecord:
     device = await registry.assign(conn, serial, assignment.patient_id, assignment.at)
     await record("assign", "device", serial, [assignment.patient_id])
     return device
 
 
-@router.post("/{serial}/unassign", summary="End the device's assignment", responses=_ERRORS)
+@router.post("/{serial}/unassign", summary="End the device's assignment")
 async def unassign(
     conn: Conn, admin: ManagesDevices, record: Audit, serial: str, body: Unassignment
 ) -> DeviceRecord:
@@ -89,7 +92,6 @@ async def unassign(
 @router.post(
     "/{serial}/deactivate",
     summary="Retire the device: its messages are dead-lettered from now on",
-    responses=_ERRORS,
 )
 async def deactivate(conn: Conn, admin: ManagesDevices, serial: str) -> DeviceRecord:
     return await registry.deactivate(conn, serial)

@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 
 from rpm.alerts import repository as alerts
 from rpm.alerts.repository import AlertRecord
+from rpm.api import problems
 from rpm.api.deps import (
     Audit,
     Conn,
@@ -27,12 +28,16 @@ from rpm.rules import care_plans
 from rpm.rules.plan import CarePlan
 from rpm.rules.templates import TEMPLATES, plan_from_templates
 
-router = APIRouter(prefix="/api/v1/patients", tags=["patients"])
-
-_ERRORS: dict[int | str, dict[str, str]] = {
-    404: {"description": "No such patient"},
-    409: {"description": "The external reference is taken"},
-}
+router = APIRouter(
+    prefix="/api/v1/patients",
+    tags=["patients"],
+    responses=problems.errors(
+        {
+            404: "No such patient",
+            409: "The external reference is taken",
+        }
+    ),
+)
 
 
 class Enrolment(RequestBody):
@@ -61,7 +66,6 @@ class Enrolment(RequestBody):
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Enrol a patient, with a first care plan",
-    responses=_ERRORS,
 )
 async def enrol(
     conn: Conn, user: EnrolsPatients, record: Audit, enrolment: Enrolment
@@ -110,7 +114,7 @@ async def list_patients(
     return found
 
 
-@router.get("/{patient_id}", summary="One patient", responses=_ERRORS)
+@router.get("/{patient_id}", summary="One patient")
 async def get(conn: Conn, user: ReadsPatients, record: Audit, patient_id: int) -> PatientRecord:
     patient = await patient_in_view(conn, user, record, patient_id)
     await record("read", "patient", patient_id, [patient_id])
@@ -120,7 +124,6 @@ async def get(conn: Conn, user: ReadsPatients, record: Audit, patient_id: int) -
 @router.get(
     "/{patient_id}/alerts",
     summary="The patient's alerts, most severe first",
-    responses=_ERRORS,
 )
 async def patient_alerts(
     conn: Conn,
@@ -143,7 +146,6 @@ class CareTeamChoice(RequestBody):
 @router.put(
     "/{patient_id}/care-team",
     summary="Put the patient in a care team's care (its worklist, its on-call SMS)",
-    responses=_ERRORS,
 )
 async def set_care_team(
     conn: Conn, user: EnrolsPatients, record: Audit, patient_id: int, choice: CareTeamChoice
@@ -171,7 +173,6 @@ class StatusChange(RequestBody):
 @router.put(
     "/{patient_id}/status",
     summary="Pause, discharge or resume monitoring: only active patients raise alerts",
-    responses=_ERRORS,
 )
 async def set_status(
     conn: Conn, user: EnrolsPatients, record: Audit, patient_id: int, change: StatusChange

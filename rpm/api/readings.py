@@ -10,18 +10,23 @@ from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
+from rpm.api import problems
 from rpm.api.deps import Audit, Conn, ReadsPatients, patient_in_view
+from rpm.api.values import Instant
 from rpm.ingest import readings
 from rpm.ingest.readings import ReadingCursor, StoredReading
 
-router = APIRouter(prefix="/api/v1/patients/{patient_id}/readings", tags=["readings"])
-
-_ERRORS: dict[int | str, dict[str, str]] = {
-    404: {"description": "No such patient"},
-    422: {"description": "The request is not valid; the reason is given"},
-}
+router = APIRouter(
+    prefix="/api/v1/patients/{patient_id}/readings",
+    tags=["readings"],
+    responses=problems.errors(
+        {
+            404: "No such patient",
+        }
+    ),
+)
 
 
 class Kind(StrEnum):
@@ -37,15 +42,15 @@ class ReadingsPage(BaseModel):
     next: str | None
 
 
-@router.get("", summary="The patient's readings, newest first", responses=_ERRORS)
+@router.get("", summary="The patient's readings, newest first")
 async def list_readings(
     conn: Conn,
     user: ReadsPatients,
     record: Audit,
     patient_id: int,
     kind: Annotated[list[Kind] | None, Query(description="Repeatable; default: all")] = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     after: Annotated[str | None, Query(description="The previous page's `next`")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ReadingsPage:
@@ -67,7 +72,7 @@ def _encode(last: StoredReading) -> str:
 def _decode(token: str) -> ReadingCursor:
     try:
         measured_at, device_id, kind = base64.urlsafe_b64decode(token).decode().split("|")
-        return ReadingCursor(datetime.fromisoformat(measured_at), int(device_id), kind)
+        return ReadingCursor(datetime.fromisoformat(measured_at), int(device_id), Kind(kind).value)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise HTTPException(
             422, "`after` is not a page token of these readings: pass the previous page's `next`"
@@ -122,7 +127,6 @@ class Series(BaseModel):
 @router.get(
     "/series",
     summary="A downsampled series for a chart: per bucket, count, mean, min and max",
-    responses=_ERRORS,
 )
 async def series(
     conn: Conn,
@@ -130,8 +134,8 @@ async def series(
     record: Audit,
     patient_id: int,
     kind: Kind,
-    since: AwareDatetime,
-    until: AwareDatetime,
+    since: Instant,
+    until: Instant,
     width: Width = Width.AUTO,
 ) -> Series:
     if until <= since:

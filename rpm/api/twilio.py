@@ -21,13 +21,20 @@ from rpm.alerts import repository as alerts
 from rpm.alerts.lifecycle import Acknowledge, Actor, InvalidTransition
 from rpm.alerts.repository import AlertNotFound
 from rpm.alerts.service import act
+from rpm.api import problems
 from rpm.api.deps import Conn, client_ip
 from rpm.auth import audit
 from rpm.care_teams import registry as care_teams
 from rpm.care_teams.registry import CareTeamError
 from rpm.config import Settings
 
-router = APIRouter(prefix="/api/v1/twilio", tags=["twilio webhooks"])
+router = APIRouter(
+    prefix="/api/v1/twilio",
+    tags=["twilio webhooks"],
+    responses=problems.errors(
+        {403: "Not signed by Twilio: X-Twilio-Signature does not match"}, signed_in=False
+    ),
+)
 
 _ACK = re.compile(r"^\s*ACK\s*#?(\d{1,18})\s*$", re.IGNORECASE)
 
@@ -68,7 +75,17 @@ async def status(
     return Response(status_code=204)
 
 
-@router.post("/inbound", summary="An SMS reply from a care-team member: ACK <alert number>")
+@router.post(
+    "/inbound",
+    summary="An SMS reply from a care-team member: ACK <alert number>",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "TwiML: the SMS to send back, if any",
+            "content": {"application/xml": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def inbound(
     request: Request,
     conn: Conn,

@@ -8,20 +8,24 @@ from typing import Annotated, Self
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, Field, model_validator
 
+from rpm.api import problems
 from rpm.api.deps import Audit, Conn, ManagesUsers, RequestBody
 from rpm.auth import passwords, repository
 from rpm.auth.access import Role
 from rpm.auth.repository import ApiKeyRecord, NewUser, UserRecord
 from rpm.auth.tokens import new_api_key
 
-router = APIRouter(prefix="/api/v1", tags=["users"])
-
-_ERRORS: dict[int | str, dict[str, str]] = {
-    403: {"description": "Only admins manage users"},
-    404: {"description": "No such user or key"},
-    409: {"description": "The username is taken, or the staff member has a login"},
-    422: {"description": "The request is not valid; the reason is given"},
-}
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["users"],
+    responses=problems.errors(
+        {
+            403: "Only admins manage users",
+            404: "No such user or key",
+            409: "The username is taken, or the staff member has a login",
+        }
+    ),
+)
 
 
 class UserIn(RequestBody):
@@ -41,7 +45,7 @@ class UserIn(RequestBody):
         return self
 
 
-@router.post("/users", status_code=status.HTTP_201_CREATED, summary="Add a user", responses=_ERRORS)
+@router.post("/users", status_code=status.HTTP_201_CREATED, summary="Add a user")
 async def add_user(conn: Conn, admin: ManagesUsers, record: Audit, user: UserIn) -> UserRecord:
     password_hash = None
     if user.password is not None:
@@ -54,7 +58,7 @@ async def add_user(conn: Conn, admin: ManagesUsers, record: Audit, user: UserIn)
     return created
 
 
-@router.get("/users", summary="Users, by id", responses=_ERRORS)
+@router.get("/users", summary="Users, by id")
 async def list_users(
     conn: Conn,
     admin: ManagesUsers,
@@ -64,7 +68,7 @@ async def list_users(
     return await repository.list_users(conn, after, limit)
 
 
-@router.get("/users/{user_id}", summary="One user", responses=_ERRORS)
+@router.get("/users/{user_id}", summary="One user")
 async def get_user(conn: Conn, admin: ManagesUsers, user_id: int) -> UserRecord:
     return await repository.get_user(conn, user_id)
 
@@ -74,8 +78,7 @@ class UserChange(RequestBody):
     password: str | None = Field(None, description="A new password; signs out every session")
 
 
-@router.patch("/users/{user_id}", summary="Deactivate, reactivate, or reset a password",
-              responses=_ERRORS)  # fmt: skip
+@router.patch("/users/{user_id}", summary="Deactivate, reactivate, or reset a password")
 async def change_user(
     conn: Conn, admin: ManagesUsers, record: Audit, user_id: int, change: UserChange
 ) -> UserRecord:
@@ -103,7 +106,6 @@ class NewApiKeyOut(BaseModel):
     "/users/{user_id}/api-keys",
     status_code=status.HTTP_201_CREATED,
     summary="A new API key for the user (shown once)",
-    responses=_ERRORS,
 )
 async def add_api_key(
     conn: Conn, admin: ManagesUsers, record: Audit, user_id: int, body: ApiKeyIn
@@ -115,13 +117,13 @@ async def add_api_key(
     return NewApiKeyOut(key=key.key, api_key=created)
 
 
-@router.get("/users/{user_id}/api-keys", summary="The user's API keys", responses=_ERRORS)
+@router.get("/users/{user_id}/api-keys", summary="The user's API keys")
 async def list_api_keys(conn: Conn, admin: ManagesUsers, user_id: int) -> list[ApiKeyRecord]:
     await repository.get_user(conn, user_id)
     return await repository.api_keys(conn, user_id)
 
 
-@router.post("/api-keys/{key_id}/revoke", summary="Revoke an API key", responses=_ERRORS)
+@router.post("/api-keys/{key_id}/revoke", summary="Revoke an API key")
 async def revoke_api_key(
     conn: Conn, admin: ManagesUsers, record: Audit, key_id: int
 ) -> ApiKeyRecord:

@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Request, status
 from pydantic import BaseModel
 
+from rpm.api import problems
 from rpm.api.deps import CONNECTION_TIMEOUT_S, Ingest, Pool
 from rpm.devices.codecs import MAX_PAYLOAD_BYTES
 from rpm.ingest import integrations, metrics
@@ -37,11 +38,14 @@ class WebhookReceipt(BaseModel):
 @router.post(
     "/tenovi",
     summary="Tenovi measurement webhook (one measurement, or an array)",
-    responses={
-        401: {"description": "Missing, unknown or revoked integration secret"},
-        413: {"description": "The body is larger than a message may be"},
-        503: {"description": "Nothing was kept; send it again later"},
-    },
+    responses=problems.errors(
+        {
+            401: "Missing, unknown or revoked integration secret",
+            413: "The body is larger than a message may be",
+            503: "Nothing was kept; send it again later",
+        },
+        signed_in=False,
+    ),
 )
 async def tenovi(
     request: Request,
