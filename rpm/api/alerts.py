@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from rpm.alerts import notifications
 from rpm.alerts import repository as alerts
@@ -134,15 +134,37 @@ async def get(conn: Conn, user: ReadsPatients, record: Audit, alert_id: int) -> 
 
 
 class Note(RequestBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"note": "Calling the patient now"}]})
+
     note: str = Field("", max_length=2000)
 
 
 class AlertAssignment(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"staff_id": 1, "note": "Please call the patient back; I am in clinic until 3 pm"}
+            ]
+        }
+    )
+
     staff_id: int
     note: str = Field("", max_length=2000)
 
 
 class Resolution(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "outcome": "patient_contacted",
+                    "note": "Re-measured after five minutes' rest: 138/86. No symptoms;"
+                    " takes the medication as prescribed.",
+                }
+            ]
+        }
+    )
+
     outcome: Outcome
     note: str = Field(min_length=1, max_length=2000, description="What was done, for the record")
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from rpm.api import problems
 from rpm.api.deps import BEARER, Conn, RequestBody, SignedInUser, client_ip
@@ -20,6 +20,12 @@ router = APIRouter(prefix="/api/v1/auth", tags=["sign-in"], responses=problems.e
 
 
 class SignIn(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"username": "nurse-1", "password": "a long passphrase of your own"}]
+        }
+    )
+
     username: str = Field(min_length=1, max_length=64, examples=["nurse-1"])
     password: str = Field(min_length=1, max_length=256)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from rpm.api import problems
 from rpm.api.deps import (
@@ -46,7 +46,23 @@ class Template(BaseModel):
     plan: CarePlan
 
 
+# What /docs shows for a plan: the hypertension template, as a clinician starts from it.
+_EXAMPLE_PLAN = plan_from_templates(["hypertension"]).model_dump(mode="json")
+
+
 class Replacement(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "plan": _EXAMPLE_PLAN,
+                    "reason": "Reviewed at clinic: the guideline limits to start with",
+                    "based_on_version": 1,
+                }
+            ]
+        }
+    )
+
     plan: CarePlan
     reason: str = Field(min_length=1, max_length=1000, description="Why: kept with the version")
     based_on_version: int | None = Field(
@@ -56,6 +72,8 @@ class Replacement(RequestBody):
 
 
 class Proposal(RequestBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"plan": _EXAMPLE_PLAN}]})
+
     plan: CarePlan
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from rpm.api import problems
 from rpm.api.deps import Conn, ManagesCareTeams, ReadsCareTeams, RequestBody
@@ -29,6 +29,22 @@ router = APIRouter(
 
 
 class StaffIn(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "username": "nurse-1",
+                    "display_name": "Nurse One",
+                    "role": "nurse",
+                    "phone": "+15555550101",
+                    "time_zone": "America/Chicago",
+                    "quiet_hours_start": "22:00:00",
+                    "quiet_hours_end": "07:00:00",
+                }
+            ]
+        }
+    )
+
     username: str = Field(examples=["nurse-1"])
     display_name: str = Field(min_length=1, max_length=200, examples=["Nurse One"])
     role: Literal["nurse", "care_manager", "physician", "admin"]
@@ -54,6 +70,8 @@ async def list_staff(
 
 
 class TeamIn(RequestBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "Cardiology RPM"}]})
+
     name: str = Field(min_length=1, max_length=200, examples=["Cardiology RPM"])
 
 
@@ -102,6 +120,19 @@ async def add_member(
 
 
 class ShiftIn(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "staff_id": 1,
+                    "tier": 1,
+                    "starts_at": "2025-03-03T08:00:00-06:00",
+                    "ends_at": "2025-03-03T20:00:00-06:00",
+                }
+            ]
+        }
+    )
+
     staff_id: int
     tier: int = Field(ge=1, le=3, description="1: on-call nurse, 2: backup nurse, 3: physician")
     starts_at: Instant

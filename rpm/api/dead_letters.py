@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rpm.api import problems
 from rpm.api.deps import Audit, Conn, Ingest, ManagesDeadLetters, RequestBody
@@ -30,6 +30,15 @@ MAX_REPLAY = 1000
 
 class ReplayRequest(RequestBody):
     """Either `ids`, or a filter (`reason`, `device_serial`) with a `limit`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"reason": "unknown_device", "device_serial": "BP-000123", "limit": 100},
+                {"ids": [41, 42]},
+            ]
+        }
+    )
 
     ids: list[int] = Field(default_factory=list, max_length=MAX_REPLAY)
     reason: Reason | None = None

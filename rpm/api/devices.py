@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from rpm.api import problems
 from rpm.api.deps import Audit, Conn, ManagesDevices, RequestBody
@@ -28,17 +28,35 @@ router = APIRouter(
 
 
 class NewDevice(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "serial": "BP-000123",
+                    "kind": "blood_pressure_cuff",
+                    "model": "Cellular BP cuff, test model",
+                }
+            ]
+        }
+    )
+
     serial: str = Field(description="The device's serial: its MQTT identity")
     kind: DeviceKind
     model: str = Field("", description="Make and model, for people")
 
 
 class DeviceAssignment(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"patient_id": 1, "at": "2025-03-03T09:30:00-06:00"}]}
+    )
+
     patient_id: int
     at: Instant | None = Field(None, description="When the patient got it (default now)")
 
 
 class Unassignment(RequestBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"at": "2025-06-02T12:00:00-05:00"}]})
+
     at: Instant | None = Field(None, description="When it ended (default now)")
 
 

@@ -8,7 +8,7 @@ from datetime import date
 from typing import Annotated, Literal, Self
 
 from fastapi import APIRouter, Query, status
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from rpm.alerts import repository as alerts
 from rpm.alerts.repository import AlertRecord
@@ -41,6 +41,22 @@ router = APIRouter(
 
 
 class Enrolment(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "external_ref": "MRN-000123",
+                    "given_name": "Test",
+                    "family_name": "Patient",
+                    "birth_date": "1956-04-12",
+                    "time_zone": "America/Chicago",
+                    "templates": ["hypertension"],
+                    "care_team_id": 1,
+                }
+            ]
+        }
+    )
+
     external_ref: str = Field(min_length=1, max_length=100, description="e.g. the MRN")
     given_name: str = Field(min_length=1, max_length=200)
     family_name: str = Field(min_length=1, max_length=200)
@@ -140,6 +156,8 @@ async def patient_alerts(
 
 
 class CareTeamChoice(RequestBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"care_team_id": 1}]})
+
     care_team_id: int | None = Field(description="null: no team (admins only)")
 
 
@@ -164,6 +182,14 @@ async def set_care_team(
 
 
 class StatusChange(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"status": "paused", "reason": "In hospital from today; resume when discharged"}
+            ]
+        }
+    )
+
     status: Literal["active", "paused", "discharged"] = Field(
         description="Paused (in hospital, travelling) and discharged patients raise no alerts"
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Self
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rpm.api import problems
 from rpm.api.deps import Audit, Conn, ManagesUsers, RequestBody
@@ -29,6 +29,20 @@ router = APIRouter(
 
 
 class UserIn(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "username": "nurse-1",
+                    "role": "nurse",
+                    "staff_id": 1,
+                    "password": "a long passphrase of your own",
+                },
+                {"username": "ehr-feed", "role": "integration"},
+            ]
+        }
+    )
+
     username: str = Field(examples=["nurse-1"])
     role: Role
     staff_id: int | None = Field(
@@ -74,6 +88,10 @@ async def get_user(conn: Conn, admin: ManagesUsers, user_id: int) -> UserRecord:
 
 
 class UserChange(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"active": False}, {"password": "a new long passphrase"}]}
+    )
+
     active: bool | None = Field(None, description="false: signs out and revokes the keys")
     password: str | None = Field(None, description="A new password; signs out every session")
 
@@ -94,6 +112,8 @@ async def change_user(
 
 
 class ApiKeyIn(RequestBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "EHR feed"}]})
+
     name: str = Field(min_length=1, max_length=200, examples=["EHR feed"])
 
 

@@ -5,6 +5,8 @@ a Mosquitto of its own), and checks that none is a server error and that every r
 its status, content type, headers and body, is one the schema documents. As an admin,
 and as a nurse, who is refused (403) or not shown (404) much of it.
 
+The request bodies' examples, which /docs shows, are checked against their models too.
+
 Generation is derandomized, so a run is repeatable; RPM_SCHEMA_RANDOM=1 draws new cases
 each run and RPM_SCHEMA_EXAMPLES=100 sends more of them, for a longer hunt.
 """
@@ -24,6 +26,7 @@ from hypothesis import strategies as st
 from schemathesis import APIOperation, Case, GenerationMode
 from schemathesis.core.failures import FailureGroup
 
+from rpm.api.deps import RequestBody
 from rpm.app import create_app
 from rpm.config import BrokerAddress
 from tests.support import sign_in_as, wiring
@@ -232,6 +235,17 @@ def _request_bodies(openapi: dict[str, Any]) -> list[tuple[str, str]]:
                 ref = body["content"]["application/json"]["schema"]["$ref"]
                 found.append((f"{method.upper()} {path}", ref.rsplit("/", 1)[1]))
     return found
+
+
+def test_every_request_body_has_an_example_its_model_accepts(openapi: dict[str, Any]) -> None:
+    models = {model.__name__: model for model in RequestBody.__subclasses__()}
+    bodies = _request_bodies(openapi)
+    assert len(bodies) >= 19
+    for operation, name in bodies:
+        examples = openapi["components"]["schemas"][name].get("examples")
+        assert examples, f"{operation}: its body ({name}) has no example for /docs"
+        for example in examples:
+            models[name].model_validate(example)  # raises, saying why, if it does not fit
 
 
 def test_every_error_is_documented_as_problem_details(openapi: dict[str, Any]) -> None:
