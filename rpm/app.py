@@ -51,6 +51,8 @@ from rpm.ingest.consumer import ConsumerOptions, MqttConsumer
 from rpm.ingest.service import IngestService
 from rpm.rules.engine import RuleEngine
 from rpm.rules.handoff import RulesHandoff
+from rpm.web import deps as web
+from rpm.web import sign_in as sign_in_ui
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +182,10 @@ def create_app(wiring: Wiring) -> FastAPI:
         dead_letters_api,
         webhooks_api,
         twilio_api,
+        sign_in_ui,
     ):
         app.include_router(api.router)
+    web.install(app)
     return app
 
 

@@ -264,3 +264,28 @@ def sign_in_as(
     signed in over the API: the header that carries their token."""
     add_user(database_url, username, role, TEST_PASSWORD, staff_id)
     return bearer(client, username, TEST_PASSWORD)
+
+
+def browser_sign_in(client: TestClient, username: str, password: str = TEST_PASSWORD) -> None:
+    """Sign in through the UI's form: the session cookie lands in the client's jar.
+
+    The client must speak https (`client.base_url = "https://testserver"`): the cookie is
+    Secure, and httpx, like a browser off loopback, keeps it from plain http.
+    """
+    response = client.post(
+        "/ui/login", data={"username": username, "password": password}, follow_redirects=False
+    )
+    assert response.status_code == 303, response.text
+    assert "rpm_session" in client.cookies
+
+
+def browser_csrf(database_url: str, username: str) -> str:
+    """The CSRF token of the user's newest browser session (the page carries it too)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT s.csrf_token FROM auth_session s JOIN app_user u ON u.id = s.user_id"
+            " WHERE u.username = %s AND s.kind = 'browser' ORDER BY s.id DESC LIMIT 1",
+            [username],
+        ).fetchone()
+    assert row is not None
+    return str(row[0])

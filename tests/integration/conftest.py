@@ -28,3 +28,11 @@ def service(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
     finally:
         broker.stop()
     assert fatal == []
+
+
+@pytest.fixture
+def ui_client(service: TestClient) -> TestClient:
+    """The service as a browser reaches it: over https, as the Secure session cookie needs
+    (httpx, like a browser away from loopback, keeps a Secure cookie from plain http)."""
+    service.base_url = "https://testserver"  # type: ignore[assignment]
+    return service
