@@ -53,6 +53,7 @@ from rpm.rules.engine import RuleEngine
 from rpm.rules.handoff import RulesHandoff
 from rpm.web import deps as web
 from rpm.web import sign_in as sign_in_ui
+from rpm.web import worklist as worklist_ui
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         webhooks_api,
         twilio_api,
         sign_in_ui,
+        worklist_ui,
     ):
         app.include_router(api.router)
     web.install(app)
