@@ -59,7 +59,8 @@ def _pool(request: Request) -> AsyncConnectionPool:
     return pool
 
 
-async def _connection(request: Request) -> AsyncIterator[AsyncConnection[TupleRow]]:
+@contextlib.asynccontextmanager
+async def pooled_connection(request: Request) -> AsyncIterator[AsyncConnection[TupleRow]]:
     """In autocommit, as the CLI's: each core call owns its transaction, and what a
     request records of itself (the audit trail, a failed sign-in) stays recorded when the
     request then fails."""
@@ -71,6 +72,12 @@ async def _connection(request: Request) -> AsyncIterator[AsyncConnection[TupleRo
             # The pool's other users (ingest, rules) expect their own transactions.
             with contextlib.suppress(psycopg.Error):
                 await conn.set_autocommit(False)
+
+
+async def _connection(request: Request) -> AsyncIterator[AsyncConnection[TupleRow]]:
+    """The request's connection, for its whole life (`pooled_connection`)."""
+    async with pooled_connection(request) as conn:
+        yield conn
 
 
 def _ingest_service(request: Request) -> IngestService:

@@ -18,10 +18,18 @@ import jinja2
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rpm.api.deps import AuditTrail, Conn, audit_context, check_permission
+from rpm.api.deps import (
+    AuditTrail,
+    Conn,
+    audit_context,
+    check_permission,
+    pooled_connection,
+)
 from rpm.auth import repository as users
 from rpm.auth import service as auth_service
 from rpm.auth.access import Permission, Principal
@@ -91,10 +99,36 @@ class BrowserUser:
 async def browser_user(request: Request, conn: Conn) -> BrowserUser:
     """The user of the request's session cookie; `SignedOut` without a live one, and
     `CsrfRefused` for an unsafe request that does not carry the session's CSRF token."""
+    touch = request.headers.get(REFRESH_HEADER) != "live"
+    return await _session_user(request, conn, touch)
+
+
+async def streaming_user(request: Request, permission: Permission) -> BrowserUser:
+    """The user of a long-lived response (an event stream), if their role holds the
+    permission: looked up on a connection given back at once (a stream must not keep one
+    from the pool for hours), and no sign of activity (a page opens its stream by itself)."""
+    async with pooled_connection(request) as conn:
+        user = await _session_user(request, conn, touch=False)
+        await check_permission(request, conn, user.principal, permission)
+    return user
+
+
+async def session_ended(request: Request) -> str | None:
+    """Why the request's browser session has ended since (`users.ended_session`, or
+    "revoked"); None while it lives. Looks, without counting as activity."""
+    token = request.cookies.get(COOKIE, "")
+    async with pooled_connection(request) as conn:
+        if await auth_service.browser(conn, token, touch=False) is not None:
+            return None
+        return await users.ended_session(conn, token) or "revoked"
+
+
+async def _session_user(
+    request: Request, conn: AsyncConnection[TupleRow], touch: bool
+) -> BrowserUser:
     token = request.cookies.get(COOKIE)
     if not token:
         raise SignedOut(None)
-    touch = request.headers.get(REFRESH_HEADER) != "live"
     session = await auth_service.browser(conn, token, touch)
     if session is None:
         raise SignedOut(await users.ended_session(conn, token))

@@ -9,18 +9,22 @@ and get their row back, or the row saying why not.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import psycopg
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
+from psycopg_pool import PoolTimeout
 
 from rpm.alerts import repository as alerts
+from rpm.alerts.changes import AlertChanges, Wake
 from rpm.alerts.lifecycle import Acknowledge, Assign, Command, InvalidTransition, Outcome, Resolve
 from rpm.alerts.repository import AlertRecord, WorklistFilter
 from rpm.api.alerts import act_on_alert, read_worklist
@@ -38,6 +42,8 @@ from rpm.web.deps import (
     BrowserUser,
     is_htmx,
     render,
+    session_ended,
+    streaming_user,
 )
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -165,6 +171,58 @@ async def _rows(conn: AsyncConnection[TupleRow], page: Sequence[AlertRecord]) ->
             )
         )
     return rows
+
+
+# A comment line this often on a quiet stream: a proxy keeps the connection, and the
+# session is looked at again, so that a page left open is told when the idle timeout has
+# signed it out (and leaves the patient data it shows).
+HEARTBEAT_S = 20.0
+# After telling a page to look again, wait this long before telling it again: a burst of
+# changes (a device uploading its backlog) is one re-read of the worklist, not one each.
+COALESCE_S = 1.0
+# How soon the browser reconnects after a stream ends (the server restarting, say).
+RECONNECT_MS = 5000
+
+
+@router.get("/worklist/events")
+async def worklist_events(request: Request) -> Response:
+    """Server-sent events: `worklist-changed` when alerts of the user's teams change (the
+    page then reads the list again, audited as any read), `signed-out` with the reason
+    when the session ends. Holds no database connection while it waits; ends when the
+    page goes or the server stops."""
+    user = await streaming_user(request, Permission.READ_PATIENT_DATA)
+    changes: AlertChanges = request.app.state.alert_changes
+    return StreamingResponse(
+        _events(request, changes, user.principal.visible_teams()),
+        media_type="text/event-stream",
+        # X-Accel-Buffering: a proxy such as nginx passes each event on at once.
+        headers={"X-Accel-Buffering": "no"},
+    )
+
+
+async def _events(
+    request: Request, changes: AlertChanges, teams: Collection[int] | None
+) -> AsyncIterator[str]:
+    yield f"retry: {RECONNECT_MS}\n\n"
+    with changes.subscribe(teams) as subscription:
+        while True:
+            match await subscription.next(HEARTBEAT_S):
+                case Wake.CLOSED:
+                    return
+                case Wake.CHANGED:
+                    # An event with no data is never dispatched: say something.
+                    yield "event: worklist-changed\ndata: changed\n\n"
+                    await asyncio.sleep(COALESCE_S)
+                case Wake.QUIET:
+                    try:
+                        ended = await session_ended(request)
+                    except (psycopg.Error, PoolTimeout):
+                        # The database is away: end quietly, the browser comes back.
+                        return
+                    if ended is not None:
+                        yield f"event: signed-out\ndata: {ended}\n\n"
+                        return
+                    yield ": still here\n\n"
 
 
 @router.post("/alerts/{alert_id}/acknowledge")

@@ -6,45 +6,13 @@ reach; a role without the permission refused."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import timedelta
 
 import psycopg
-import pytest
 from fastapi.testclient import TestClient
 
-from tests.support import (
-    TEST_PASSWORD,
-    Ward,
-    add_alert,
-    add_user,
-    api_call_through,
-    browser_csrf,
-    browser_sign_in,
-    sign_in_as,
-)
-
-
-@dataclass(frozen=True)
-class Clinic:
-    """Two care teams; nurse-1 (Nurse One) works in the first, beside Nurse Two."""
-
-    first: Ward
-    second: Ward
-    nurse: int
-    teammate: int
-    outsider: int
-
-
-@pytest.fixture
-def clinic(ui_client: TestClient, db_url: str) -> Clinic:
-    admin = api_call_through(ui_client, sign_in_as(ui_client, db_url, "admin-1"))
-    first, second = Ward.open(admin, "Team A"), Ward.open(admin, "Team B")
-    nurse = first.staff("nurse-1", "Nurse One")
-    teammate = first.staff("nurse-2", "Nurse Two")
-    outsider = second.staff("nurse-9", "Nurse Nine")
-    add_user(db_url, "nurse-1", "nurse", TEST_PASSWORD, nurse)
-    return Clinic(first, second, nurse, teammate, outsider)
+from tests.integration.conftest import Clinic
+from tests.support import add_alert, browser_csrf, browser_sign_in
 
 
 def _ids(page: str) -> list[int]:

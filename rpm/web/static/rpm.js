@@ -29,4 +29,77 @@
   document.addEventListener("htmx:sendError", function () {
     say("error-message", "rpm could not be reached: check the connection, then try again.");
   });
+
+  // The worklist, live. The server says when the user's teams' alerts change, and the
+  // list is read again: at once, unless the person is in the middle of something in it
+  // (an Assign or Resolve open), when a notice offers the changes instead and they come
+  // when the form closes. The stream also says when the session has ended (idle), and the
+  // page then goes to the sign-in form: no patient data left on an unattended screen.
+  const live = document.getElementById("worklist-live");
+  if (!live || !window.EventSource) return;
+  const notice = document.getElementById("worklist-changed");
+  let waiting = false;
+  let shown = null;
+
+  function busy() {
+    const list = document.getElementById("worklist");
+    return list !== null && list.querySelector("details[open]") !== null;
+  }
+
+  function refresh(askedFor) {
+    waiting = false;
+    notice.hidden = true;
+    // A refresh the page makes by itself is no sign of a person: it does not hold off
+    // the idle log-off. One asked for is.
+    const headers = askedFor ? {} : { "X-RPM-Refresh": "live" };
+    htmx.ajax("GET", live.dataset.refresh, { target: "#worklist", swap: "outerHTML", headers: headers });
+  }
+
+  function changed() {
+    if (busy()) {
+      waiting = true;
+      notice.hidden = false;
+    } else {
+      refresh(false);
+    }
+  }
+
+  document.getElementById("worklist-show-changes").addEventListener("click", function () {
+    refresh(true);
+  });
+  // An action form closed, or its row replaced: a moment for what was waiting.
+  document.addEventListener("toggle", function () {
+    if (waiting && !busy()) refresh(false);
+  }, true);
+  document.addEventListener("htmx:afterSettle", function (event) {
+    const list = document.getElementById("worklist");
+    if (!list) return;
+    if (waiting && !busy()) refresh(false);
+    if (event.detail.elt === list) {
+      const count = list.dataset.count;
+      if (shown !== null && count !== shown) {
+        say("status-message", "The worklist has changed: " + count + " unresolved alerts on this page.");
+      }
+      shown = count;
+    }
+  });
+  shown = (document.getElementById("worklist") || { dataset: {} }).dataset.count || null;
+
+  function listen() {
+    const source = new EventSource(live.dataset.events);
+    source.addEventListener("worklist-changed", changed);
+    source.addEventListener("signed-out", function (event) {
+      window.location.assign("/ui/login?ended=" + encodeURIComponent(event.data));
+    });
+    source.addEventListener("error", function () {
+      // Refused (the session ended: the list's refresh is then sent to the sign-in form)
+      // or the service is away for longer than the browser retries: look, then listen
+      // again a little later.
+      if (source.readyState === EventSource.CLOSED) {
+        changed();
+        window.setTimeout(listen, 15000);
+      }
+    });
+  }
+  listen();
 })();
