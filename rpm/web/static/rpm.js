@@ -30,6 +30,17 @@
     say("error-message", "rpm could not be reached: check the connection, then try again.");
   });
 
+  // An action answered with its row: the button pressed may be gone (an acknowledged
+  // alert has no Acknowledge), so keep the keyboard in the row rather than lose it to the
+  // top of the page. A refusal in the row is read out (role="alert"). On afterSwap, not
+  // afterSettle: a live refresh of the list may replace the row in between.
+  document.addEventListener("htmx:afterSwap", function (event) {
+    const row = event.detail.elt;
+    if (!(row instanceof HTMLTableRowElement) || row.contains(document.activeElement)) return;
+    const next = row.querySelector("button, summary");
+    (next || row).focus();
+  });
+
   // The worklist, live. The server says when the user's teams' alerts change, and the
   // list is read again: at once, unless the person is in the middle of something in it
   // (an Assign or Resolve open), when a notice offers the changes instead and they come
@@ -39,7 +50,7 @@
   if (!live || !window.EventSource) return;
   const notice = document.getElementById("worklist-changed");
   let waiting = false;
-  let shown = null;
+  let shown;
 
   function busy() {
     const list = document.getElementById("worklist");
@@ -71,19 +82,31 @@
   document.addEventListener("toggle", function () {
     if (waiting && !busy()) refresh(false);
   }, true);
-  document.addEventListener("htmx:afterSettle", function (event) {
+  // The row that had the keyboard may have left the list (resolved by someone else):
+  // then the keyboard goes to the list's first row, not the top of the page.
+  let focusWasInList = false;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    const list = document.getElementById("worklist");
+    if (list && event.detail.target === list) focusWasInList = list.contains(document.activeElement);
+  });
+  document.addEventListener("htmx:afterSwap", function (event) {
     const list = document.getElementById("worklist");
     if (!list) return;
     if (waiting && !busy()) refresh(false);
     if (event.detail.elt === list) {
-      const count = list.dataset.count;
-      if (shown !== null && count !== shown) {
-        say("status-message", "The worklist has changed: " + count + " unresolved alerts on this page.");
+      if (focusWasInList && !list.contains(document.activeElement)) {
+        (list.querySelector("tbody tr") || list).focus();
       }
-      shown = count;
+      const alerts = list.dataset.alerts;
+      if (alerts !== shown) {
+        const count = alerts ? alerts.split(" ").length : 0;
+        const noun = count === 1 ? " unresolved alert" : " unresolved alerts";
+        say("status-message", "The worklist has changed: " + count + noun + " on this page.");
+      }
+      shown = alerts;
     }
   });
-  shown = (document.getElementById("worklist") || { dataset: {} }).dataset.count || null;
+  shown = document.getElementById("worklist").dataset.alerts;
 
   function listen() {
     const source = new EventSource(live.dataset.events);
