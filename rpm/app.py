@@ -22,6 +22,7 @@ from fastapi import Depends, FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 import rpm
+from rpm.alerts.changes import AlertChanges
 from rpm.alerts.dispatcher import Dispatcher
 from rpm.alerts.escalation import Escalator
 from rpm.alerts.notifier import Notifier, policy_of
@@ -49,8 +50,12 @@ from rpm.db.timescale import TimescaleUnavailable
 from rpm.health import Health
 from rpm.ingest.consumer import ConsumerOptions, MqttConsumer
 from rpm.ingest.service import IngestService
+from rpm.logs import first_line
 from rpm.rules.engine import RuleEngine
 from rpm.rules.handoff import RulesHandoff
+from rpm.web import deps as web
+from rpm.web import sign_in as sign_in_ui
+from rpm.web import worklist as worklist_ui
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +97,8 @@ def create_app(wiring: Wiring) -> FastAPI:
         escalator = Escalator(pool, policy, wake_dispatcher)
         rules = RuleEngine(pool, notifier=notifier)
         app.state.rules = rules
+        changes = AlertChanges(wiring.database_url, settings.database)
+        app.state.alert_changes = changes
         ingest = IngestService(pool, settings.ingest.time_limits(), handoff=RulesHandoff(rules))
         app.state.ingest = ingest
         consumer = MqttConsumer(
@@ -132,11 +139,12 @@ def create_app(wiring: Wiring) -> FastAPI:
             try:
                 await rules.warm()
             except psycopg.Error as exc:  # only a head start: plans are parsed on demand too
-                logger.warning("could not warm the rule engine: %s", _first_line(exc))
+                logger.warning("could not warm the rule engine: %s", first_line(exc))
             if wiring.on_warm is not None:
                 wiring.on_warm()
             if dispatcher is not None:
                 tasks.append(_supervised(dispatcher.run(), "sms-dispatcher", wiring.on_fatal))
+            tasks.append(_supervised(changes.run(), "alert-changes", wiring.on_fatal))
             # Consume only once the store can take what arrives.
             consuming.append(_supervised(consumer.run(), "mqtt-consumer", wiring.on_fatal))
             tasks.extend(consuming)
@@ -146,6 +154,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         try:
             yield
         finally:
+            changes.close()
             scheduler.shutdown(wait=False)
             # A clean stop lets the consumer finish the batch it holds (or leave its group);
             # past the grace period it is cancelled, which is safe: what it has not
@@ -181,9 +190,21 @@ def create_app(wiring: Wiring) -> FastAPI:
         dead_letters_api,
         webhooks_api,
         twilio_api,
+        sign_in_ui,
+        worklist_ui,
     ):
         app.include_router(api.router)
+    web.install(app)
     return app
+
+
+def end_live_streams(app: FastAPI) -> None:
+    """End the app's open event streams (the worklist pages' live updates) and refuse new
+    ones. For the server to call as it starts to stop: uvicorn waits for open responses
+    before it stops the app, and an event stream never ends by itself."""
+    changes: AlertChanges | None = getattr(app.state, "alert_changes", None)
+    if changes is not None:
+        changes.close()
 
 
 def _supervised(
@@ -212,7 +233,7 @@ async def _open_store(
             break
         except psycopg.OperationalError as exc:
             delay = backoff.next_delay()
-            wiring.health.set("database", False, f"{_first_line(exc)}; retrying in {delay:.0f} s")
+            wiring.health.set("database", False, f"{first_line(exc)}; retrying in {delay:.0f} s")
             await asyncio.sleep(delay)
         except (MigrationError, TimescaleUnavailable, psycopg.Error) as exc:
             # Not a connection problem: retrying would not help and would hide it.
@@ -276,10 +297,6 @@ async def _probe_database(pool: AsyncConnectionPool, health: Health) -> None:
         async with pool.connection(timeout=DATABASE_PROBE_INTERVAL_S) as conn:
             await conn.execute("SELECT 1")
     except (psycopg.Error, TimeoutError) as exc:
-        health.set("database", False, _first_line(exc))
+        health.set("database", False, first_line(exc))
     else:
         health.set("database", True)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -225,6 +225,12 @@ class AuthSettings(_Area):
         20, ge=1, description="Failed sign-ins from one address, within the window, before a lock."
     )
     login_window_min: int = Field(15, ge=1, description="The failed sign-ins' window.")
+    # Chromium keeps a Secure cookie that http://127.0.0.1 or http://localhost sets (both
+    # count as secure contexts; measured with Chromium 156), so `make up` works with the
+    # default. Plain http at any other address needs false, or the browser drops it.
+    cookie_secure: bool = Field(
+        True, description="The browser session's cookie is sent over https only."
+    )
 
 
 class HttpSettings(_Area):

@@ -20,6 +20,12 @@ _STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, 
 }
 
 
+def first_line(exc: BaseException) -> str:
+    """An error as one log line: the first line of its message (a database's can run to
+    several), or its type when it has none."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _extras(record: logging.LogRecord) -> dict[str, object]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRIBUTES}
 

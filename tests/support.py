@@ -11,6 +11,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -286,3 +289,100 @@ def as_nobody(client: TestClient, method: str, url: str, **kwargs: Any) -> httpx
     request = client.build_request(method, url, **kwargs)
     request.headers.pop("Authorization", None)
     return client.send(request)
+
+
+def browser_sign_in(client: TestClient, username: str, password: str = TEST_PASSWORD) -> None:
+    """Sign in through the UI's form: the session cookie lands in the client's jar.
+
+    The client must speak https (`client.base_url = "https://testserver"`): the cookie is
+    Secure, and httpx, like a browser off loopback, keeps it from plain http.
+    """
+    response = client.post(
+        "/ui/login", data={"username": username, "password": password}, follow_redirects=False
+    )
+    assert response.status_code == 303, response.text
+    assert "rpm_session" in client.cookies
+
+
+def browser_csrf(database_url: str, username: str) -> str:
+    """The CSRF token of the user's newest browser session (the page carries it too)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT s.csrf_token FROM auth_session s JOIN app_user u ON u.id = s.user_id"
+            " WHERE u.username = %s AND s.kind = 'browser' ORDER BY s.id DESC LIMIT 1",
+            [username],
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+# (method, path, JSON body) -> the reply's JSON; fails the test on an error status.
+ApiCall = Callable[[str, str, object], Any]
+
+
+@dataclass(frozen=True)
+class Ward:
+    """A care team seeded through the API as a clinic would (as an admin): its staff, and
+    patients enrolled in it with the hypertension template's plan."""
+
+    call: ApiCall
+    team_id: int
+
+    @classmethod
+    def open(cls, call: ApiCall, name: str) -> Ward:
+        return cls(call, int(call("POST", "/api/v1/care-teams", {"name": name})["id"]))
+
+    def staff(self, username: str, display_name: str, role: str = "nurse") -> int:
+        body = {"username": username, "display_name": display_name, "role": role}
+        staff_id = int(self.call("POST", "/api/v1/staff", body)["id"])
+        self.call("PUT", f"/api/v1/care-teams/{self.team_id}/members/{staff_id}", None)
+        return staff_id
+
+    def patient(self, external_ref: str) -> int:
+        body = {
+            "external_ref": external_ref,
+            "given_name": "Test",
+            "family_name": "Patient",
+            "time_zone": "America/Chicago",
+            "templates": ["hypertension"],
+            "care_team_id": self.team_id,
+        }
+        return int(self.call("POST", "/api/v1/patients", body)["id"])
+
+
+def api_call_through(client: TestClient, headers: dict[str, str]) -> ApiCall:
+    """`ApiCall` through a TestClient, with these (sign-in) headers."""
+
+    def call(method: str, path: str, body: object) -> Any:
+        response = client.request(method, path, json=body, headers=headers)
+        assert response.is_success, response.text
+        return response.json()
+
+    return call
+
+
+def add_alert(
+    database_url: str,
+    patient_id: int,
+    rule_id: str,
+    severity: str,
+    message: str = "a finding",
+    opened_ago: timedelta = timedelta(minutes=5),
+) -> int:
+    """An alert as the rule engine opens it, with its opening event (the engine's own
+    tests cover that path)."""
+    opened = datetime.now(UTC) - opened_ago
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "INSERT INTO alert (patient_id, rule_id, plan_version, severity, message,"
+            " latest_message, first_triggered_at, last_triggered_at, occurrences, opened_at)"
+            " VALUES (%s, %s, 1, %s, %s, %s, %s, %s, 1, %s) RETURNING id",
+            [patient_id, rule_id, severity, message, message, opened, opened, opened],
+        ).fetchone()
+        assert row is not None
+        conn.execute(
+            "INSERT INTO alert_event (alert_id, actor, action, to_status)"
+            " VALUES (%s, 'system:rules', 'opened', 'open')",
+            [row[0]],
+        )
+    return int(row[0])

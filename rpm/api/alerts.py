@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, Field
 
 from rpm.alerts import notifications
@@ -76,18 +79,33 @@ async def worklist(
     after: Annotated[str | None, Query(description="The previous page's `next`")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> WorklistPage:
-    teams = user.visible_teams()
-    if care_team_id is not None:
-        if not user.sees_team(care_team_id):
-            raise CareTeamNotFound(f"care team {care_team_id} is not one of yours")
-        teams = (care_team_id,)
     where = WorklistFilter(
-        None if teams is None else tuple(teams),
-        assigned_to,
-        patient_id,
-        tuple(s.value for s in severity or ()),
-        status,
+        care_team_ids=None if care_team_id is None else (care_team_id,),
+        assigned_to=assigned_to,
+        patient_id=patient_id,
+        severities=tuple(s.value for s in severity or ()),
+        status=status,
     )
+    return await read_worklist(conn, user, record, where, after, limit)
+
+
+async def read_worklist(
+    conn: AsyncConnection[TupleRow],
+    user: Principal,
+    record: AuditTrail,
+    where: WorklistFilter,
+    after: str | None,
+    limit: int,
+) -> WorklistPage:
+    """A page of the worklist as the user may see it (`where.care_team_ids`: one of their
+    teams, or None for all of them), its read audited: for the API and the worklist page
+    alike, the page's live refreshes included."""
+    teams = user.visible_teams()
+    if where.care_team_ids is not None:
+        if not all(user.sees_team(team) for team in where.care_team_ids):
+            raise CareTeamNotFound(f"care team {where.care_team_ids[0]} is not one of yours")
+        teams = where.care_team_ids
+    where = replace(where, care_team_ids=None if teams is None else tuple(teams))
     page = await alerts.worklist(conn, where, _decode(after) if after else None, limit + 1)
     more = len(page) > limit
     page = page[:limit]
@@ -169,9 +187,15 @@ class Resolution(RequestBody):
     note: str = Field(min_length=1, max_length=2000, description="What was done, for the record")
 
 
-async def _act(
-    conn: Conn, user: Principal, record: AuditTrail, alert_id: int, command: Command
+async def act_on_alert(
+    conn: AsyncConnection[TupleRow],
+    user: Principal,
+    record: AuditTrail,
+    alert_id: int,
+    command: Command,
 ) -> AlertRecord:
+    """A nurse's command on an alert in their view (`rpm.alerts.service.act`), audited:
+    for the API and the worklist page alike."""
     await alert_in_view(conn, user, record, alert_id)
     alert = await act(conn, alert_id, command, Actor(user.username, user.staff_id))
     await record(type(command).__name__.lower(), "alert", alert_id, [alert.patient_id])
@@ -182,18 +206,18 @@ async def _act(
 async def acknowledge(
     conn: Conn, user: ActsOnAlerts, record: Audit, alert_id: int, body: Note
 ) -> AlertRecord:
-    return await _act(conn, user, record, alert_id, Acknowledge(body.note))
+    return await act_on_alert(conn, user, record, alert_id, Acknowledge(body.note))
 
 
 @router.post("/{alert_id}/assign", summary="Give the alert to a member of the care team")
 async def assign(
     conn: Conn, user: ActsOnAlerts, record: Audit, alert_id: int, body: AlertAssignment
 ) -> AlertRecord:
-    return await _act(conn, user, record, alert_id, Assign(body.staff_id, body.note))
+    return await act_on_alert(conn, user, record, alert_id, Assign(body.staff_id, body.note))
 
 
 @router.post("/{alert_id}/resolve", summary="Close the alert with its outcome and a note")
 async def resolve(
     conn: Conn, user: ActsOnAlerts, record: Audit, alert_id: int, body: Resolution
 ) -> AlertRecord:
-    return await _act(conn, user, record, alert_id, Resolve(body.outcome, body.note))
+    return await act_on_alert(conn, user, record, alert_id, Resolve(body.outcome, body.note))

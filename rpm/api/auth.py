@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, Field
 
 from rpm.api import problems
@@ -50,22 +52,32 @@ class Token(BaseModel):
 )
 async def token(request: Request, conn: Conn, body: SignIn) -> Token:
     settings: Settings = request.app.state.settings
-    context = audit.Context(
-        None, body.username, None, request.method, request.url.path, client_ip(request)
-    )
-    try:
-        signed_in = await service.sign_in(
-            conn, body.username, body.password, client_ip(request), "api_token", settings.auth
-        )
-    except (service.SignInRefused, service.SignInLocked) as exc:
-        await audit.record(conn, context, "sign_in_refused", "session", details={"why": str(exc)})
-        raise
-    await audit.record(conn, context, "sign_in", "session", str(signed_in.user_id))
+    signed_in = await audited_sign_in(request, conn, body.username, body.password, "api_token")
     return Token(
         access_token=signed_in.token,
         expires_at=signed_in.expires_at,
         expires_in=settings.auth.token_ttl_min * 60,
     )
+
+
+async def audited_sign_in(
+    request: Request, conn: AsyncConnection[TupleRow], username: str, password: str, kind: str
+) -> service.SignedIn:
+    """`service.sign_in`, the attempt recorded in the audit trail whatever its outcome:
+    the API's token and the UI's sign-in form alike."""
+    settings: Settings = request.app.state.settings
+    context = audit.Context(
+        None, username, None, request.method, request.url.path, client_ip(request)
+    )
+    try:
+        signed_in = await service.sign_in(
+            conn, username, password, client_ip(request), kind, settings.auth
+        )
+    except (service.SignInRefused, service.SignInLocked) as exc:
+        await audit.record(conn, context, "sign_in_refused", "session", details={"why": str(exc)})
+        raise
+    await audit.record(conn, context, "sign_in", "session", str(signed_in.user_id))
+    return signed_in
 
 
 @router.post(

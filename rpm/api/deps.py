@@ -108,7 +108,8 @@ def _pool(request: Request) -> AsyncConnectionPool:
     return pool
 
 
-async def _connection(request: Request) -> AsyncIterator[AsyncConnection[TupleRow]]:
+@contextlib.asynccontextmanager
+async def pooled_connection(request: Request) -> AsyncIterator[AsyncConnection[TupleRow]]:
     """In autocommit, as the CLI's: each core call owns its transaction, and what a
     request records of itself (the audit trail, a failed sign-in) stays recorded when the
     request then fails."""
@@ -120,6 +121,12 @@ async def _connection(request: Request) -> AsyncIterator[AsyncConnection[TupleRo
             # The pool's other users (ingest, rules) expect their own transactions.
             with contextlib.suppress(psycopg.Error):
                 await conn.set_autocommit(False)
+
+
+async def _connection(request: Request) -> AsyncIterator[AsyncConnection[TupleRow]]:
+    """The request's connection, for its whole life (`pooled_connection`)."""
+    async with pooled_connection(request) as conn:
+        yield conn
 
 
 def _ingest_service(request: Request) -> IngestService:
@@ -177,7 +184,8 @@ async def _principal(
 SignedInUser = Annotated[Principal, Depends(_principal)]
 
 
-def _audit_context(request: Request, principal: Principal) -> audit.Context:
+def audit_context(request: Request, principal: Principal) -> audit.Context:
+    """Who makes this request, and how: what each audit row of it records."""
     return audit.Context(
         principal.user_id,
         principal.username,
@@ -188,22 +196,23 @@ def _audit_context(request: Request, principal: Principal) -> audit.Context:
     )
 
 
+async def check_permission(
+    request: Request, conn: AsyncConnection[TupleRow], principal: Principal, permission: Permission
+) -> None:
+    """`Forbidden` unless the user's role holds the permission; a refusal is audited.
+    For the API's bearer users and the UI's browser users alike."""
+    if not principal.may(permission):
+        await audit.record(
+            conn, audit_context(request, principal), "denied", permission.name.lower(), status=403
+        )
+        raise Forbidden(f"a user with the role {principal.role.value} may not {permission.value}")
+
+
 def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
-    """A dependency: the signed-in user, if their role holds the permission; a refusal
-    is audited."""
+    """A dependency: the signed-in user, if their role holds the permission."""
 
     async def allowed(request: Request, conn: Conn, principal: SignedInUser) -> Principal:
-        if not principal.may(permission):
-            await audit.record(
-                conn,
-                _audit_context(request, principal),
-                "denied",
-                permission.name.lower(),
-                status=403,
-            )
-            raise Forbidden(
-                f"a user with the role {principal.role.value} may not {permission.value}"
-            )
+        await check_permission(request, conn, principal, permission)
         return principal
 
     return allowed
@@ -238,7 +247,7 @@ class AuditTrail:
 
 
 def _audit_trail(request: Request, conn: Conn, principal: SignedInUser) -> AuditTrail:
-    return AuditTrail(conn, _audit_context(request, principal))
+    return AuditTrail(conn, audit_context(request, principal))
 
 
 Pool = Annotated[AsyncConnectionPool, Depends(_pool)]
@@ -324,6 +333,11 @@ _STATUS_OF: dict[type[Exception], int] = {
 }
 
 
+def status_of(refusal: Exception) -> int:
+    """The HTTP status of one of the core's refusals (the most specific class listed)."""
+    return next(_STATUS_OF[cls] for cls in type(refusal).__mro__ if cls in _STATUS_OF)
+
+
 def problem(
     request: Request,
     status: int,
@@ -349,13 +363,13 @@ def install_error_handlers(app: FastAPI) -> None:
     not yet ready is a 503 that says so, never a bare 500. All as problem details."""
 
     async def refused(request: Request, exc: Exception) -> JSONResponse:
-        code = next(_STATUS_OF[cls] for cls in type(exc).__mro__ if cls in _STATUS_OF)
+        code = status_of(exc)
         headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
         return problem(request, code, str(exc), headers)
 
     async def locked(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, auth_service.SignInLocked)
-        wait_s = max(1, int((exc.until - datetime.now(UTC)).total_seconds()) + 1)
+        wait_s = exc.retry_after_s(datetime.now(UTC))
         return problem(request, 429, str(exc), {"Retry-After": str(wait_s)})
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -207,23 +207,55 @@ class Session:
     csrf_token: str | None
 
 
-async def session(conn: Connection, token: str) -> Session | None:
-    """The live session of this token, its last use moved to now; None when the token is
-    unknown, revoked, expired or idle too long, or its user is deactivated."""
-    cursor = await conn.execute(
-        "UPDATE auth_session s SET last_used_at = now() FROM app_user u"
-        " WHERE s.token_hash = %s AND u.id = s.user_id AND u.active"
-        " AND s.revoked_at IS NULL AND s.expires_at > now()"
-        " AND (s.idle_timeout IS NULL OR s.last_used_at + s.idle_timeout > now())"
-        " RETURNING s.kind, s.csrf_token, u.id, u.username, u.role, u.staff_id,"
-        " ARRAY(SELECT m.care_team_id FROM care_team_member m WHERE m.staff_id = u.staff_id)",
-        [token_hash(token)],
-    )
+_LIVE_SESSION = (
+    " s.token_hash = %s AND s.kind = %s AND u.id = s.user_id AND u.active"
+    " AND s.revoked_at IS NULL AND s.expires_at > now()"
+    " AND (s.idle_timeout IS NULL OR s.last_used_at + s.idle_timeout > now())"
+)
+_SESSION_COLUMNS = (
+    " s.kind, s.csrf_token, u.id, u.username, u.role, u.staff_id,"
+    " ARRAY(SELECT m.care_team_id FROM care_team_member m WHERE m.staff_id = u.staff_id)"
+)
+
+
+async def session(conn: Connection, token: str, kind: str, touch: bool = True) -> Session | None:
+    """The live session of this token and kind, its last use moved to now unless `touch`
+    is false (a page refreshing itself is no sign of a person at it); None when the token
+    is unknown, of another kind, revoked, expired or idle too long, or its user is
+    deactivated."""
+    if touch:
+        query = (
+            "UPDATE auth_session s SET last_used_at = now() FROM app_user u WHERE"  # noqa: S608 (constants only)
+            + _LIVE_SESSION
+            + " RETURNING"
+            + _SESSION_COLUMNS
+        )
+    else:
+        query = (
+            "SELECT" + _SESSION_COLUMNS + " FROM auth_session s, app_user u WHERE" + _LIVE_SESSION
+        )
+    cursor = await conn.execute(query, [token_hash(token), kind])
     row = await cursor.fetchone()
     if row is None:
         return None
     kind, csrf, user_id, username, role, staff_id, teams = row
     return Session(Principal(user_id, username, Role(role), staff_id, frozenset(teams), kind), csrf)
+
+
+async def ended_session(conn: Connection, token: str) -> str | None:
+    """Why this token's session no longer signs in: "revoked" (signed out, or its user
+    deactivated or their password reset), "idle" (no request within its idle timeout) or
+    "expired"; None for a token that never was a session, or whose session is live."""
+    cursor = await conn.execute(
+        "SELECT CASE WHEN s.revoked_at IS NOT NULL OR NOT u.active THEN 'revoked'"
+        " WHEN s.idle_timeout IS NOT NULL"
+        "  AND s.last_used_at + s.idle_timeout <= least(now(), s.expires_at) THEN 'idle'"
+        " WHEN s.expires_at <= now() THEN 'expired' END"
+        " FROM auth_session s JOIN app_user u ON u.id = s.user_id WHERE s.token_hash = %s",
+        [token_hash(token)],
+    )
+    row = await cursor.fetchone()
+    return None if row is None else row[0]
 
 
 async def end_session(conn: Connection, token: str) -> None:

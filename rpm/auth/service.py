@@ -31,6 +31,10 @@ class SignInLocked(Exception):
         )
         self.until = until
 
+    def retry_after_s(self, now: datetime) -> int:
+        """Whole seconds until sign-in may be tried again (at least 1): `Retry-After`."""
+        return max(1, int((self.until - now).total_seconds()) + 1)
+
 
 @dataclass(frozen=True)
 class SignedIn:
@@ -94,9 +98,17 @@ async def sign_in(
 
 
 async def bearer(conn: Connection, credential: str) -> Session | None:
-    """The session or API key a bearer credential stands for, if it is live."""
+    """The API token or API key a bearer credential stands for, if it is live. A browser
+    session's token is refused here: the API is bearer-only, the cookie is the UI's."""
     async with conn.transaction():
         if credential.startswith(API_KEY_PREFIX):
             principal = await repository.api_key_principal(conn, credential)
             return None if principal is None else Session(principal, None)
-        return await repository.session(conn, credential)
+        return await repository.session(conn, credential, "api_token")
+
+
+async def browser(conn: Connection, token: str, touch: bool = True) -> Session | None:
+    """The browser session of a cookie, if it is live; `touch`: the request is the
+    person's own (it counts as activity against the idle timeout)."""
+    async with conn.transaction():
+        return await repository.session(conn, token, "browser", touch)

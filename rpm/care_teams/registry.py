@@ -6,7 +6,7 @@ staff ids only).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -181,6 +181,11 @@ async def list_teams(conn: Connection) -> list[CareTeamRecord]:
     return await _teams(conn, None)
 
 
+async def teams(conn: Connection, team_ids: Collection[int]) -> list[CareTeamRecord]:
+    """These teams, with their members (ids of none are left out)."""
+    return await _teams(conn, list(team_ids))
+
+
 async def _teams(conn: Connection, team_ids: list[int] | None) -> list[CareTeamRecord]:
     """These teams (None: all), with their members: two queries, whatever the count."""
     cursor = await conn.execute(
@@ -195,13 +200,14 @@ async def _teams(conn: Connection, team_ids: list[int] | None) -> list[CareTeamR
         [list(members)],
     )
     rows = await cursor.fetchall()
-    staff = await _staff_by_ids(conn, {staff_id for _, staff_id in rows})
+    staff = await staff_by_ids(conn, {staff_id for _, staff_id in rows})
     for team_id, staff_id in rows:
         members[team_id].append(staff[staff_id])
     return [CareTeamRecord(team_id, name, members[team_id]) for team_id, name in teams]
 
 
-async def _staff_by_ids(conn: Connection, staff_ids: set[int]) -> dict[int, StaffRecord]:
+async def staff_by_ids(conn: Connection, staff_ids: Collection[int]) -> dict[int, StaffRecord]:
+    """These staff members, by id (ids of none are left out)."""
     async with conn.cursor(row_factory=class_row(StaffRecord)) as cursor:
         await cursor.execute(_STAFF + " WHERE s.id = ANY(%s)", [list(staff_ids)])
         return {record.id: record for record in await cursor.fetchall()}
@@ -273,7 +279,7 @@ async def on_call(conn: Connection, team_id: int, at: datetime) -> dict[int, Sta
         [team_id, at],
     )
     shifts = await cursor.fetchall()
-    staff = await _staff_by_ids(conn, {staff_id for _, staff_id in shifts})
+    staff = await staff_by_ids(conn, {staff_id for _, staff_id in shifts})
     return {tier: staff[staff_id] for tier, staff_id in shifts}
 
 

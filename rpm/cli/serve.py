@@ -6,14 +6,16 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 from contextlib import AsyncExitStack
 from types import FrameType
 from typing import Annotated
 
 import typer
 import uvicorn
+from fastapi import FastAPI
 
-from rpm.app import Wiring, create_app
+from rpm.app import Wiring, create_app, end_live_streams
 from rpm.cli.common import embedded_database, settings_or_exit
 from rpm.cli.demo import play_demo
 from rpm.config import BrokerAddress, Settings
@@ -97,6 +99,18 @@ class _Shutdown:
         self.request()
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, ending the app's event streams as it starts to stop: it waits for every
+    open response before it stops the app, and an open worklist page's stream would hold
+    the stop up until the page closed."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app = self.config.app
+        assert isinstance(app, FastAPI)
+        end_live_streams(app)
+        await super().shutdown(sockets)
+
+
 async def _serve(settings: Settings, demo_seconds: float | None) -> int:
     shutdown = _Shutdown()
     shutdown.install()
@@ -116,7 +130,7 @@ async def _serve(settings: Settings, demo_seconds: float | None) -> int:
             on_fatal=shutdown.fatal,
             on_warm=tune_garbage_collector,
         )
-        server = uvicorn.Server(
+        server = _Server(
             uvicorn.Config(
                 create_app(wiring),
                 host=settings.http.host,

@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from rpm.config import DatabaseSettings
@@ -21,11 +23,17 @@ class SchemaReport:
     timescale: bool
 
 
+async def dedicated_connection(url: str, settings: DatabaseSettings) -> AsyncConnection[TupleRow]:
+    """A connection of its own, outside the pool, in autocommit: for migrations, and for
+    LISTEN, which holds its connection for as long as it listens."""
+    return await psycopg.AsyncConnection.connect(
+        url, autocommit=True, connect_timeout=max(1, round(settings.connect_timeout_s))
+    )
+
+
 async def prepare_schema(url: str, settings: DatabaseSettings) -> SchemaReport:
     """Apply pending migrations, then the TimescaleDB branch, on a dedicated connection."""
-    async with await psycopg.AsyncConnection.connect(
-        url, autocommit=True, connect_timeout=max(1, round(settings.connect_timeout_s))
-    ) as conn:
+    async with await dedicated_connection(url, settings) as conn:
         applied = await apply_migrations(conn)
         timescale = await configure_timescale(conn, settings)
     return SchemaReport([f"{m.version:04d}_{m.name}" for m in applied], timescale)

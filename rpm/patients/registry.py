@@ -107,6 +107,13 @@ async def get(conn: Connection, patient_id: int) -> PatientRecord:
     return record
 
 
+async def by_ids(conn: Connection, patient_ids: Collection[int]) -> dict[int, PatientRecord]:
+    """These patients, by id (ids of none are left out)."""
+    async with conn.cursor(row_factory=class_row(PatientRecord)) as cursor:
+        await cursor.execute(_SELECT + " WHERE p.id = ANY(%s)", [list(patient_ids)])
+        return {record.id: record for record in await cursor.fetchall()}
+
+
 async def list_patients(
     conn: Connection,
     after_id: int = 0,

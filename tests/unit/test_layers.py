@@ -25,6 +25,7 @@ PURE = {
     "rpm.alerts.routing",
     "rpm.auth.access",
     "rpm.auth.tokens",
+    "rpm.web.format",
 }
 ALLOWED_THIRD_PARTY = {"numpy", "pydantic", "pydantic_core"}
 
