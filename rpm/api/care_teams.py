@@ -84,9 +84,14 @@ async def create_team(conn: Conn, admin: ManagesCareTeams, team: TeamIn) -> Care
     return await registry.create_team(conn, team.name)
 
 
-@router.get("/care-teams", summary="Care teams with their members: yours, or all for admins")
-async def list_teams(conn: Conn, user: ReadsCareTeams) -> list[CareTeamRecord]:
-    return [t for t in await registry.list_teams(conn) if user.sees_team(t.id)]
+@router.get("/care-teams", summary="Care teams with their members, by id: yours, or all for admins")
+async def list_teams(
+    conn: Conn,
+    user: ReadsCareTeams,
+    after: Annotated[int, Query(ge=0, description="The last id of the previous page")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[CareTeamRecord]:
+    return await registry.list_teams(conn, after, limit, user.visible_teams())
 
 
 async def _team_in_view(conn: Conn, user: Principal, team_id: int) -> CareTeamRecord:

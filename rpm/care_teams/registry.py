@@ -171,26 +171,43 @@ async def create_team(conn: Connection, name: str) -> CareTeamRecord:
 
 
 async def team(conn: Connection, team_id: int) -> CareTeamRecord:
-    teams = await _teams(conn, [team_id])
+    teams = await _teams(conn, [team_id], 0, None)
     if not teams:
         raise CareTeamNotFound(f"no care team with id {team_id}")
     return teams[0]
 
 
-async def list_teams(conn: Connection) -> list[CareTeamRecord]:
-    return await _teams(conn, None)
+async def list_teams(
+    conn: Connection,
+    after_id: int = 0,
+    limit: int = 100,
+    team_ids: Collection[int] | None = None,
+) -> list[CareTeamRecord]:
+    """A page of teams by id, of these (None: all), with their members."""
+    return await _teams(conn, team_ids, after_id, limit)
 
 
 async def teams(conn: Connection, team_ids: Collection[int]) -> list[CareTeamRecord]:
     """These teams, with their members (ids of none are left out)."""
-    return await _teams(conn, list(team_ids))
+    return await _teams(conn, team_ids, 0, None)
 
 
-async def _teams(conn: Connection, team_ids: list[int] | None) -> list[CareTeamRecord]:
-    """These teams (None: all), with their members: two queries, whatever the count."""
+async def team_by_name(conn: Connection, name: str) -> CareTeamRecord | None:
+    cursor = await conn.execute("SELECT id FROM care_team WHERE name = %s", [name])
+    row = await cursor.fetchone()
+    return None if row is None else await team(conn, row[0])
+
+
+async def _teams(
+    conn: Connection, team_ids: Collection[int] | None, after_id: int, limit: int | None
+) -> list[CareTeamRecord]:
+    """Teams by id (of these; None: all), with their members: two queries, whatever the
+    count."""
+    ids = None if team_ids is None else list(team_ids)
     cursor = await conn.execute(
-        "SELECT id, name FROM care_team WHERE %s::bigint[] IS NULL OR id = ANY(%s) ORDER BY id",
-        [team_ids, team_ids],
+        "SELECT id, name FROM care_team WHERE (%s::bigint[] IS NULL OR id = ANY(%s))"
+        " AND id > %s ORDER BY id LIMIT %s",
+        [ids, ids, after_id, limit],
     )
     teams = await cursor.fetchall()
     members: dict[int, list[StaffRecord]] = {team_id: [] for team_id, _ in teams}

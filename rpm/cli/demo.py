@@ -191,10 +191,8 @@ def logins_path(data_dir: Path) -> Path:
 
 
 async def _team(conn: AsyncConnection[TupleRow]) -> int:
-    for team in await care_teams.list_teams(conn):
-        if team.name == TEAM_NAME:
-            return team.id
-    return (await care_teams.create_team(conn, TEAM_NAME)).id
+    found = await care_teams.team_by_name(conn, TEAM_NAME)
+    return found.id if found else (await care_teams.create_team(conn, TEAM_NAME)).id
 
 
 async def _team_member(conn: AsyncConnection[TupleRow], team_id: int, staff: NewStaff) -> int:

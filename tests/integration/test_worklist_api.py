@@ -223,6 +223,10 @@ def test_care_teams_with_members_and_an_on_call_schedule(client: TestClient) -> 
 
     team = _created(client.post("/api/v1/care-teams", json={"name": "Team A"}))["id"]
     assert client.post("/api/v1/care-teams", json={"name": "Team A"}).status_code == 409
+    team_b = _created(client.post("/api/v1/care-teams", json={"name": "Team B"}))["id"]
+    first = client.get("/api/v1/care-teams", params={"limit": 1}).json()
+    rest = client.get("/api/v1/care-teams", params={"after": first[-1]["id"]}).json()
+    assert [t["id"] for t in first + rest] == [team, team_b]
     shift = {
         "staff_id": nurse,
         "tier": 1,
