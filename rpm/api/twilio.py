@@ -24,6 +24,7 @@ from rpm.alerts.service import act
 from rpm.api import problems
 from rpm.api.deps import Conn, client_ip
 from rpm.auth import audit
+from rpm.auth import repository as users
 from rpm.care_teams import registry as care_teams
 from rpm.care_teams.registry import CareTeamError
 from rpm.config import Settings
@@ -104,16 +105,16 @@ async def inbound(
     if team_id is not None and not await care_teams.is_member(conn, team_id, member.id):
         return _twiml(f"Not done: alert #{alert_id} is not one of your care team's.")
     try:
+        # Named as their sign-in is, where they have one, so that one nurse is one name
+        # in the alert's history whichever way they acted.
+        name = await users.username_of_staff(conn, member.id) or member.username
         alert = await act(
-            conn,
-            alert_id,
-            Acknowledge("acknowledged by SMS reply"),
-            Actor(member.username, member.id),
+            conn, alert_id, Acknowledge("acknowledged by SMS reply"), Actor(name, member.id)
         )
     except (InvalidTransition, AlertNotFound, CareTeamError) as exc:
         return _twiml(f"Not done: {exc}.")
     context = audit.Context(
-        None, member.username, member.role, request.method, request.url.path, client_ip(request)
+        None, name, member.role, request.method, request.url.path, client_ip(request)
     )
     await audit.record(conn, context, "acknowledge", "alert", str(alert_id), [alert.patient_id])
     return _twiml(f"Alert #{alert_id} acknowledged.")

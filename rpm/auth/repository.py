@@ -145,6 +145,13 @@ class Credentials:
     active: bool
 
 
+async def username_of_staff(conn: Connection, staff_id: int) -> str | None:
+    """The username of the staff member's login, if they have one."""
+    cursor = await conn.execute("SELECT username FROM app_user WHERE staff_id = %s", [staff_id])
+    row = await cursor.fetchone()
+    return None if row is None else str(row[0])
+
+
 async def credentials(conn: Connection, username: str) -> Credentials | None:
     cursor = await conn.execute(
         "SELECT id, password_hash, active FROM app_user WHERE username = %s", [username]
