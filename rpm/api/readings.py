@@ -10,11 +10,14 @@ from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
 from pydantic import BaseModel
 
 from rpm.api import problems
-from rpm.api.deps import Audit, Conn, ReadsPatients, patient_in_view
+from rpm.api.deps import Audit, AuditTrail, Conn, ReadsPatients, patient_in_view
 from rpm.api.values import Instant
+from rpm.auth.access import Principal
 from rpm.ingest import readings
 from rpm.ingest.readings import ReadingCursor, StoredReading
 
@@ -138,6 +141,21 @@ async def series(
     until: Instant,
     width: Width = Width.AUTO,
 ) -> Series:
+    return await read_series(conn, user, record, patient_id, kind, since, until, width)
+
+
+async def read_series(
+    conn: AsyncConnection[TupleRow],
+    user: Principal,
+    record: AuditTrail,
+    patient_id: int,
+    kind: Kind,
+    since: datetime,
+    until: datetime,
+    width: Width = Width.AUTO,
+) -> Series:
+    """The downsampled series of one kind of the patient's readings, if in the user's
+    view, the read audited: for the API and the patient page's charts alike."""
     if until <= since:
         raise HTTPException(422, "`until` must be after `since`")
     span = until - since
