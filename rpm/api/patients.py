@@ -184,11 +184,12 @@ async def read_patient_alerts(
     patient_id: int,
     include_resolved: bool,
     limit: int,
+    newest_first: bool = False,
 ) -> list[AlertRecord]:
     """The patient's alerts (`alerts.for_patient`), if in the user's view, the read
-    audited."""
+    audited: for the API and the patient page (its history: newest first) alike."""
     await patient_in_view(conn, user, record, patient_id)
-    found = await alerts.for_patient(conn, patient_id, include_resolved, limit)
+    found = await alerts.for_patient(conn, patient_id, include_resolved, limit, newest_first)
     await record("read", "alerts", patient_ids=[patient_id])
     return found
 

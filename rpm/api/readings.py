@@ -93,7 +93,7 @@ class Width(StrEnum):
     DAY_7 = "7d"
 
 
-_WIDTHS = {
+BUCKET_WIDTHS = {
     Width.MIN_15: timedelta(minutes=15),
     Width.HOUR_1: timedelta(hours=1),
     Width.HOUR_6: timedelta(hours=6),
@@ -160,14 +160,18 @@ async def read_series(
         raise HTTPException(422, "`until` must be after `since`")
     span = until - since
     if width is Width.AUTO:
-        width = next((w for w, size in _WIDTHS.items() if span / size <= MAX_BUCKETS), Width.DAY_7)
-    if span / _WIDTHS[width] > MAX_BUCKETS:
+        width = next(
+            (w for w, size in BUCKET_WIDTHS.items() if span / size <= MAX_BUCKETS), Width.DAY_7
+        )
+    if span / BUCKET_WIDTHS[width] > MAX_BUCKETS:
         raise HTTPException(
             422, f"{span} in buckets of {width.value} is more than {MAX_BUCKETS}: widen the bucket"
         )
     await patient_in_view(conn, user, record, patient_id)
     await record("read", "readings", patient_ids=[patient_id], details={"kind": kind.value})
-    buckets = await readings.series(conn, patient_id, kind.value, since, until, _WIDTHS[width])
+    buckets = await readings.series(
+        conn, patient_id, kind.value, since, until, BUCKET_WIDTHS[width]
+    )
     return Series(
         kind=kind,
         since=since,

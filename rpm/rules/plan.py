@@ -111,6 +111,13 @@ class Op(StrEnum):
     def phrase(self) -> str:
         return self.value.replace("_", " ")
 
+    @property
+    def symbol(self) -> str:
+        return _OP_SYMBOLS[self]
+
+
+_OP_SYMBOLS = {Op.AT_OR_ABOVE: "≥", Op.ABOVE: ">", Op.AT_OR_BELOW: "≤", Op.BELOW: "<"}
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -155,7 +162,7 @@ class Limit(_Strict):
 
     def describe(self) -> str:
         name = f"{self.label} limit" if self.label else "limit"
-        return f"the {name} of {_number(self.value)} {self.unit}"
+        return f"the {name} of {number(self.value)} {self.unit}"
 
 
 class _Rule(_Strict):
@@ -194,7 +201,7 @@ class _LimitRule(_Rule):
                 raise ValueError(f"{where}: {exc}") from None
             self._check_value(where, limit, value)
             if limit.canonical_hysteresis(self.per_day) > _CHANGE_RANGE[limit.measure]:
-                raise ValueError(f"{where}: hysteresis {_number(limit.hysteresis)} is too wide")
+                raise ValueError(f"{where}: hysteresis {number(limit.hysteresis)} is too wide")
         if self.meal_contexts is not None and self.measures != (Measure.GLUCOSE,):
             raise ValueError(f"rule {self.id}: meal contexts apply to glucose limits only")
         self._check_bounds()
@@ -205,8 +212,8 @@ class _LimitRule(_Rule):
         if not low <= value <= high:
             canonical = limit.measure.canonical_unit
             raise ValueError(
-                f"{where}: {_number(limit.value)} {limit.unit} is not a value a person can have"
-                f" (limits must lie within {_number(low)}-{_number(high)} {canonical})"
+                f"{where}: {number(limit.value)} {limit.unit} is not a value a person can have"
+                f" (limits must lie within {number(low)}-{number(high)} {canonical})"
             )
 
     def _check_bounds(self) -> None:
@@ -221,9 +228,9 @@ class _LimitRule(_Rule):
                 high = min(highs, key=lambda lim: lim.canonical_value(self.per_day))
                 if low.canonical_value(self.per_day) >= high.canonical_value(self.per_day):
                     raise ValueError(
-                        f"rule {self.id}: lower bound {_number(low.value)} {low.unit}"
+                        f"rule {self.id}: lower bound {number(low.value)} {low.unit}"
                         f" ({low.op.phrase}) is not below upper bound"
-                        f" {_number(high.value)} {high.unit} ({high.op.phrase}) for {measure}:"
+                        f" {number(high.value)} {high.unit} ({high.op.phrase}) for {measure}:"
                         " it would fire on every reading"
                     )
             for side in (lows, highs):
@@ -238,9 +245,9 @@ def _check_levels(rule_id: str, measure: Measure, side: list[Limit], per_day: bo
         further = b >= a if milder.op.upward else b <= a
         if milder.severity != worse.severity and not further:
             raise ValueError(
-                f"rule {rule_id}: the {worse.severity} limit {_number(worse.value)} {worse.unit}"
+                f"rule {rule_id}: the {worse.severity} limit {number(worse.value)} {worse.unit}"
                 f" for {measure} is less extreme than the {milder.severity} limit"
-                f" {_number(milder.value)} {milder.unit}"
+                f" {number(milder.value)} {milder.unit}"
             )
 
 
@@ -312,8 +319,8 @@ def _check_change(where: str, limit: Limit, value: float, what: str) -> None:
     largest = _CHANGE_RANGE[limit.measure]
     if abs(value) > largest:
         raise ValueError(
-            f"{where}: a {what} of {_number(limit.value)} {limit.unit} is not one a person can"
-            f" have (at most {_number(largest)} {limit.measure.canonical_unit})"
+            f"{where}: a {what} of {number(limit.value)} {limit.unit} is not one a person can"
+            f" have (at most {number(largest)} {limit.measure.canonical_unit})"
         )
 
 
@@ -385,6 +392,22 @@ def diff(old: CarePlan, new: CarePlan) -> dict[str, Any]:
     }
 
 
-def _number(value: float) -> str:
+def number(value: float) -> str:
     """180, not 180.0; 1.4, not 1.4000000000000001."""
     return f"{value:.10g}"
+
+
+# Decimals to show a value with, by unit: a cuff reads whole mmHg, a scale tenths.
+_DECIMALS = {"mmHg": 0, "kPa": 1, "bpm": 0, "/min": 0, "kg": 1, "lb": 1, "mg/dL": 0, "mmol/L": 1}
+
+
+def rounded(value: float, unit: str) -> str:
+    """A measured value to its unit's decimals (a per-day unit's too): "182", "81.4"."""
+    return f"{value:.{_DECIMALS.get(unit.removesuffix(PER_DAY), 1)}f}"
+
+
+def span(hours: float) -> str:
+    """A rule's window in words: "24 h", "7 days"."""
+    if hours % 24 == 0 and hours > 24:
+        return f"{int(hours // 24)} days"
+    return f"{hours:g} h"

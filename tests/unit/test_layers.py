@@ -26,6 +26,7 @@ PURE = {
     "rpm.auth.access",
     "rpm.auth.tokens",
     "rpm.web.format",
+    "rpm.web.charts",
 }
 ALLOWED_THIRD_PARTY = {"numpy", "pydantic", "pydantic_core"}
 
