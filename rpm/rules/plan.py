@@ -12,6 +12,7 @@ one, and values no human can have.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
@@ -191,6 +192,12 @@ class _LimitRule(_Rule):
     def per_day(self) -> bool:
         return False
 
+    @property
+    def held_against(self) -> str:
+        """What the rule holds against its limits, in words: "any one reading", "the mean
+        over 7 days (at least 4 readings)"."""
+        return "any one reading"
+
     @model_validator(mode="after")
     def _check_limits(self) -> Self:
         for n, limit in enumerate(self.limits, 1):
@@ -265,6 +272,14 @@ class CountRule(_LimitRule):
     n: int = Field(ge=2, le=50)
     of_last: int = Field(ge=2, le=100)
 
+    @property
+    def held_against(self) -> str:
+        return (
+            f"{self.n} in a row"
+            if self.n == self.of_last
+            else f"{self.n} of the last {self.of_last}"
+        )
+
     @model_validator(mode="after")
     def _check_count(self) -> Self:
         if self.of_last < self.n:
@@ -282,6 +297,10 @@ class MeanRule(_LimitRule):
     # Fewer readings than this in the window make no mean worth alerting on.
     min_readings: int = Field(default=3, ge=1, le=500)
 
+    @property
+    def held_against(self) -> str:
+        return f"the mean over {span(self.window_hours)} (at least {self.min_readings} readings)"
+
 
 class ChangeRule(_LimitRule):
     """Fires when a reading has risen (or fallen) by at least a limit against the lowest
@@ -289,6 +308,10 @@ class ChangeRule(_LimitRule):
 
     kind: Literal["change"] = "change"
     window_hours: float = Field(gt=0, le=MAX_WINDOW_HOURS)
+
+    @property
+    def held_against(self) -> str:
+        return f"the change within {span(self.window_hours)}"
 
     def _check_value(self, where: str, limit: Limit, value: float) -> None:
         _check_change(where, limit, value, "change")
@@ -305,6 +328,10 @@ class SlopeRule(_LimitRule):
     @property
     def per_day(self) -> bool:
         return True
+
+    @property
+    def held_against(self) -> str:
+        return f"the slope over {span(self.window_hours)} (at least {self.min_readings} readings)"
 
     def _check_value(self, where: str, limit: Limit, value: float) -> None:
         _check_change(where, limit, value, "slope")
@@ -368,6 +395,22 @@ class CarePlan(_Strict):
 
     def missed_rules(self) -> list[MissedRule]:
         return [r for r in self.rules if r.enabled and isinstance(r, MissedRule)]
+
+    def with_limit_values(self, values: Mapping[tuple[str, int], float]) -> CarePlan:
+        """This plan with limits set to new values: (rule id, the limit's place in the
+        rule, from 0) -> the value, in the limit's own unit. Validated as any plan is (a
+        pydantic ValidationError saying what is wrong)."""
+        document = self.model_dump(mode="json")
+        limits = {
+            (rule["id"], n): limit
+            for rule in document["rules"]
+            for n, limit in enumerate(rule.get("limits", ()))
+        }
+        for (rule_id, n), value in values.items():
+            if (rule_id, n) not in limits:
+                raise ValueError(f"the plan has no rule {rule_id} with a limit {n + 1}")
+            limits[rule_id, n]["value"] = value
+        return CarePlan.model_validate(document)
 
 
 def diff(old: CarePlan, new: CarePlan) -> dict[str, Any]:

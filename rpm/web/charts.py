@@ -24,7 +24,6 @@ from rpm.rules.plan import (
     Measure,
     Severity,
     SlopeRule,
-    ThresholdRule,
     number,
     rounded,
     span,
@@ -109,27 +108,24 @@ def _plan_limits(plan: CarePlan, measures: set[Measure]) -> tuple[list[Threshold
     lines, words = [], []
     for rule in plan.reading_rules():
         limits = [limit for limit in rule.limits if limit.measure in measures]
-        match rule:
-            case ThresholdRule():
-                basis, applies_to = [], "any one reading"
-            case CountRule(n=n, of_last=of_last):
-                applies_to = f"{n} in a row" if n == of_last else f"{n} of the last {of_last}"
-                basis = [applies_to]
-            case MeanRule(window_hours=hours, min_readings=least):
-                basis = [f"mean over {span(hours)}"]
-                applies_to = f"the mean over {span(hours)} (at least {least} readings)"
-            case ChangeRule(window_hours=hours) | SlopeRule(window_hours=hours):
-                what = "a change" if isinstance(rule, ChangeRule) else "a slope"
-                words += [
-                    f"{rule.title or rule.id}: {what} in {limit.measure.value} of"
-                    f" {_condition(limit)} within {span(hours)} ({limit.severity.value})"
-                    for limit in limits
-                ]
-                continue
+        if isinstance(rule, ChangeRule | SlopeRule):
+            words += [
+                f"{rule.title or rule.id}: {limit.measure.value} {_condition(limit)},"
+                f" {rule.held_against} ({limit.severity.value})"
+                for limit in limits
+            ]
+            continue
+        applies_to = rule.held_against
+        # The label's short form of it (one reading: nothing).
+        basis = []
+        if isinstance(rule, CountRule):
+            basis.append(rule.held_against)
+        elif isinstance(rule, MeanRule):
+            basis.append(f"mean over {span(rule.window_hours)}")
         if rule.meal_contexts:
-            contexts = ", ".join(label(c.value) for c in rule.meal_contexts)
-            basis.append(contexts)
-            applies_to += f", {contexts} readings only"
+            contexts = [label(c.value) for c in rule.meal_contexts]
+            basis += contexts
+            applies_to += f", {', '.join(contexts)} readings only"
         lines += [
             Threshold(
                 limit.measure,

@@ -184,6 +184,7 @@ def _audit_trail(request: Request, conn: Conn, user: SignedInBrowser) -> AuditTr
 BrowserAudit = Annotated[AuditTrail, Depends(_audit_trail)]
 BrowserReadsPatients = Annotated[BrowserUser, Depends(require(Permission.READ_PATIENT_DATA))]
 BrowserActsOnAlerts = Annotated[BrowserUser, Depends(require(Permission.ACT_ON_ALERTS))]
+BrowserChangesCarePlans = Annotated[BrowserUser, Depends(require(Permission.CHANGE_CARE_PLANS))]
 
 
 def settings_of(request: Request) -> Settings:

@@ -27,6 +27,7 @@ PURE = {
     "rpm.auth.tokens",
     "rpm.web.format",
     "rpm.web.charts",
+    "rpm.web.plan_form",
 }
 ALLOWED_THIRD_PARTY = {"numpy", "pydantic", "pydantic_core"}
 

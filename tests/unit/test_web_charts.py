@@ -72,8 +72,8 @@ def test_the_plans_levels_are_lines_on_the_scale_and_changes_are_words() -> None
     weight = chart(ReadingKind.BODY_WEIGHT, {}, plan, SINCE, UNTIL, HOUR)
     assert weight.thresholds == []
     assert weight.undrawn == [
-        "Weight gain in a day: a change in weight of ≥ 3 lb within 24 h (high)",
-        "Weight gain in a week: a change in weight of ≥ 5 lb within 7 days (high)",
+        "Weight gain in a day: weight ≥ 3 lb, the change within 24 h (high)",
+        "Weight gain in a week: weight ≥ 5 lb, the change within 7 days (high)",
     ]
     assert weight.empty
     assert weight.description == "No weight readings in this period."
