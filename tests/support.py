@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +22,7 @@ import httpx2
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg import sql
 
 from rpm.app import Wiring
 from rpm.auth.passwords import hash_password
@@ -348,6 +349,39 @@ class Ward:
             "care_team_id": self.team_id,
         }
         return int(self.call("POST", "/api/v1/patients", body)["id"])
+
+    def device(self, serial: str, kind: str, patient_id: int) -> None:
+        """A device registered and assigned to the patient since 100 days ago."""
+        self.call("POST", "/api/v1/devices", {"serial": serial, "kind": kind})
+        since = (datetime.now(UTC) - timedelta(days=100)).isoformat()
+        self.call(
+            "POST", f"/api/v1/devices/{serial}/assign", {"patient_id": patient_id, "at": since}
+        )
+
+
+def add_readings(
+    database_url: str,
+    serial: str,
+    patient_id: int,
+    kind: str,
+    readings: Iterable[tuple[datetime, dict[str, float]]],
+) -> None:
+    """Readings as ingest stores them, from the device with this serial: (when, values by
+    column, e.g. {"systolic_mmhg": 150, "diastolic_mmhg": 90}). Ingest's own tests cover
+    that path; these are for what reads them."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT id FROM device WHERE serial = %s", [serial]).fetchone()
+        assert row is not None, f"no device {serial}"
+        device_id = row[0]
+        for at, values in readings:
+            columns = sql.SQL(", ").join(sql.Identifier(c) for c in values)
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO reading (device_id, kind, measured_at, patient_id, original,"
+                    " source, {}) VALUES (%s, %s, %s, %s, '{{}}', 'native', {})"
+                ).format(columns, sql.SQL(", ").join(sql.Placeholder() * len(values))),
+                [device_id, kind, at, patient_id, *values.values()],
+            )
 
 
 def api_call_through(client: TestClient, headers: dict[str, str]) -> ApiCall:

@@ -226,12 +226,18 @@ async def _alerts(conn: Connection, query: str, params: Sequence[object]) -> lis
 
 
 async def for_patient(
-    conn: Connection, patient_id: int, include_resolved: bool = False, limit: int = 100
+    conn: Connection,
+    patient_id: int,
+    include_resolved: bool = False,
+    limit: int = 100,
+    newest_first: bool = False,
 ) -> list[AlertRecord]:
+    """Most severe first, then oldest (as the worklist); or newest first (a history)."""
+    order = "a.opened_at DESC, a.id DESC" if newest_first else "a.severity_rank DESC, a.opened_at"
     return await _alerts(
         conn,
         _SELECT + " WHERE a.patient_id = %s AND (%s OR a.status <> 'resolved')"
-        " ORDER BY a.severity_rank DESC, a.opened_at LIMIT %s",
+        " ORDER BY " + order + " LIMIT %s",
         [patient_id, include_resolved, limit],
     )
 

@@ -141,6 +141,14 @@ class AlertDetail(BaseModel):
     summary="One alert, with the readings that fired its rule and its history",
 )
 async def get(conn: Conn, user: ReadsPatients, record: Audit, alert_id: int) -> AlertDetail:
+    return await read_alert(conn, user, record, alert_id)
+
+
+async def read_alert(
+    conn: AsyncConnection[TupleRow], user: Principal, record: AuditTrail, alert_id: int
+) -> AlertDetail:
+    """The alert, if in the user's view, with its readings, history and SMS; the read
+    audited: for the API and the alert's page alike."""
     alert = await alert_in_view(conn, user, record, alert_id)
     await record("read", "alert", alert_id, [alert.patient_id])
     return AlertDetail(

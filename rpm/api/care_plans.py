@@ -8,11 +8,14 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, Field
 
 from rpm.api import problems
 from rpm.api.deps import (
     Audit,
+    AuditTrail,
     ChangesCarePlans,
     Conn,
     ReadsPatients,
@@ -21,9 +24,10 @@ from rpm.api.deps import (
     SignedInUser,
     patient_in_view,
 )
+from rpm.auth.access import Principal
 from rpm.rules import care_plans
 from rpm.rules.care_plans import PlanNotFound, PlanVersion, VersionSummary
-from rpm.rules.engine import DryRunResult
+from rpm.rules.engine import DryRunResult, RuleEngine
 from rpm.rules.evaluate import Finding
 from rpm.rules.plan import CarePlan, diff
 from rpm.rules.templates import TEMPLATES, plan_from_templates
@@ -120,6 +124,14 @@ async def templates(user: SignedInUser) -> list[Template]:
 
 @router.get(_PLAN, summary="The care plan in force")
 async def current(conn: Conn, user: ReadsPatients, record: Audit, patient_id: int) -> PlanVersion:
+    return await read_current_plan(conn, user, record, patient_id)
+
+
+async def read_current_plan(
+    conn: AsyncConnection[TupleRow], user: Principal, record: AuditTrail, patient_id: int
+) -> PlanVersion:
+    """The plan in force, if the patient is in the user's view; the read audited. This
+    and the functions below serve the API and the UI's pages alike."""
     await patient_in_view(conn, user, record, patient_id)
     await record("read", "care_plan", patient_id, [patient_id])
     return await care_plans.current(conn, patient_id)
@@ -129,10 +141,26 @@ async def current(conn: Conn, user: ReadsPatients, record: Audit, patient_id: in
 async def replace(
     conn: Conn, user: ChangesCarePlans, record: Audit, patient_id: int, body: Replacement
 ) -> PlanVersion:
+    return await replace_plan(
+        conn, user, record, patient_id, body.plan, body.reason, body.based_on_version
+    )
+
+
+async def replace_plan(
+    conn: AsyncConnection[TupleRow],
+    user: Principal,
+    record: AuditTrail,
+    patient_id: int,
+    plan: CarePlan,
+    reason: str,
+    based_on_version: int | None,
+) -> PlanVersion:
+    """The plan as the patient's next version, by the user, if the plan is still at
+    `based_on_version` (`StalePlan` otherwise); the change audited."""
     await patient_in_view(conn, user, record, patient_id)
     async with conn.transaction():
         saved = await care_plans.save(
-            conn, patient_id, body.plan, user.username, body.reason, body.based_on_version
+            conn, patient_id, plan, user.username, reason, based_on_version
         )
     await record("change", "care_plan", patient_id, [patient_id], {"version": saved.version})
     return saved
@@ -142,6 +170,13 @@ async def replace(
 async def versions(
     conn: Conn, user: ReadsPatients, record: Audit, patient_id: int
 ) -> list[VersionSummary]:
+    return await read_plan_versions(conn, user, record, patient_id)
+
+
+async def read_plan_versions(
+    conn: AsyncConnection[TupleRow], user: Principal, record: AuditTrail, patient_id: int
+) -> list[VersionSummary]:
+    """Every version, newest first; the read audited."""
     await patient_in_view(conn, user, record, patient_id)
     await record("read", "care_plan_versions", patient_id, [patient_id])
     return await care_plans.versions(conn, patient_id)
@@ -151,6 +186,17 @@ async def versions(
 async def version(
     conn: Conn, user: ReadsPatients, record: Audit, patient_id: int, version: int
 ) -> PlanVersion:
+    return await read_plan_version(conn, user, record, patient_id, version)
+
+
+async def read_plan_version(
+    conn: AsyncConnection[TupleRow],
+    user: Principal,
+    record: AuditTrail,
+    patient_id: int,
+    version: int,
+) -> PlanVersion:
+    """One version; the read audited."""
     await patient_in_view(conn, user, record, patient_id)
     await record("read", "care_plan", patient_id, [patient_id], {"version": version})
     return await care_plans.version_of(conn, patient_id, version)
@@ -165,6 +211,18 @@ async def compare(
     from_version: Annotated[int, Query(alias="from", ge=1)],
     to_version: Annotated[int, Query(alias="to", ge=1)],
 ) -> dict[str, Any]:
+    return await read_plan_diff(conn, user, record, patient_id, from_version, to_version)
+
+
+async def read_plan_diff(
+    conn: AsyncConnection[TupleRow],
+    user: Principal,
+    record: AuditTrail,
+    patient_id: int,
+    from_version: int,
+    to_version: int,
+) -> dict[str, Any]:
+    """What changed between two versions (`rpm.rules.plan.diff`); the read audited."""
     await patient_in_view(conn, user, record, patient_id)
     await record(
         "read", "care_plan", patient_id, [patient_id], {"from": from_version, "to": to_version}
@@ -186,6 +244,19 @@ async def dry_run(
     patient_id: int,
     body: Proposal,
 ) -> DryRun:
+    return await dry_run_plan(conn, user, record, rules, patient_id, body.plan)
+
+
+async def dry_run_plan(
+    conn: AsyncConnection[TupleRow],
+    user: Principal,
+    record: AuditTrail,
+    rules: RuleEngine,
+    patient_id: int,
+    plan: CarePlan,
+) -> DryRun:
+    """What `plan` would have raised on the patient's last 30 days, beside what the plan
+    in force did; nothing saved, the dry run audited."""
     patient = await patient_in_view(conn, user, record, patient_id)
     await record("dry_run", "care_plan", patient_id, [patient_id])
     zone = ZoneInfo(patient.time_zone)
@@ -194,7 +265,7 @@ async def dry_run(
     except PlanNotFound:
         in_force = None
     next_version = (in_force.version if in_force else 0) + 1
-    proposed = await rules.dry_run(conn, patient_id, zone, body.plan, next_version)
+    proposed = await rules.dry_run(conn, patient_id, zone, plan, next_version)
     now: DryRunResult | None = None
     if in_force is not None:
         now = await rules.dry_run(conn, patient_id, zone, in_force.plan, in_force.version)

@@ -8,6 +8,8 @@ from datetime import date
 from typing import Annotated, Literal, Self
 
 from fastapi import APIRouter, Query, status
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
 from pydantic import ConfigDict, Field, model_validator
 
 from rpm.alerts import repository as alerts
@@ -15,6 +17,7 @@ from rpm.alerts.repository import AlertRecord
 from rpm.api import problems
 from rpm.api.deps import (
     Audit,
+    AuditTrail,
     Conn,
     EnrolsPatients,
     ReadsPatients,
@@ -22,6 +25,7 @@ from rpm.api.deps import (
     check_team_choice,
     patient_in_view,
 )
+from rpm.auth.access import Principal
 from rpm.patients import registry
 from rpm.patients.registry import NewPatient, PatientRecord
 from rpm.rules import care_plans
@@ -125,6 +129,19 @@ async def list_patients(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     external_ref: Annotated[str | None, Query(description="Only the patient with this")] = None,
 ) -> list[PatientRecord]:
+    return await read_patients(conn, user, record, after, limit, external_ref)
+
+
+async def read_patients(
+    conn: AsyncConnection[TupleRow],
+    user: Principal,
+    record: AuditTrail,
+    after: int,
+    limit: int,
+    external_ref: str | None = None,
+) -> list[PatientRecord]:
+    """A page of the patients of the user's care teams, by id, its read audited (a row per
+    patient): for the API and the patients page alike."""
     found = await registry.list_patients(conn, after, limit, external_ref, user.visible_teams())
     await record("read", "patients", patient_ids=[p.id for p in found])
     return found
@@ -132,6 +149,14 @@ async def list_patients(
 
 @router.get("/{patient_id}", summary="One patient")
 async def get(conn: Conn, user: ReadsPatients, record: Audit, patient_id: int) -> PatientRecord:
+    return await read_patient(conn, user, record, patient_id)
+
+
+async def read_patient(
+    conn: AsyncConnection[TupleRow], user: Principal, record: AuditTrail, patient_id: int
+) -> PatientRecord:
+    """The patient, if in the user's view (`patient_in_view`), the read audited: for the
+    API and the UI's pages alike."""
     patient = await patient_in_view(conn, user, record, patient_id)
     await record("read", "patient", patient_id, [patient_id])
     return patient
@@ -149,8 +174,22 @@ async def patient_alerts(
     include_resolved: bool = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AlertRecord]:
+    return await read_patient_alerts(conn, user, record, patient_id, include_resolved, limit)
+
+
+async def read_patient_alerts(
+    conn: AsyncConnection[TupleRow],
+    user: Principal,
+    record: AuditTrail,
+    patient_id: int,
+    include_resolved: bool,
+    limit: int,
+    newest_first: bool = False,
+) -> list[AlertRecord]:
+    """The patient's alerts (`alerts.for_patient`), if in the user's view, the read
+    audited: for the API and the patient page (its history: newest first) alike."""
     await patient_in_view(conn, user, record, patient_id)
-    found = await alerts.for_patient(conn, patient_id, include_resolved, limit)
+    found = await alerts.for_patient(conn, patient_id, include_resolved, limit, newest_first)
     await record("read", "alerts", patient_ids=[patient_id])
     return found
 

@@ -10,11 +10,14 @@ from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
 from pydantic import BaseModel
 
 from rpm.api import problems
-from rpm.api.deps import Audit, Conn, ReadsPatients, patient_in_view
+from rpm.api.deps import Audit, AuditTrail, Conn, ReadsPatients, patient_in_view
 from rpm.api.values import Instant
+from rpm.auth.access import Principal
 from rpm.ingest import readings
 from rpm.ingest.readings import ReadingCursor, StoredReading
 
@@ -90,7 +93,7 @@ class Width(StrEnum):
     DAY_7 = "7d"
 
 
-_WIDTHS = {
+BUCKET_WIDTHS = {
     Width.MIN_15: timedelta(minutes=15),
     Width.HOUR_1: timedelta(hours=1),
     Width.HOUR_6: timedelta(hours=6),
@@ -138,18 +141,37 @@ async def series(
     until: Instant,
     width: Width = Width.AUTO,
 ) -> Series:
+    return await read_series(conn, user, record, patient_id, kind, since, until, width)
+
+
+async def read_series(
+    conn: AsyncConnection[TupleRow],
+    user: Principal,
+    record: AuditTrail,
+    patient_id: int,
+    kind: Kind,
+    since: datetime,
+    until: datetime,
+    width: Width = Width.AUTO,
+) -> Series:
+    """The downsampled series of one kind of the patient's readings, if in the user's
+    view, the read audited: for the API and the patient page's charts alike."""
     if until <= since:
         raise HTTPException(422, "`until` must be after `since`")
     span = until - since
     if width is Width.AUTO:
-        width = next((w for w, size in _WIDTHS.items() if span / size <= MAX_BUCKETS), Width.DAY_7)
-    if span / _WIDTHS[width] > MAX_BUCKETS:
+        width = next(
+            (w for w, size in BUCKET_WIDTHS.items() if span / size <= MAX_BUCKETS), Width.DAY_7
+        )
+    if span / BUCKET_WIDTHS[width] > MAX_BUCKETS:
         raise HTTPException(
             422, f"{span} in buckets of {width.value} is more than {MAX_BUCKETS}: widen the bucket"
         )
     await patient_in_view(conn, user, record, patient_id)
     await record("read", "readings", patient_ids=[patient_id], details={"kind": kind.value})
-    buckets = await readings.series(conn, patient_id, kind.value, since, until, _WIDTHS[width])
+    buckets = await readings.series(
+        conn, patient_id, kind.value, since, until, BUCKET_WIDTHS[width]
+    )
     return Series(
         kind=kind,
         since=since,

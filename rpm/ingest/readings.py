@@ -3,6 +3,7 @@ series for charts (what ingest writes is in `rpm.ingest.repository`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -75,6 +76,18 @@ async def for_patient(
             },
         )
         return await cursor.fetchall()
+
+
+async def kinds_of(conn: Connection, patient_id: int, kinds: Sequence[str]) -> list[str]:
+    """Which of these kinds the patient has any single reading of (a summary aside), in
+    the order given: one probe of the (patient, kind, time) index each."""
+    cursor = await conn.execute(
+        "SELECT w.kind FROM unnest(%s::text[]) WITH ORDINALITY AS w(kind, n)"
+        " WHERE EXISTS (SELECT 1 FROM reading r WHERE r.patient_id = %s AND r.kind = w.kind"
+        " AND r.statistic IS NULL) ORDER BY w.n",
+        [list(kinds), patient_id],
+    )
+    return [kind for (kind,) in await cursor.fetchall()]
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ from rpm.rules.plan import (
     Severity,
     SlopeRule,
     ThresholdRule,
+    rounded,
+    span,
 )
 
 Floats = npt.NDArray[np.float64]
@@ -48,8 +50,6 @@ SECONDS_PER_DAY = 86_400.0
 # In canonical units (mmHg, bpm, kg, mg/dL, and those per day): far below any device's
 # resolution, far above float32 rounding of any value a person can have.
 AT_LIMIT = 1e-3
-# Decimals to show a value with, by unit: a cuff reads whole mmHg, a scale tenths.
-_DECIMALS = {"mmHg": 0, "kPa": 1, "bpm": 0, "/min": 0, "kg": 1, "lb": 1, "mg/dL": 0, "mmol/L": 1}
 
 
 class ReadingKey(NamedTuple):
@@ -387,21 +387,21 @@ def _finding(trace: Trace, point: int, key: ReadingKey, context: Context) -> Fin
             )
         case MeanRule():
             text = (
-                f"Mean {limit.measure.value} {shown} over the {_span(rule.window_hours)}"
+                f"Mean {limit.measure.value} {shown} over the {span(rule.window_hours)}"
                 f" to {when} is {limit.op.phrase} {limit.describe()}"
             )
         case ChangeRule():
             direction = "up" if observed > 0 else "down"
             shown = _show(abs(observed) / limit.factor(), limit.unit)
             text = (
-                f"{label} {direction} {shown} within {_span(rule.window_hours)}, at {when}:"
+                f"{label} {direction} {shown} within {span(rule.window_hours)}, at {when}:"
                 f" {limit.op.phrase} {limit.describe()}"
             )
         case SlopeRule():
             direction = "rising" if observed > 0 else "falling"
             slope = f"{abs(observed) / limit.factor(per_day):.2f} {limit.unit}"
             text = (
-                f"{label} {direction} {slope} over the {_span(rule.window_hours)} to {when}:"
+                f"{label} {direction} {slope} over the {span(rule.window_hours)} to {when}:"
                 f" {limit.op.phrase} {limit.describe()}"
             )
     return Finding(
@@ -530,14 +530,7 @@ def _sentence(text: str, plan_version: int, advice: str) -> str:
 
 
 def _show(value: float, unit: str) -> str:
-    decimals = _DECIMALS.get(unit.removesuffix("/day"), 1)
-    return f"{value:.{decimals}f} {unit}"
-
-
-def _span(hours: float) -> str:
-    if hours % 24 == 0 and hours > 24:
-        return f"{int(hours // 24)} days"
-    return f"{hours:g} h"
+    return f"{rounded(value, unit)} {unit}"
 
 
 def _local_time(at: datetime, tz: ZoneInfo) -> str:

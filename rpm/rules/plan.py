@@ -12,6 +12,7 @@ one, and values no human can have.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
@@ -111,6 +112,13 @@ class Op(StrEnum):
     def phrase(self) -> str:
         return self.value.replace("_", " ")
 
+    @property
+    def symbol(self) -> str:
+        return _OP_SYMBOLS[self]
+
+
+_OP_SYMBOLS = {Op.AT_OR_ABOVE: "≥", Op.ABOVE: ">", Op.AT_OR_BELOW: "≤", Op.BELOW: "<"}
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -155,7 +163,7 @@ class Limit(_Strict):
 
     def describe(self) -> str:
         name = f"{self.label} limit" if self.label else "limit"
-        return f"the {name} of {_number(self.value)} {self.unit}"
+        return f"the {name} of {number(self.value)} {self.unit}"
 
 
 class _Rule(_Strict):
@@ -184,6 +192,12 @@ class _LimitRule(_Rule):
     def per_day(self) -> bool:
         return False
 
+    @property
+    def held_against(self) -> str:
+        """What the rule holds against its limits, in words: "any one reading", "the mean
+        over 7 days (at least 4 readings)"."""
+        return "any one reading"
+
     @model_validator(mode="after")
     def _check_limits(self) -> Self:
         for n, limit in enumerate(self.limits, 1):
@@ -194,7 +208,7 @@ class _LimitRule(_Rule):
                 raise ValueError(f"{where}: {exc}") from None
             self._check_value(where, limit, value)
             if limit.canonical_hysteresis(self.per_day) > _CHANGE_RANGE[limit.measure]:
-                raise ValueError(f"{where}: hysteresis {_number(limit.hysteresis)} is too wide")
+                raise ValueError(f"{where}: hysteresis {number(limit.hysteresis)} is too wide")
         if self.meal_contexts is not None and self.measures != (Measure.GLUCOSE,):
             raise ValueError(f"rule {self.id}: meal contexts apply to glucose limits only")
         self._check_bounds()
@@ -205,8 +219,8 @@ class _LimitRule(_Rule):
         if not low <= value <= high:
             canonical = limit.measure.canonical_unit
             raise ValueError(
-                f"{where}: {_number(limit.value)} {limit.unit} is not a value a person can have"
-                f" (limits must lie within {_number(low)}-{_number(high)} {canonical})"
+                f"{where}: {number(limit.value)} {limit.unit} is not a value a person can have"
+                f" (limits must lie within {number(low)}-{number(high)} {canonical})"
             )
 
     def _check_bounds(self) -> None:
@@ -221,9 +235,9 @@ class _LimitRule(_Rule):
                 high = min(highs, key=lambda lim: lim.canonical_value(self.per_day))
                 if low.canonical_value(self.per_day) >= high.canonical_value(self.per_day):
                     raise ValueError(
-                        f"rule {self.id}: lower bound {_number(low.value)} {low.unit}"
+                        f"rule {self.id}: lower bound {number(low.value)} {low.unit}"
                         f" ({low.op.phrase}) is not below upper bound"
-                        f" {_number(high.value)} {high.unit} ({high.op.phrase}) for {measure}:"
+                        f" {number(high.value)} {high.unit} ({high.op.phrase}) for {measure}:"
                         " it would fire on every reading"
                     )
             for side in (lows, highs):
@@ -238,9 +252,9 @@ def _check_levels(rule_id: str, measure: Measure, side: list[Limit], per_day: bo
         further = b >= a if milder.op.upward else b <= a
         if milder.severity != worse.severity and not further:
             raise ValueError(
-                f"rule {rule_id}: the {worse.severity} limit {_number(worse.value)} {worse.unit}"
+                f"rule {rule_id}: the {worse.severity} limit {number(worse.value)} {worse.unit}"
                 f" for {measure} is less extreme than the {milder.severity} limit"
-                f" {_number(milder.value)} {milder.unit}"
+                f" {number(milder.value)} {milder.unit}"
             )
 
 
@@ -257,6 +271,14 @@ class CountRule(_LimitRule):
     kind: Literal["count"] = "count"
     n: int = Field(ge=2, le=50)
     of_last: int = Field(ge=2, le=100)
+
+    @property
+    def held_against(self) -> str:
+        return (
+            f"{self.n} in a row"
+            if self.n == self.of_last
+            else f"{self.n} of the last {self.of_last}"
+        )
 
     @model_validator(mode="after")
     def _check_count(self) -> Self:
@@ -275,6 +297,10 @@ class MeanRule(_LimitRule):
     # Fewer readings than this in the window make no mean worth alerting on.
     min_readings: int = Field(default=3, ge=1, le=500)
 
+    @property
+    def held_against(self) -> str:
+        return f"the mean over {span(self.window_hours)} (at least {self.min_readings} readings)"
+
 
 class ChangeRule(_LimitRule):
     """Fires when a reading has risen (or fallen) by at least a limit against the lowest
@@ -282,6 +308,10 @@ class ChangeRule(_LimitRule):
 
     kind: Literal["change"] = "change"
     window_hours: float = Field(gt=0, le=MAX_WINDOW_HOURS)
+
+    @property
+    def held_against(self) -> str:
+        return f"the change within {span(self.window_hours)}"
 
     def _check_value(self, where: str, limit: Limit, value: float) -> None:
         _check_change(where, limit, value, "change")
@@ -299,6 +329,10 @@ class SlopeRule(_LimitRule):
     def per_day(self) -> bool:
         return True
 
+    @property
+    def held_against(self) -> str:
+        return f"the slope over {span(self.window_hours)} (at least {self.min_readings} readings)"
+
     def _check_value(self, where: str, limit: Limit, value: float) -> None:
         _check_change(where, limit, value, "slope")
 
@@ -312,8 +346,8 @@ def _check_change(where: str, limit: Limit, value: float, what: str) -> None:
     largest = _CHANGE_RANGE[limit.measure]
     if abs(value) > largest:
         raise ValueError(
-            f"{where}: a {what} of {_number(limit.value)} {limit.unit} is not one a person can"
-            f" have (at most {_number(largest)} {limit.measure.canonical_unit})"
+            f"{where}: a {what} of {number(limit.value)} {limit.unit} is not one a person can"
+            f" have (at most {number(largest)} {limit.measure.canonical_unit})"
         )
 
 
@@ -362,6 +396,22 @@ class CarePlan(_Strict):
     def missed_rules(self) -> list[MissedRule]:
         return [r for r in self.rules if r.enabled and isinstance(r, MissedRule)]
 
+    def with_limit_values(self, values: Mapping[tuple[str, int], float]) -> CarePlan:
+        """This plan with limits set to new values: (rule id, the limit's place in the
+        rule, from 0) -> the value, in the limit's own unit. Validated as any plan is (a
+        pydantic ValidationError saying what is wrong)."""
+        document = self.model_dump(mode="json")
+        limits = {
+            (rule["id"], n): limit
+            for rule in document["rules"]
+            for n, limit in enumerate(rule.get("limits", ()))
+        }
+        for (rule_id, n), value in values.items():
+            if (rule_id, n) not in limits:
+                raise ValueError(f"the plan has no rule {rule_id} with a limit {n + 1}")
+            limits[rule_id, n]["value"] = value
+        return CarePlan.model_validate(document)
+
 
 def diff(old: CarePlan, new: CarePlan) -> dict[str, Any]:
     """What changed between two plans, rule by rule and field by field."""
@@ -385,6 +435,22 @@ def diff(old: CarePlan, new: CarePlan) -> dict[str, Any]:
     }
 
 
-def _number(value: float) -> str:
+def number(value: float) -> str:
     """180, not 180.0; 1.4, not 1.4000000000000001."""
     return f"{value:.10g}"
+
+
+# Decimals to show a value with, by unit: a cuff reads whole mmHg, a scale tenths.
+_DECIMALS = {"mmHg": 0, "kPa": 1, "bpm": 0, "/min": 0, "kg": 1, "lb": 1, "mg/dL": 0, "mmol/L": 1}
+
+
+def rounded(value: float, unit: str) -> str:
+    """A measured value to its unit's decimals (a per-day unit's too): "182", "81.4"."""
+    return f"{value:.{_DECIMALS.get(unit.removesuffix(PER_DAY), 1)}f}"
+
+
+def span(hours: float) -> str:
+    """A rule's window in words: "24 h", "7 days"."""
+    if hours % 24 == 0 and hours > 24:
+        return f"{int(hours // 24)} days"
+    return f"{hours:g} h"

@@ -57,6 +57,7 @@ templates = jinja2.Environment(
 templates.filters.update(
     age=web_format.age,
     label=web_format.label,
+    reading=web_format.reading,
     sentence=web_format.sentence,
     timestamp=web_format.timestamp,
 )
@@ -71,9 +72,12 @@ class Page:
     permission: Permission
 
 
-# In the navigation's order. The patient page, the care-plan editor and the admin pages
-# (devices, dead letters) join here.
-PAGES = (Page("Worklist", f"{PREFIX}/worklist", Permission.READ_PATIENT_DATA),)
+# In the navigation's order. The admin pages (devices, dead letters) join here; a
+# patient's page and care plan are reached from the patients list and the worklist.
+PAGES = (
+    Page("Worklist", f"{PREFIX}/worklist", Permission.READ_PATIENT_DATA),
+    Page("Patients", f"{PREFIX}/patients", Permission.READ_PATIENT_DATA),
+)
 
 
 class SignedOut(Exception):
@@ -180,6 +184,7 @@ def _audit_trail(request: Request, conn: Conn, user: SignedInBrowser) -> AuditTr
 BrowserAudit = Annotated[AuditTrail, Depends(_audit_trail)]
 BrowserReadsPatients = Annotated[BrowserUser, Depends(require(Permission.READ_PATIENT_DATA))]
 BrowserActsOnAlerts = Annotated[BrowserUser, Depends(require(Permission.ACT_ON_ALERTS))]
+BrowserChangesCarePlans = Annotated[BrowserUser, Depends(require(Permission.CHANGE_CARE_PLANS))]
 
 
 def settings_of(request: Request) -> Settings:

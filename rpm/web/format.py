@@ -1,8 +1,11 @@
-"""How the UI words values: ages, labels, timestamps. Pure: Jinja2 filters."""
+"""How the UI words values: ages, labels, timestamps, readings. Pure: Jinja2 filters."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Protocol
+
+from rpm.rules.plan import rounded
 
 
 def age(since: datetime, now: datetime) -> str:
@@ -38,3 +41,38 @@ def sentence(message: str) -> str:
 def timestamp(at: datetime) -> str:
     """An instant as staff in any time zone read it alike: UTC, to the minute."""
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+class Values(Protocol):
+    """A reading's values in the store's canonical units (any of them may be absent)."""
+
+    @property
+    def systolic_mmhg(self) -> float | None: ...
+    @property
+    def diastolic_mmhg(self) -> float | None: ...
+    @property
+    def pulse_bpm(self) -> float | None: ...
+    @property
+    def weight_kg(self) -> float | None: ...
+    @property
+    def glucose_mg_dl(self) -> float | None: ...
+    @property
+    def meal_context(self) -> str | None: ...
+
+
+def reading(values: Values) -> str:
+    """A reading's values in words, each to its unit's decimals: "182/121 mmHg, pulse 88
+    bpm", "81.4 kg", "54 mg/dL (fasting)"."""
+    parts = []
+    if values.systolic_mmhg is not None and values.diastolic_mmhg is not None:
+        parts.append(
+            f"{rounded(values.systolic_mmhg, 'mmHg')}/{rounded(values.diastolic_mmhg, 'mmHg')} mmHg"
+        )
+    if values.pulse_bpm is not None:
+        parts.append(f"pulse {rounded(values.pulse_bpm, 'bpm')} bpm")
+    if values.weight_kg is not None:
+        parts.append(f"{rounded(values.weight_kg, 'kg')} kg")
+    if values.glucose_mg_dl is not None:
+        meal = f" ({label(values.meal_context)})" if values.meal_context else ""
+        parts.append(f"{rounded(values.glucose_mg_dl, 'mg/dL')} mg/dL{meal}")
+    return ", ".join(parts)

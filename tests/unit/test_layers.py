@@ -26,6 +26,8 @@ PURE = {
     "rpm.auth.access",
     "rpm.auth.tokens",
     "rpm.web.format",
+    "rpm.web.charts",
+    "rpm.web.plan_form",
 }
 ALLOWED_THIRD_PARTY = {"numpy", "pydantic", "pydantic_core"}
 

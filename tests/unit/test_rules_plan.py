@@ -279,3 +279,15 @@ def test_unknown_templates_are_refused_by_name() -> None:
         ),
     ):
         plan_from_templates(["hypertension", "copd", "asthma"])
+
+
+def test_a_plan_with_new_limit_values_is_validated_as_any_plan() -> None:
+    plan = plan_from_templates(["hypertension"])
+    lowered = plan.with_limit_values({("bp_crisis", 0): 170, ("systolic_low", 0): 85})
+    assert [lim.value for lim in lowered.rules[0].limits] == [170, 120]
+    assert lowered.rules[2].limits[0].value == 85
+    assert plan.rules[0].limits[0].value == 180  # the plan itself is unchanged
+    with pytest.raises(ValidationError, match="is not below upper bound"):
+        plan.with_limit_values({("pulse_out_of_range", 0): 130})
+    with pytest.raises(ValueError, match="the plan has no rule bp_crisis with a limit 3"):
+        plan.with_limit_values({("bp_crisis", 2): 170})
