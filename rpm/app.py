@@ -54,6 +54,7 @@ from rpm.logs import first_line
 from rpm.rules.engine import RuleEngine
 from rpm.rules.handoff import RulesHandoff
 from rpm.web import deps as web
+from rpm.web import devices as devices_ui
 from rpm.web import sign_in as sign_in_ui
 from rpm.web import worklist as worklist_ui
 
@@ -192,6 +193,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         twilio_api,
         sign_in_ui,
         worklist_ui,
+        devices_ui,
     ):
         app.include_router(api.router)
     web.install(app)

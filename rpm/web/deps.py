@@ -71,9 +71,11 @@ class Page:
     permission: Permission
 
 
-# In the navigation's order. The patient page, the care-plan editor and the admin pages
-# (devices, dead letters) join here.
-PAGES = (Page("Worklist", f"{PREFIX}/worklist", Permission.READ_PATIENT_DATA),)
+# In the navigation's order. The patient page and the care-plan editor join here.
+PAGES = (
+    Page("Worklist", f"{PREFIX}/worklist", Permission.READ_PATIENT_DATA),
+    Page("Devices", f"{PREFIX}/devices", Permission.MANAGE_DEVICES),
+)
 
 
 class SignedOut(Exception):
@@ -180,6 +182,7 @@ def _audit_trail(request: Request, conn: Conn, user: SignedInBrowser) -> AuditTr
 BrowserAudit = Annotated[AuditTrail, Depends(_audit_trail)]
 BrowserReadsPatients = Annotated[BrowserUser, Depends(require(Permission.READ_PATIENT_DATA))]
 BrowserActsOnAlerts = Annotated[BrowserUser, Depends(require(Permission.ACT_ON_ALERTS))]
+BrowserManagesDevices = Annotated[BrowserUser, Depends(require(Permission.MANAGE_DEVICES))]
 
 
 def settings_of(request: Request) -> Settings:
