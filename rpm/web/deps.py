@@ -29,6 +29,7 @@ from rpm.api.deps import (
     audit_context,
     check_permission,
     pooled_connection,
+    refuse_nul_in_form,
 )
 from rpm.auth import repository as users
 from rpm.auth import service as auth_service
@@ -137,6 +138,7 @@ async def _session_user(
     assert session.csrf_token is not None  # every browser session is given one
     if request.method not in SAFE_METHODS:
         await _check_csrf(request, session.csrf_token)
+        await refuse_nul_in_form(request)
     return BrowserUser(session.principal, session.csrf_token)
 
 
