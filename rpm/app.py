@@ -53,6 +53,7 @@ from rpm.ingest.service import IngestService
 from rpm.logs import first_line
 from rpm.rules.engine import RuleEngine
 from rpm.rules.handoff import RulesHandoff
+from rpm.web import dead_letters as dead_letters_ui
 from rpm.web import deps as web
 from rpm.web import devices as devices_ui
 from rpm.web import sign_in as sign_in_ui
@@ -194,6 +195,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         sign_in_ui,
         worklist_ui,
         devices_ui,
+        dead_letters_ui,
     ):
         app.include_router(api.router)
     web.install(app)

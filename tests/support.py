@@ -36,6 +36,8 @@ from rpm.config import (
     Settings,
 )
 from rpm.db.embedded import EmbeddedPostgres
+from rpm.ingest.pipeline import Envelope, Transport
+from rpm.ingest.service import IngestService
 
 
 def free_port() -> int:
@@ -386,3 +388,12 @@ def add_alert(
             [row[0]],
         )
     return int(row[0])
+
+
+def receive(client: TestClient, topic: str, payload: bytes, received_at: datetime) -> None:
+    """A message as the MQTT consumer would hand it to the app's ingest service."""
+    ingest: IngestService = client.app.state.ingest  # type: ignore[attr-defined]
+    envelope = Envelope(Transport.MQTT, topic, payload, received_at)
+    # On the app's own event loop, where its connection pool lives.
+    assert client.portal is not None
+    client.portal.call(ingest.ingest, [envelope])

@@ -57,6 +57,7 @@ templates = jinja2.Environment(
 )
 templates.filters.update(
     age=web_format.age,
+    ago=web_format.ago,
     label=web_format.label,
     sentence=web_format.sentence,
     timestamp=web_format.timestamp,
@@ -76,6 +77,7 @@ class Page:
 PAGES = (
     Page("Worklist", f"{PREFIX}/worklist", Permission.READ_PATIENT_DATA),
     Page("Devices", f"{PREFIX}/devices", Permission.MANAGE_DEVICES),
+    Page("Dead letters", f"{PREFIX}/dead-letters", Permission.MANAGE_DEAD_LETTERS),
 )
 
 
@@ -185,6 +187,7 @@ BrowserAudit = Annotated[AuditTrail, Depends(_audit_trail)]
 BrowserReadsPatients = Annotated[BrowserUser, Depends(require(Permission.READ_PATIENT_DATA))]
 BrowserActsOnAlerts = Annotated[BrowserUser, Depends(require(Permission.ACT_ON_ALERTS))]
 BrowserManagesDevices = Annotated[BrowserUser, Depends(require(Permission.MANAGE_DEVICES))]
+BrowserManagesDeadLetters = Annotated[BrowserUser, Depends(require(Permission.MANAGE_DEAD_LETTERS))]
 
 
 def settings_of(request: Request) -> Settings:
