@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    expect,
+    sync_playwright,
+)
 
 from tests.support import (
     ROOT,
@@ -111,6 +118,16 @@ def rpm(db_url: str, tmp_path: Path) -> Iterator[RunningRpm]:
     finally:
         process.close()
         broker.stop()
+
+
+def sign_in(page: Page, rpm: RunningRpm, username: str) -> None:
+    """Through the sign-in form, as a person does: the way in is the worklist."""
+    page.goto(f"{rpm.url}/ui/")
+    expect(page).to_have_url(f"{rpm.url}/ui/login")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(TEST_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{rpm.url}/ui/worklist")
 
 
 @dataclass

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 import paho.mqtt.publish as mqtt_publish
 import psycopg
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
-from tests.browser.conftest import BrowserPage, OpenPage, RunningRpm
+from tests.browser.conftest import BrowserPage, OpenPage, RunningRpm, sign_in
 from tests.support import TEST_PASSWORD, Ward, add_alert, add_user
 
 pytestmark = pytest.mark.browser
@@ -26,15 +26,6 @@ def _ward(rpm: RunningRpm) -> Ward:
     ward.staff("nurse-2", "Nurse Two")
     add_user(rpm.database_url, "nurse-1", "nurse", TEST_PASSWORD, nurse)
     return ward
-
-
-def _sign_in(page: Page, rpm: RunningRpm) -> None:
-    page.goto(f"{rpm.url}/ui/")
-    expect(page).to_have_url(f"{rpm.url}/ui/login")
-    page.get_by_label("Username").fill("nurse-1")
-    page.get_by_label("Password").fill(TEST_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(f"{rpm.url}/ui/worklist")
 
 
 def _crisis_reading(rpm: RunningRpm, patient_id: int, serial: str) -> None:
@@ -69,7 +60,7 @@ def test_a_nurse_signs_in_triages_an_alert_and_sees_a_new_one_arrive(
 
     page.goto(f"{rpm.url}/ui/")
     shown.screenshot("1-sign-in")
-    _sign_in(page, rpm)
+    sign_in(page, rpm, "nurse-1")
     expect(page.get_by_role("heading", name="Worklist")).to_be_visible()
     row = page.locator(f"#alert-{alert}")
     expect(row).to_contain_text("MRN-1001")
@@ -116,7 +107,7 @@ def test_the_worklist_at_tablet_width_and_by_keyboard(rpm: RunningRpm, open_page
         )
     shown = open_page(768)
     page = shown.page
-    _sign_in(page, rpm)
+    sign_in(page, rpm, "nurse-1")
     expect(page.locator("#worklist tbody tr")).to_have_count(3)
     # Nothing wider than the screen: no sideways scrolling of the page or of the table.
     widths = page.evaluate(
@@ -162,7 +153,7 @@ def test_an_idle_page_is_signed_out_and_says_why(rpm: RunningRpm, open_page: Ope
     patient = ward.patient("MRN-3001")
     shown: BrowserPage = open_page(1280)
     page = shown.page
-    _sign_in(page, rpm)
+    sign_in(page, rpm, "nurse-1")
     expect(page.get_by_text("No unresolved alerts.")).to_be_visible()
 
     # Fifteen minutes pass with nobody at the screen; then an alert comes. The page's
