@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -397,3 +398,11 @@ def receive(client: TestClient, topic: str, payload: bytes, received_at: datetim
     # On the app's own event loop, where its connection pool lives.
     assert client.portal is not None
     client.portal.call(ingest.ingest, [envelope])
+
+
+def assert_every_control_is_labelled(page: str) -> None:
+    """Each form control of the page (a hidden field aside) has a label of its own."""
+    for control in re.findall(
+        r'<(?:select|textarea|input)(?![^>]*type="hidden")[^>]*\sid="([^"]+)"', page
+    ):
+        assert f'for="{control}"' in page, control

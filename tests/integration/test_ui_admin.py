@@ -19,6 +19,7 @@ from tests.support import (
     TEST_PASSWORD,
     add_user,
     api_call_through,
+    assert_every_control_is_labelled,
     bearer,
     browser_csrf,
     browser_sign_in,
@@ -44,11 +45,33 @@ def _audit_rows(db_url: str, path_prefix: str) -> list[tuple[Any, ...]]:
         ).fetchall()
 
 
-def _every_control_is_labelled(page: str) -> None:
-    for control in re.findall(
-        r'<(?:select|textarea|input)(?![^>]*type="hidden")[^>]*\sid="([^"]+)"', page
-    ):
-        assert f'for="{control}"' in page, control
+def _dead_letter(client: TestClient, db_url: str, payload: bytes, serial: str = "GHOST") -> int:
+    """A message from this device, dead-lettered as it arrived two hours ago: its id."""
+    receive(client, f"rpm/v1/devices/{serial}/readings", payload, SENT_AT)
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT max(id) FROM rejected_message").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _backlog(minutes_ago: tuple[int, ...]) -> bytes:
+    """Blood-pressure readings taken that long before the message arrived."""
+    return json.dumps(
+        [
+            {
+                "kind": "blood_pressure",
+                "measured_at": (SENT_AT - timedelta(minutes=m)).isoformat(),
+                "systolic": 128,
+                "diastolic": 82,
+                "unit": "mmHg",
+            }
+            for m in minutes_ago
+        ]
+    ).encode()
+
+
+def _listed(page: str) -> list[int]:
+    return [int(i) for i in re.findall(r'<tr id="dead-letter-(\d+)">', page)]
 
 
 def test_an_admin_registers_a_device_assigns_it_takes_it_back_and_retires_it(
@@ -62,7 +85,7 @@ def test_an_admin_registers_a_device_assigns_it_takes_it_back_and_retires_it(
     assert empty.status_code == 200
     assert '<a href="/ui/devices" aria-current="page">Devices</a>' in empty.text
     assert "No devices are registered yet." in empty.text
-    _every_control_is_labelled(empty.text)
+    assert_every_control_is_labelled(empty.text)
     # A dead letter's page links here for a device not yet known, its serial filled in.
     prefilled = ui_client.get("/ui/devices", params={"serial": "BP-NEW"}).text
     assert 'name="serial" value="BP-NEW"' in prefilled
@@ -85,7 +108,7 @@ def test_an_admin_registers_a_device_assigns_it_takes_it_back_and_retires_it(
     assert "<h1>Device BP-UI-1</h1>" in page.text
     assert "Device BP-UI-1 has not been assigned to a patient yet." in page.text
     assert 'href="/ui/dead-letters?device_serial=BP-UI-1"' in page.text
-    _every_control_is_labelled(page.text)
+    assert_every_control_is_labelled(page.text)
 
     def act(action: str, **fields: object) -> tuple[int, str]:
         response = ui_client.post(f"/ui/devices/BP-UI-1/{action}", data=fields, headers=htmx)
@@ -255,35 +278,6 @@ def test_nurses_and_care_managers_neither_see_nor_reach_the_admin_pages(
     assert replayed == [(None,)]
 
 
-def _dead_letter(client: TestClient, db_url: str, payload: bytes, serial: str = "GHOST") -> int:
-    """A message from this device, dead-lettered as it arrived two hours ago: its id."""
-    receive(client, f"rpm/v1/devices/{serial}/readings", payload, SENT_AT)
-    with psycopg.connect(db_url) as conn:
-        row = conn.execute("SELECT max(id) FROM rejected_message").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def _backlog(minutes_ago: tuple[int, ...]) -> bytes:
-    """Blood-pressure readings taken that long before the message arrived."""
-    return json.dumps(
-        [
-            {
-                "kind": "blood_pressure",
-                "measured_at": (SENT_AT - timedelta(minutes=m)).isoformat(),
-                "systolic": 128,
-                "diastolic": 82,
-                "unit": "mmHg",
-            }
-            for m in minutes_ago
-        ]
-    ).encode()
-
-
-def _listed(page: str) -> list[int]:
-    return [int(i) for i in re.findall(r'<tr id="dead-letter-(\d+)">', page)]
-
-
 def test_an_admin_filters_inspects_and_replays_dead_letters_after_assigning_the_device(
     ui_client: TestClient, db_url: str, clinic: Clinic
 ) -> None:
@@ -302,13 +296,13 @@ def test_an_admin_filters_inspects_and_replays_dead_letters_after_assigning_the_
     assert _listed(page.text) == [markup, binary, backlog]
     assert "3 pending dead letters, newest first" in page.text
     assert "choose a reason or a device serial first" in page.text  # no replay of all
-    _every_control_is_labelled(page.text)
+    assert_every_control_is_labelled(page.text)
     by_reason = ui_client.get("/ui/dead-letters", params={"reason": "unassigned_device"})
     assert _listed(by_reason.text) == [backlog]
     by_device = ui_client.get("/ui/dead-letters", params={"device_serial": " BP-7 "})
     assert _listed(by_device.text) == [binary, backlog]
     assert "Replay all that match" in by_device.text
-    _every_control_is_labelled(by_device.text)
+    assert_every_control_is_labelled(by_device.text)
     assert ui_client.get("/ui/dead-letters", params={"reason": "bogus"}).status_code == 422
 
     # The payload is data, never markup: escaped as text, or in hex when not UTF-8 text.
