@@ -54,7 +54,9 @@ from rpm.logs import first_line
 from rpm.rules.engine import RuleEngine
 from rpm.rules.handoff import RulesHandoff
 from rpm.web import care_plans as care_plans_ui
+from rpm.web import dead_letters as dead_letters_ui
 from rpm.web import deps as web
+from rpm.web import devices as devices_ui
 from rpm.web import patients as patients_ui
 from rpm.web import sign_in as sign_in_ui
 from rpm.web import worklist as worklist_ui
@@ -196,6 +198,8 @@ def create_app(wiring: Wiring) -> FastAPI:
         worklist_ui,
         patients_ui,
         care_plans_ui,
+        devices_ui,
+        dead_letters_ui,
     ):
         app.include_router(api.router)
     web.install(app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -37,6 +38,8 @@ from rpm.config import (
     Settings,
 )
 from rpm.db.embedded import EmbeddedPostgres
+from rpm.ingest.pipeline import Envelope, Transport
+from rpm.ingest.service import IngestService
 
 
 def free_port() -> int:
@@ -420,3 +423,20 @@ def add_alert(
             [row[0]],
         )
     return int(row[0])
+
+
+def receive(client: TestClient, topic: str, payload: bytes, received_at: datetime) -> None:
+    """A message as the MQTT consumer would hand it to the app's ingest service."""
+    ingest: IngestService = client.app.state.ingest  # type: ignore[attr-defined]
+    envelope = Envelope(Transport.MQTT, topic, payload, received_at)
+    # On the app's own event loop, where its connection pool lives.
+    assert client.portal is not None
+    client.portal.call(ingest.ingest, [envelope])
+
+
+def assert_every_control_is_labelled(page: str) -> None:
+    """Each form control of the page (a hidden field aside) has a label of its own."""
+    for control in re.findall(
+        r'<(?:select|textarea|input)(?![^>]*type="hidden")[^>]*\sid="([^"]+)"', page
+    ):
+        assert f'for="{control}"' in page, control

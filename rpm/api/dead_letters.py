@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rpm.api import problems
-from rpm.api.deps import Audit, Conn, Ingest, ManagesDeadLetters, RequestBody
+from rpm.api.deps import Audit, AuditTrail, Conn, Ingest, ManagesDeadLetters, RequestBody
 from rpm.devices.model import Reason
 from rpm.ingest import dead_letters
 from rpm.ingest.dead_letters import DeadLetterFilter, DeadLetterMessage, DeadLetterRecord
-from rpm.ingest.service import ReplayOutcome
+from rpm.ingest.service import IngestService, ReplayOutcome
 
 router = APIRouter(
     prefix="/api/v1/dead-letters",
@@ -77,6 +80,41 @@ class ReplayResult(BaseModel):
         )
 
 
+async def inspect_dead_letter(
+    conn: AsyncConnection[TupleRow], record: AuditTrail, dead_letter_id: int
+) -> DeadLetterMessage:
+    """One dead letter with its raw bytes, the read audited: for the API and the dead
+    letters page alike."""
+    message = await dead_letters.get(conn, dead_letter_id)
+    # Its raw bytes may be a reading of someone's, whose device is not yet theirs.
+    await record("read", "dead_letter", dead_letter_id)
+    return message
+
+
+async def replay_dead_letter(
+    ingest: IngestService, record: AuditTrail, dead_letter_id: int
+) -> ReplayOutcome:
+    """One dead letter through the pipeline again, audited with its outcome: for the API
+    and the dead letters page alike."""
+    (outcome,) = await ingest.replay([dead_letter_id])
+    await record("replay", "dead_letter", dead_letter_id, details={"result": outcome.describe()})
+    return outcome
+
+
+async def replay_dead_letters(
+    ingest: IngestService,
+    record: AuditTrail,
+    ids: Sequence[int],
+    matching: DeadLetterFilter,
+    limit: int,
+) -> list[ReplayOutcome]:
+    """Dead letters by id, or (without ids) up to `limit` of those matching, through the
+    pipeline again, audited naming each: for the API and the dead letters page alike."""
+    outcomes = await ingest.replay(ids, matching, limit)
+    await record("replay", "dead_letters", details={"ids": [o.dead_letter_id for o in outcomes]})
+    return outcomes
+
+
 @router.get("", summary="Dead letters, newest first")
 async def list_dead_letters(
     conn: Conn,
@@ -103,10 +141,7 @@ async def list_dead_letters(
 async def inspect(
     conn: Conn, admin: ManagesDeadLetters, record: Audit, dead_letter_id: int
 ) -> DeadLetterMessage:
-    message = await dead_letters.get(conn, dead_letter_id)
-    # Its raw bytes may be a reading of someone's, whose device is not yet theirs.
-    await record("read", "dead_letter", dead_letter_id)
-    return message
+    return await inspect_dead_letter(conn, record, dead_letter_id)
 
 
 @router.post(
@@ -116,9 +151,7 @@ async def inspect(
 async def replay_one(
     ingest: Ingest, admin: ManagesDeadLetters, record: Audit, dead_letter_id: int
 ) -> ReplayResult:
-    (outcome,) = await ingest.replay([dead_letter_id])
-    await record("replay", "dead_letter", dead_letter_id, details={"result": outcome.describe()})
-    return ReplayResult.of(outcome)
+    return ReplayResult.of(await replay_dead_letter(ingest, record, dead_letter_id))
 
 
 @router.post(
@@ -129,6 +162,5 @@ async def replay(
     ingest: Ingest, admin: ManagesDeadLetters, record: Audit, request: ReplayRequest
 ) -> list[ReplayResult]:
     matching = DeadLetterFilter(request.reason, request.device_serial)
-    outcomes = await ingest.replay(request.ids, matching, request.limit)
-    await record("replay", "dead_letters", details={"ids": [o.dead_letter_id for o in outcomes]})
+    outcomes = await replay_dead_letters(ingest, record, request.ids, matching, request.limit)
     return [ReplayResult.of(outcome) for outcome in outcomes]

@@ -85,14 +85,24 @@ def _nul_at(value: object, where: str = "") -> str | None:
 async def refuse_nul(request: Request) -> None:
     """Every route's: a path or query parameter with the NUL character is refused (422),
     as `RequestBody` refuses it in a body."""
+    _refuse_nul_in(
+        ("path", list(request.path_params.items())),
+        ("query", request.query_params.multi_items()),
+    )
+
+
+async def refuse_nul_in_form(request: Request) -> None:
+    """A form's fields (the UI's) with the NUL character: refused (422) as anywhere else.
+    Reads the form, so not for routes that read their raw body (Twilio's, the webhooks)."""
+    _refuse_nul_in(("body", (await request.form()).multi_items()))
+
+
+def _refuse_nul_in(*places: tuple[str, Iterable[tuple[str, object]]]) -> None:
     found = [
         {"loc": [place, name], "msg": _NO_NUL, "type": "value_error"}
-        for place, params in (
-            ("path", list(request.path_params.items())),
-            ("query", request.query_params.multi_items()),
-        )
+        for place, params in places
         for name, value in params
-        if "\x00" in name or "\x00" in str(value)
+        if "\x00" in name or (isinstance(value, str) and "\x00" in value)
     ]
     if found:
         raise RequestValidationError(found)

@@ -3,13 +3,16 @@ who gave which patient a device is audited."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
 from pydantic import ConfigDict, Field
 
 from rpm.api import problems
-from rpm.api.deps import Audit, Conn, ManagesDevices, RequestBody
+from rpm.api.deps import Audit, AuditTrail, Conn, ManagesDevices, RequestBody
 from rpm.api.values import Instant
 from rpm.devices import registry
 from rpm.devices.model import DeviceKind
@@ -60,6 +63,31 @@ class Unassignment(RequestBody):
     at: Instant | None = Field(None, description="When it ended (default now)")
 
 
+async def assign_device(
+    conn: AsyncConnection[TupleRow],
+    record: AuditTrail,
+    serial: str,
+    patient_id: int,
+    at: datetime | None,
+) -> DeviceRecord:
+    """Give the device to the patient from `at` (None: now), audited naming the patient:
+    for the API and the devices page alike."""
+    device = await registry.assign(conn, serial, patient_id, at)
+    await record("assign", "device", serial, [patient_id])
+    return device
+
+
+async def unassign_device(
+    conn: AsyncConnection[TupleRow], record: AuditTrail, serial: str, at: datetime | None
+) -> DeviceRecord:
+    """End the device's assignment at `at` (None: now), audited naming the patient who had
+    it: for the API and the devices page alike."""
+    before = await registry.get(conn, serial)
+    device = await registry.unassign(conn, serial, at)
+    await record("unassign", "device", serial, [before.patient_id])
+    return device
+
+
 @router.get("", summary="Devices with their patient, last-seen time and battery")
 async def list_devices(
     conn: Conn,
@@ -92,19 +120,14 @@ async def assignments(conn: Conn, admin: ManagesDevices, serial: str) -> list[As
 async def assign(
     conn: Conn, admin: ManagesDevices, record: Audit, serial: str, assignment: DeviceAssignment
 ) -> DeviceRecord:
-    device = await registry.assign(conn, serial, assignment.patient_id, assignment.at)
-    await record("assign", "device", serial, [assignment.patient_id])
-    return device
+    return await assign_device(conn, record, serial, assignment.patient_id, assignment.at)
 
 
 @router.post("/{serial}/unassign", summary="End the device's assignment")
 async def unassign(
     conn: Conn, admin: ManagesDevices, record: Audit, serial: str, body: Unassignment
 ) -> DeviceRecord:
-    before = await registry.get(conn, serial)
-    device = await registry.unassign(conn, serial, body.at)
-    await record("unassign", "device", serial, [before.patient_id])
-    return device
+    return await unassign_device(conn, record, serial, body.at)
 
 
 @router.post(

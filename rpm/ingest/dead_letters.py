@@ -64,6 +64,12 @@ class DeadLetterMessage(DeadLetterRecord):
             shown = base64.b64encode(payload).decode()
             return cls(**vars(record), payload=shown, payload_encoding="base64")
 
+    def raw(self) -> bytes:
+        """The bytes as they arrived (what `of` made of them, undone)."""
+        if self.payload_encoding == "utf-8":
+            return self.payload.encode()
+        return base64.b64decode(self.payload)
+
 
 @dataclass(frozen=True)
 class DeadLetterFilter:

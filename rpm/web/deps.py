@@ -29,6 +29,7 @@ from rpm.api.deps import (
     audit_context,
     check_permission,
     pooled_connection,
+    refuse_nul_in_form,
 )
 from rpm.auth import repository as users
 from rpm.auth import service as auth_service
@@ -56,6 +57,7 @@ templates = jinja2.Environment(
 )
 templates.filters.update(
     age=web_format.age,
+    ago=web_format.ago,
     label=web_format.label,
     reading=web_format.reading,
     sentence=web_format.sentence,
@@ -72,11 +74,13 @@ class Page:
     permission: Permission
 
 
-# In the navigation's order. The admin pages (devices, dead letters) join here; a
-# patient's page and care plan are reached from the patients list and the worklist.
+# In the navigation's order; a patient's page and care plan are reached from the
+# patients list and the worklist.
 PAGES = (
     Page("Worklist", f"{PREFIX}/worklist", Permission.READ_PATIENT_DATA),
     Page("Patients", f"{PREFIX}/patients", Permission.READ_PATIENT_DATA),
+    Page("Devices", f"{PREFIX}/devices", Permission.MANAGE_DEVICES),
+    Page("Dead letters", f"{PREFIX}/dead-letters", Permission.MANAGE_DEAD_LETTERS),
 )
 
 
@@ -139,6 +143,7 @@ async def _session_user(
     assert session.csrf_token is not None  # every browser session is given one
     if request.method not in SAFE_METHODS:
         await _check_csrf(request, session.csrf_token)
+        await refuse_nul_in_form(request)
     return BrowserUser(session.principal, session.csrf_token)
 
 
@@ -185,6 +190,8 @@ BrowserAudit = Annotated[AuditTrail, Depends(_audit_trail)]
 BrowserReadsPatients = Annotated[BrowserUser, Depends(require(Permission.READ_PATIENT_DATA))]
 BrowserActsOnAlerts = Annotated[BrowserUser, Depends(require(Permission.ACT_ON_ALERTS))]
 BrowserChangesCarePlans = Annotated[BrowserUser, Depends(require(Permission.CHANGE_CARE_PLANS))]
+BrowserManagesDevices = Annotated[BrowserUser, Depends(require(Permission.MANAGE_DEVICES))]
+BrowserManagesDeadLetters = Annotated[BrowserUser, Depends(require(Permission.MANAGE_DEAD_LETTERS))]
 
 
 def settings_of(request: Request) -> Settings:

@@ -1,7 +1,10 @@
-"""How the UI words values: ages, labels, timestamps, readings. Pure: Jinja2 filters."""
+"""How the UI words values: ages, labels, timestamps, readings (Jinja2 filters), and a
+message's raw bytes. Pure."""
 
 from __future__ import annotations
 
+import unicodedata
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -21,6 +24,12 @@ def age(since: datetime, now: datetime) -> str:
     if hours:
         return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     return f"{minutes} min"
+
+
+def ago(since: datetime, now: datetime) -> str:
+    """How long ago, as a phrase: "just now", "12 min ago" (`age`)."""
+    said = age(since, now)
+    return said if said == "just now" else f"{said} ago"
 
 
 def label(value: str) -> str:
@@ -76,3 +85,50 @@ def reading(values: Values) -> str:
         meal = f" ({label(values.meal_context)})" if values.meal_context else ""
         parts.append(f"{rounded(values.glucose_mg_dl, 'mg/dL')} mg/dL{meal}")
     return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class ShownPayload:
+    """A message's raw bytes as a page shows them: as text, or as a hex dump with the
+    reason why not as text; the first `shown_bytes` of `total_bytes`."""
+
+    text: str
+    hex_because: str | None
+    shown_bytes: int
+    total_bytes: int
+
+
+# Shown in hex rather than as text: characters that would hide or reorder what the page
+# shows (control characters; format characters such as bidirectional overrides and
+# zero-width spaces). Tabs and line ends are text.
+_HIDING = frozenset({"Cc", "Cf"})
+_TEXT_CONTROLS = frozenset("\t\n\r")
+
+
+def shown_payload(raw: bytes, limit: int) -> ShownPayload:
+    """The first `limit` bytes: as text when the whole is UTF-8 with nothing hidden in it,
+    else as a hex dump. The page escapes the text like any other (it is data, never
+    markup)."""
+    head = raw[:limit]
+    try:
+        whole = raw.decode()
+    except UnicodeDecodeError:
+        return ShownPayload(hex_dump(head), "they are not UTF-8 text", len(head), len(raw))
+    if any(unicodedata.category(c) in _HIDING and c not in _TEXT_CONTROLS for c in whole):
+        because = "they hold control or invisible formatting characters"
+        return ShownPayload(hex_dump(head), because, len(head), len(raw))
+    # A cut may fall inside a character: that character is left out.
+    text = head.decode(errors="ignore")
+    return ShownPayload(text, None, len(text.encode()), len(raw))
+
+
+def hex_dump(data: bytes) -> str:
+    """As `hexdump -C` shows bytes: the offset, 16 bytes in hex, and those that are
+    printable ASCII beside them ("." for the others)."""
+    lines = []
+    for offset in range(0, len(data), 16):
+        row = data[offset : offset + 16]
+        left, right = (" ".join(f"{b:02x}" for b in half) for half in (row[:8], row[8:]))
+        shown = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in row)
+        lines.append(f"{offset:08x}  {left:<23}  {right:<23}  |{shown}|")
+    return "\n".join(lines)

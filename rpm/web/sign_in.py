@@ -10,7 +10,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from rpm.api.auth import audited_sign_in
-from rpm.api.deps import Conn, Forbidden
+from rpm.api.deps import Conn, Forbidden, refuse_nul_in_form
 from rpm.auth import repository as users
 from rpm.auth import service as auth_service
 from rpm.web.deps import (
@@ -60,6 +60,7 @@ async def login(
 ) -> Response:
     """Throttled, refused and audited as the API's sign-in is (`audited_sign_in`)."""
     check_same_origin(request)
+    await refuse_nul_in_form(request)
     try:
         signed_in = await audited_sign_in(request, conn, username, password, "browser")
     except auth_service.SignInRefused as exc:

@@ -11,9 +11,7 @@ from fastapi.testclient import TestClient
 
 from rpm.app import create_app
 from rpm.config import BrokerAddress
-from rpm.ingest.pipeline import Envelope, Transport
-from rpm.ingest.service import IngestService
-from tests.support import free_port, signed_in, wiring
+from tests.support import free_port, receive, signed_in, wiring
 
 SENT_AT = datetime.now(UTC) - timedelta(hours=2)
 
@@ -36,11 +34,7 @@ def _reading(minutes: int) -> dict[str, object]:
 
 def _receive(service: TestClient, topic: str, payload: bytes) -> None:
     """A message as the consumer would hand it over, received two hours ago."""
-    ingest: IngestService = service.app.state.ingest  # type: ignore[attr-defined]
-    envelope = Envelope(Transport.MQTT, topic, payload, SENT_AT)
-    # On the app's own event loop, where its connection pool lives.
-    assert service.portal is not None
-    service.portal.call(ingest.ingest, [envelope])
+    receive(service, topic, payload, SENT_AT)
 
 
 def _register_cuff(db_url: str, serial: str) -> int:

@@ -200,3 +200,22 @@ def test_a_browser_that_drops_the_secure_cookie_is_told_why(ui_client: TestClien
     assert page.status_code == 200
     assert "did not keep the sign-in cookie" in page.text
     assert "RPM_AUTH_COOKIE_SECURE=false" in page.text
+
+
+def test_a_nul_character_in_a_form_is_refused_in_words_not_a_server_error(
+    ui_client: TestClient, db_url: str
+) -> None:
+    add_user(db_url, "admin-1", "admin", TEST_PASSWORD)
+    sign_in = ui_client.post("/ui/login", data={"username": "admin\x00", "password": "x"})
+    assert sign_in.status_code == 422
+    assert "username: text may not contain the NUL character" in sign_in.text
+
+    browser_sign_in(ui_client, "admin-1")
+    htmx = {"HX-Request": "true", "X-CSRF-Token": browser_csrf(db_url, "admin-1")}
+    form = {"serial": "BP-1", "kind": "blood_pressure_cuff", "model": "cuff\x00"}
+    refused = ui_client.post("/ui/devices", data=form, headers=htmx)
+    assert refused.status_code == 422
+    assert refused.text == (
+        "the request is not valid: body.model: text may not contain the NUL character"
+        " (\\u0000, %00)"
+    )

@@ -12,7 +12,12 @@ import psycopg
 from fastapi.testclient import TestClient
 
 from tests.integration.conftest import Clinic
-from tests.support import add_alert, browser_csrf, browser_sign_in
+from tests.support import (
+    add_alert,
+    assert_every_control_is_labelled,
+    browser_csrf,
+    browser_sign_in,
+)
 
 
 def _ids(page: str) -> list[int]:
@@ -61,9 +66,7 @@ def test_the_worklist_shows_the_teams_alerts_most_severe_first_filtered_and_page
     assert "Signed in as <strong>nurse-1</strong> (nurse)" in page.text
     assert '<a href="/ui/worklist" aria-current="page">Worklist</a>' in page.text
     assert f'"X-CSRF-Token": "{browser_csrf(db_url, "nurse-1")}"' in page.text
-    # Every control has its label.
-    for control in re.findall(r'<(?:select|textarea|input)[^>]*\sid="([^"]+)"', page.text):
-        assert f'for="{control}"' in page.text, control
+    assert_every_control_is_labelled(page.text)
     # The read is audited as the API's is: one row per patient shown.
     assert _audited(db_url, "read") == [("/ui/worklist", mine), ("/ui/worklist", other)]
 

@@ -7,7 +7,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from rpm.web.format import age, label, reading, sentence, timestamp
+from rpm.web.format import (
+    age,
+    ago,
+    hex_dump,
+    label,
+    reading,
+    sentence,
+    shown_payload,
+    timestamp,
+)
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -27,6 +36,11 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 )
 def test_an_age_is_in_at_most_two_units(ago: timedelta, said: str) -> None:
     assert age(NOW - ago, NOW) == said
+
+
+def test_ago_is_an_age_as_a_phrase() -> None:
+    assert ago(NOW - timedelta(seconds=10), NOW) == "just now"
+    assert ago(NOW - timedelta(hours=3, minutes=5), NOW) == "3 h 5 min ago"
 
 
 def test_codes_read_as_words_and_messages_as_sentences() -> None:
@@ -61,3 +75,42 @@ def test_a_readings_values_are_words_each_to_its_units_decimals() -> None:
     assert reading(
         SimpleNamespace(**empty | {"glucose_mg_dl": 54.2, "meal_context": "before_meal"})
     ) == ("54 mg/dL (before meal)")
+
+
+def test_a_hex_dump_reads_like_hexdump_c() -> None:
+    assert hex_dump(b'{"kind": "blood_pressure"}\xff') == (
+        '00000000  7b 22 6b 69 6e 64 22 3a  20 22 62 6c 6f 6f 64 5f  |{"kind": "blood_|\n'
+        '00000010  70 72 65 73 73 75 72 65  22 7d ff                 |pressure"}.|'
+    )
+    assert hex_dump(b"") == ""
+
+
+def test_a_payload_is_text_when_it_is_utf8_with_nothing_hidden_in_it() -> None:
+    shown = shown_payload('{"note": "<b>caf\u00e9</b>"}\r\n'.encode(), 100)
+    assert shown.text == '{"note": "<b>caf\u00e9</b>"}\r\n'
+    assert (shown.hex_because, shown.shown_bytes, shown.total_bytes) == (None, 26, 26)
+
+
+@pytest.mark.parametrize(
+    ("raw", "because"),
+    [
+        (b"\xff\xfe not json", "they are not UTF-8 text"),
+        (b"ok\x00", "they hold control or invisible formatting characters"),
+        ("abc\u202edcba".encode(), "they hold control or invisible formatting characters"),
+    ],
+)
+def test_a_payload_is_hex_when_it_is_not_utf8_text_or_hides_something(
+    raw: bytes, because: str
+) -> None:
+    shown = shown_payload(raw, 100)
+    assert shown.hex_because == because
+    assert shown.text == hex_dump(raw)
+
+
+def test_a_long_payload_is_cut_and_says_how_much_is_shown() -> None:
+    # "\u00e9" is two bytes: a cut between them leaves it out rather than half of it.
+    shown = shown_payload("ab\u00e9cd".encode(), 3)
+    assert (shown.text, shown.shown_bytes, shown.total_bytes) == ("ab", 2, 6)
+    binary = shown_payload(bytes(range(256)), 32)
+    assert binary.text == hex_dump(bytes(range(32)))
+    assert (binary.shown_bytes, binary.total_bytes) == (32, 256)
