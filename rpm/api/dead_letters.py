@@ -80,6 +80,23 @@ class ReplayResult(BaseModel):
         )
 
 
+async def read_dead_letters(
+    conn: AsyncConnection[TupleRow],
+    record: AuditTrail,
+    matching: DeadLetterFilter,
+    include_replayed: bool,
+    before_id: int | None,
+    limit: int,
+) -> list[DeadLetterRecord]:
+    """A page of dead letters, newest first; audited, as their raw bytes may be someone's
+    readings: for the API and the dead-letters page alike."""
+    letters = await dead_letters.list_dead_letters(
+        conn, matching, include_replayed=include_replayed, before_id=before_id, limit=limit
+    )
+    await record("read", "dead_letters", details={"ids": [d.id for d in letters]})
+    return letters
+
+
 async def inspect_dead_letter(
     conn: AsyncConnection[TupleRow], record: AuditTrail, dead_letter_id: int
 ) -> DeadLetterMessage:
@@ -119,6 +136,7 @@ async def replay_dead_letters(
 async def list_dead_letters(
     conn: Conn,
     admin: ManagesDeadLetters,
+    record: Audit,
     reason: Reason | None = None,
     device_serial: str | None = None,
     include_replayed: bool = False,
@@ -128,12 +146,8 @@ async def list_dead_letters(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeadLetterRecord]:
-    return await dead_letters.list_dead_letters(
-        conn,
-        DeadLetterFilter(reason, device_serial),
-        include_replayed=include_replayed,
-        before_id=before_id,
-        limit=limit,
+    return await read_dead_letters(
+        conn, record, DeadLetterFilter(reason, device_serial), include_replayed, before_id, limit
     )
 
 

@@ -1,5 +1,6 @@
-"""The device registry over HTTP, for administrators (the same calls as `rpm devices`);
-who gave which patient a device is audited."""
+"""The device registry over HTTP, for administrators (the same calls as `rpm devices`).
+A device names the patient who has it, so reading or changing one is audited like any
+patient data, naming the patients; the devices page calls the same functions."""
 
 from __future__ import annotations
 
@@ -63,6 +64,48 @@ class Unassignment(RequestBody):
     at: Instant | None = Field(None, description="When it ended (default now)")
 
 
+async def read_devices(
+    conn: AsyncConnection[TupleRow], record: AuditTrail, after_serial: str, limit: int
+) -> list[DeviceRecord]:
+    devices = await registry.list_devices(conn, after_serial=after_serial, limit=limit)
+    await record("read", "devices", patient_ids=[d.patient_id for d in devices])
+    return devices
+
+
+async def read_device(
+    conn: AsyncConnection[TupleRow], record: AuditTrail, serial: str
+) -> DeviceRecord:
+    device = await registry.get(conn, serial)
+    await record("read", "device", serial, [device.patient_id])
+    return device
+
+
+async def read_assignments(
+    conn: AsyncConnection[TupleRow], record: AuditTrail, serial: str
+) -> list[AssignmentRecord]:
+    periods = await registry.history(conn, serial)
+    await record("read", "device_assignments", serial, [p.patient_id for p in periods])
+    return periods
+
+
+async def register_device(
+    conn: AsyncConnection[TupleRow], record: AuditTrail, serial: str, kind: DeviceKind, model: str
+) -> DeviceRecord:
+    device = await registry.register(conn, serial, kind, model)
+    await record("register", "device", device.serial)
+    return device
+
+
+async def deactivate_device(
+    conn: AsyncConnection[TupleRow], record: AuditTrail, serial: str
+) -> DeviceRecord:
+    """Retire the device, which ends its assignment: audited naming the patient who had it."""
+    before = await registry.get(conn, serial)
+    device = await registry.deactivate(conn, serial)
+    await record("deactivate", "device", serial, [before.patient_id])
+    return device
+
+
 async def assign_device(
     conn: AsyncConnection[TupleRow],
     record: AuditTrail,
@@ -92,25 +135,30 @@ async def unassign_device(
 async def list_devices(
     conn: Conn,
     admin: ManagesDevices,
+    record: Audit,
     after: Annotated[str, Query(description="Start after this serial (paging)")] = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeviceRecord]:
-    return await registry.list_devices(conn, after_serial=after, limit=limit)
+    return await read_devices(conn, record, after, limit)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Register a device")
-async def register(conn: Conn, admin: ManagesDevices, device: NewDevice) -> DeviceRecord:
-    return await registry.register(conn, device.serial, device.kind, device.model)
+async def register(
+    conn: Conn, admin: ManagesDevices, record: Audit, device: NewDevice
+) -> DeviceRecord:
+    return await register_device(conn, record, device.serial, device.kind, device.model)
 
 
 @router.get("/{serial}", summary="One device")
-async def get(conn: Conn, admin: ManagesDevices, serial: str) -> DeviceRecord:
-    return await registry.get(conn, serial)
+async def get(conn: Conn, admin: ManagesDevices, record: Audit, serial: str) -> DeviceRecord:
+    return await read_device(conn, record, serial)
 
 
 @router.get("/{serial}/assignments", summary="Who had the device, and when")
-async def assignments(conn: Conn, admin: ManagesDevices, serial: str) -> list[AssignmentRecord]:
-    return await registry.history(conn, serial)
+async def assignments(
+    conn: Conn, admin: ManagesDevices, record: Audit, serial: str
+) -> list[AssignmentRecord]:
+    return await read_assignments(conn, record, serial)
 
 
 @router.post(
@@ -134,5 +182,5 @@ async def unassign(
     "/{serial}/deactivate",
     summary="Retire the device: its messages are dead-lettered from now on",
 )
-async def deactivate(conn: Conn, admin: ManagesDevices, serial: str) -> DeviceRecord:
-    return await registry.deactivate(conn, serial)
+async def deactivate(conn: Conn, admin: ManagesDevices, record: Audit, serial: str) -> DeviceRecord:
+    return await deactivate_device(conn, record, serial)

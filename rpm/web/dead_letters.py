@@ -24,13 +24,13 @@ from psycopg.rows import TupleRow
 from rpm.api.dead_letters import (
     MAX_REPLAY,
     inspect_dead_letter,
+    read_dead_letters,
     replay_dead_letter,
     replay_dead_letters,
 )
-from rpm.api.deps import Conn, Ingest, status_of
+from rpm.api.deps import AuditTrail, Conn, Ingest, status_of
 from rpm.devices import registry
 from rpm.devices.model import Reason
-from rpm.ingest import dead_letters
 from rpm.ingest.dead_letters import DeadLetterError, DeadLetterFilter
 from rpm.web import format as web_format
 from rpm.web.deps import (
@@ -101,6 +101,7 @@ async def dead_letters_page(
     request: Request,
     conn: Conn,
     user: BrowserManagesDeadLetters,
+    record: BrowserAudit,
     reason: Annotated[str, Query(pattern=REASON_CHOICE)] = "",
     device_serial: Annotated[str, Query(max_length=200)] = "",
     include_replayed: bool = False,
@@ -108,17 +109,15 @@ async def dead_letters_page(
     before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
 ) -> Response:
     view = _view(reason, device_serial, include_replayed, before_id)
-    context = await _list_context(conn, view)
+    context = await _list_context(conn, record, view)
     return render(request, user, "dead_letters.html", context)
 
 
-async def _list_context(conn: AsyncConnection[TupleRow], view: DeadLetterView) -> dict[str, Any]:
-    page = await dead_letters.list_dead_letters(
-        conn,
-        view.matching,
-        include_replayed=view.include_replayed,
-        before_id=view.before_id,
-        limit=PAGE_SIZE + 1,
+async def _list_context(
+    conn: AsyncConnection[TupleRow], record: AuditTrail, view: DeadLetterView
+) -> dict[str, Any]:
+    page = await read_dead_letters(
+        conn, record, view.matching, view.include_replayed, view.before_id, PAGE_SIZE + 1
     )
     more = len(page) > PAGE_SIZE
     page = page[:PAGE_SIZE]
@@ -161,7 +160,7 @@ async def replay_matching(
     if not confirm:
         raise HTTPException(422, "tick the box to confirm the replay")
     outcomes = await replay_dead_letters(ingest, record, (), view.matching, limit)
-    context = await _list_context(conn, view) | {"outcomes": outcomes}
+    context = await _list_context(conn, record, view) | {"outcomes": outcomes}
     template = "_dead_letters.html" if is_htmx(request) else "dead_letters.html"
     return render(request, user, template, context)
 

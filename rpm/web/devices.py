@@ -21,9 +21,16 @@ from fastapi.responses import RedirectResponse, Response
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
-from rpm.api.deps import Conn, status_of
-from rpm.api.devices import assign_device, unassign_device
-from rpm.devices import registry
+from rpm.api.deps import AuditTrail, Conn, status_of
+from rpm.api.devices import (
+    assign_device,
+    deactivate_device,
+    read_assignments,
+    read_device,
+    read_devices,
+    register_device,
+    unassign_device,
+)
 from rpm.devices.model import DeviceKind
 from rpm.devices.registry import DeviceRecord, RegistryError
 from rpm.web import format as web_format
@@ -56,12 +63,13 @@ async def devices_page(
     request: Request,
     conn: Conn,
     user: BrowserManagesDevices,
+    record: BrowserAudit,
     after: str = "",
     serial: str = "",
 ) -> Response:
     """The devices in serial order, a page at a time, and the form to register one
     (`serial` filled in: a dead letter's page links here for a device not yet known)."""
-    page = await registry.list_devices(conn, after_serial=after, limit=PAGE_SIZE + 1)
+    page = await read_devices(conn, record, after, PAGE_SIZE + 1)
     more = len(page) > PAGE_SIZE
     page = page[:PAGE_SIZE]
     context = {
@@ -85,6 +93,7 @@ async def register(
     request: Request,
     conn: Conn,
     user: BrowserManagesDevices,
+    record: BrowserAudit,
     serial: Annotated[str, Form(max_length=200)],
     kind: Annotated[DeviceKind, Form()],
     model: Annotated[str, Form(max_length=200)] = "",
@@ -94,7 +103,7 @@ async def register(
     # Pasted serials bring spaces with them; the registry would refuse the serial for them.
     serial, model = serial.strip(), model.strip()
     try:
-        device = await registry.register(conn, serial, kind, model)
+        device = await register_device(conn, record, serial, kind, model)
     except RegistryError as exc:
         if not is_htmx(request):
             raise
@@ -109,15 +118,17 @@ async def register(
 
 @router.get("/devices/{serial}")
 async def device_page(
-    request: Request, conn: Conn, user: BrowserManagesDevices, serial: str
+    request: Request, conn: Conn, user: BrowserManagesDevices, record: BrowserAudit, serial: str
 ) -> Response:
-    context = await _device_context(conn, serial)
+    context = await _device_context(conn, record, serial)
     return render(request, user, "device.html", context)
 
 
-async def _device_context(conn: AsyncConnection[TupleRow], serial: str) -> dict[str, Any]:
-    device = await registry.get(conn, serial)
-    periods = await registry.history(conn, serial)
+async def _device_context(
+    conn: AsyncConnection[TupleRow], record: AuditTrail, serial: str
+) -> dict[str, Any]:
+    device = await read_device(conn, record, serial)
+    periods = await read_assignments(conn, record, serial)
     return {
         "device": device,
         "device_path": device_path,
@@ -168,6 +179,7 @@ async def assign(
         request,
         conn,
         user,
+        record,
         serial,
         lambda: assign_device(conn, record, serial, patient_id, since),
         said,
@@ -189,6 +201,7 @@ async def unassign(
         request,
         conn,
         user,
+        record,
         serial,
         lambda: unassign_device(conn, record, serial, until),
         lambda _: taken_back,
@@ -200,6 +213,7 @@ async def deactivate(
     request: Request,
     conn: Conn,
     user: BrowserManagesDevices,
+    record: BrowserAudit,
     serial: str,
     confirm: Annotated[bool, Form()] = False,
 ) -> Response:
@@ -211,7 +225,13 @@ async def deactivate(
         )
     retired = f"device {serial} is deactivated: its messages are dead-lettered from now on"
     return await _change(
-        request, conn, user, serial, lambda: registry.deactivate(conn, serial), lambda _: retired
+        request,
+        conn,
+        user,
+        record,
+        serial,
+        lambda: deactivate_device(conn, record, serial),
+        lambda _: retired,
     )
 
 
@@ -219,6 +239,7 @@ async def _change(
     request: Request,
     conn: AsyncConnection[TupleRow],
     user: BrowserUser,
+    record: AuditTrail,
     serial: str,
     change: Callable[[], Awaitable[DeviceRecord]],
     said: Callable[[DeviceRecord], str],
@@ -234,5 +255,8 @@ async def _change(
         outcome, refusal, status = None, str(exc), status_of(exc)
     if not is_htmx(request):
         return RedirectResponse(device_path(serial), 303)
-    context = await _device_context(conn, serial) | {"outcome": outcome, "refusal": refusal}
+    context = await _device_context(conn, record, serial) | {
+        "outcome": outcome,
+        "refusal": refusal,
+    }
     return render(request, user, "_device.html", context, status)

@@ -56,6 +56,21 @@ def test_register_assign_move_and_retire_a_device(admin: TestClient, db_url: str
     assert again.status_code == 409
     assert "deactivated" in again.json()["detail"]
 
+    # A device names its patient: every read and change of it is audited naming them.
+    with psycopg.connect(db_url) as conn:
+        trail = conn.execute(
+            "SELECT action, resource, patient_id FROM audit_event"
+            " WHERE resource LIKE 'device%%' ORDER BY id"
+        ).fetchall()
+    assert trail == [
+        ("register", "device", None),
+        ("assign", "device", patient),
+        ("read", "devices", patient),
+        ("unassign", "device", patient),
+        ("read", "device_assignments", patient),
+        ("deactivate", "device", None),
+    ]
+
 
 def test_refusals_name_the_problem(admin: TestClient, db_url: str) -> None:
     patient = _patient(db_url)

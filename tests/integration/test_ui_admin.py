@@ -170,8 +170,9 @@ def test_device_assignments_are_audited_as_the_apis_are(
         response = ui_client.post(f"/ui/devices/BP-UI/{action}", data=form, headers=htmx)
         assert response.status_code == 200, response.text
 
-    by_api = _audit_rows(db_url, "/api/v1/devices/")
-    by_page = _audit_rows(db_url, "/ui/devices/")
+    # The changes (a page also reads the device it shows again, audited as reads are).
+    by_api = [row for row in _audit_rows(db_url, "/api/v1/devices/") if row[0] != "read"]
+    by_page = [row for row in _audit_rows(db_url, "/ui/devices/") if row[0] != "read"]
     assert [row[:2] + row[3:] for row in by_page] == [row[:2] + row[3:] for row in by_api]
     assert [row[:4] for row in by_page] == [
         ("assign", "device", "BP-UI", patient),
@@ -412,8 +413,13 @@ def test_dead_letter_reads_and_replays_are_audited_as_the_apis_are(
     form = {"device_serial": "GHOST-B", "confirm": "true"}
     assert ui_client.post("/ui/dead-letters/replay", data=form, headers=htmx).status_code == 200
 
+    # Leaving out the list the page shows again after a replay (a read of its own).
     api_rows = _audit_rows(db_url, "/api/v1/dead-letters")
-    page_rows = _audit_rows(db_url, "/ui/dead-letters")
+    page_rows = [
+        row
+        for row in _audit_rows(db_url, "/ui/dead-letters")
+        if row[:2] != ("read", "dead_letters")
+    ]
     assert [row[:3] for row in page_rows] == [
         ("read", "dead_letter", str(by_page)),
         ("replay", "dead_letter", str(by_page)),
