@@ -230,15 +230,15 @@ async def for_patient(
     patient_id: int,
     include_resolved: bool = False,
     limit: int = 100,
-    newest_first: bool = False,
+    before_id: int | None = None,
 ) -> list[AlertRecord]:
-    """Most severe first, then oldest (as the worklist); or newest first (a history)."""
-    order = "a.opened_at DESC, a.id DESC" if newest_first else "a.severity_rank DESC, a.opened_at"
+    """The patient's history: newest first, in the order rpm raised them (by id, which
+    also pages it: `before_id`, the last id of the previous page)."""
     return await _alerts(
         conn,
         _SELECT + " WHERE a.patient_id = %s AND (%s OR a.status <> 'resolved')"
-        " ORDER BY " + order + " LIMIT %s",
-        [patient_id, include_resolved, limit],
+        " AND (%s::bigint IS NULL OR a.id < %s) ORDER BY a.id DESC LIMIT %s",
+        [patient_id, include_resolved, before_id, before_id, limit],
     )
 
 

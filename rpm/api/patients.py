@@ -10,7 +10,7 @@ from typing import Annotated, Literal, Self
 from fastapi import APIRouter, Query, status
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rpm.alerts import repository as alerts
 from rpm.alerts.repository import AlertRecord
@@ -162,9 +162,15 @@ async def read_patient(
     return patient
 
 
+class PatientAlertsPage(BaseModel):
+    alerts: list[AlertRecord]
+    # Pass as `before` for the next (older) page; null on the last page.
+    next: int | None
+
+
 @router.get(
     "/{patient_id}/alerts",
-    summary="The patient's alerts, most severe first",
+    summary="The patient's alerts, newest first (open ones only, unless asked)",
 )
 async def patient_alerts(
     conn: Conn,
@@ -172,9 +178,17 @@ async def patient_alerts(
     record: Audit,
     patient_id: int,
     include_resolved: bool = False,
+    before: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="The previous page's `next`")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[AlertRecord]:
-    return await read_patient_alerts(conn, user, record, patient_id, include_resolved, limit)
+) -> PatientAlertsPage:
+    found = await read_patient_alerts(
+        conn, user, record, patient_id, include_resolved, limit + 1, before
+    )
+    more = len(found) > limit
+    found = found[:limit]
+    return PatientAlertsPage(alerts=found, next=found[-1].id if more else None)
 
 
 async def read_patient_alerts(
@@ -184,12 +198,12 @@ async def read_patient_alerts(
     patient_id: int,
     include_resolved: bool,
     limit: int,
-    newest_first: bool = False,
+    before_id: int | None = None,
 ) -> list[AlertRecord]:
-    """The patient's alerts (`alerts.for_patient`), if in the user's view, the read
-    audited: for the API and the patient page (its history: newest first) alike."""
+    """The patient's alerts, newest first (`alerts.for_patient`), if in the user's view,
+    the read audited: for the API and the patient page alike."""
     await patient_in_view(conn, user, record, patient_id)
-    found = await alerts.for_patient(conn, patient_id, include_resolved, limit, newest_first)
+    found = await alerts.for_patient(conn, patient_id, include_resolved, limit, before_id)
     await record("read", "alerts", patient_ids=[patient_id])
     return found
 

@@ -93,9 +93,7 @@ async def patient_page(
     for kind in await readings.kinds_of(conn, patient_id, list(charts.CHART_KINDS)):
         series = await read_series(conn, principal, record, patient_id, Kind(kind), since, until)
         drawn.append(_chart(series, plan))
-    history = await read_patient_alerts(
-        conn, principal, record, patient_id, True, HISTORY_SIZE, newest_first=True
-    )
+    history = await read_patient_alerts(conn, principal, record, patient_id, True, HISTORY_SIZE)
     context = {
         "patient": patient,
         "team": team,

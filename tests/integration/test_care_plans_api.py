@@ -287,8 +287,10 @@ def test_readings_over_mqtt_raise_one_alert_with_two_consumers(
         alerts = _wait_for(
             second,
             path,
-            lambda body: any(a["rule_id"] == "bp_crisis" and a["occurrences"] == 20 for a in body),
-        )
+            lambda body: any(
+                a["rule_id"] == "bp_crisis" and a["occurrences"] == 20 for a in body["alerts"]
+            ),
+        )["alerts"]
     assert fatal == []
     crisis = [a for a in alerts if a["rule_id"] == "bp_crisis"]
     assert len(crisis) == 1

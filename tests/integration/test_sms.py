@@ -139,7 +139,7 @@ def test_a_crisis_reading_texts_the_on_call_nurse_and_twilio_reports_delivery(
         add_user(db_url, "n.one", "nurse", TEST_PASSWORD, nurse)
         asyncio.run(_publish_bp(broker.port, "P-1-BP", 186))
         [sms] = twilio.wait_for(1)
-        alert = client.get(f"/api/v1/patients/{patient}/alerts").json()[0]
+        alert = client.get(f"/api/v1/patients/{patient}/alerts").json()["alerts"][0]
         assert sms.to == NURSE_PHONE
         link = f"{PUBLIC}/api/v1/alerts/{alert['id']}"
         assert sms.body == f"RPM critical alert #{alert['id']}: open the worklist {link}"

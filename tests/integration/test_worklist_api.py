@@ -117,6 +117,25 @@ def test_the_worklist_is_most_severe_first_then_oldest_and_pages_by_key(
     assert put.json()["care_team_id"] == team
     assert ids(care_team_id=team) == [critical_old, high]
 
+    # A patient's history: newest first (as raised), paged back by `before`.
+    with psycopg.connect(db_url) as conn:  # resolved, as a nurse would (tested below)
+        conn.execute(
+            "UPDATE alert SET status = 'resolved', resolved_at = now(), resolved_by = 'nurse-1',"
+            " outcome = 'no_action_needed', resolution_note = 'reviewed' WHERE id = %s",
+            [warning_old],
+        )
+    history: list[int] = []
+    before = None
+    while True:
+        params = {"include_resolved": "true", "limit": 1} | ({"before": before} if before else {})
+        page = client.get(f"/api/v1/patients/{p1}/alerts", params=params).json()
+        history += [a["id"] for a in page["alerts"]]
+        if not (before := page["next"]):
+            break
+    assert history == [critical_new, warning_old]
+    open_only = client.get(f"/api/v1/patients/{p1}/alerts").json()
+    assert [a["id"] for a in open_only["alerts"]] == [critical_new]
+
 
 def test_acknowledge_assign_resolve_and_every_refusal(client: TestClient, db_url: str) -> None:
     patient = _patient(client, "P-1")
