@@ -52,11 +52,12 @@ Username = Annotated[
     ),
 ]
 CareTeam = Annotated[
-    int | None,
+    str | None,
     typer.Option(
         "--care-team",
         envvar="RPM_SIM_CARE_TEAM",
-        help="Enrol the patients in this care team (and put those in no team yet in it).",
+        help="Enrol the patients in this care team, by name (made if new) or id (digits),"
+        " and put those in no team yet in it.",
     ),
 ]
 
@@ -185,7 +186,7 @@ def _credentials(username: str | None) -> Credentials:
 
 
 def _provision(
-    simulation: Simulation, api_url: str, credentials: Credentials, care_team: int | None
+    simulation: Simulation, api_url: str, credentials: Credentials, care_team: str | None
 ) -> None:
     # Devices are given from a day before the first reading, so that none is unassigned.
     try:

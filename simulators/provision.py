@@ -1,11 +1,13 @@
 """Provisioning a simulation in rpm through its public API, as a clinic's staff would:
 each simulated patient enrolled with the care-plan templates of their conditions (and,
-if asked, in a care team), each device registered and given to its patient.
+if asked, in a care team, named or by id, made if a name is new), each device
+registered and given to its patient.
 
 It signs in once (`POST /api/v1/auth/token`) and sends the bearer token; registering
-devices needs an admin's login. Idempotent: a patient or device already there is reused,
-so a scenario can be provisioned again before each run. Simulated patients have no
-names: the external reference stands in for both (never real data).
+devices and creating a care team need an admin's login. Idempotent: a care team,
+patient or device already there is reused, so a scenario can be provisioned again
+before each run, and into a fresh deployment. Simulated patients have no names: the
+external reference stands in for both (never real data).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from typing import Any
 from urllib.parse import quote
 
 from simulators.scenario import SimPatient, Simulation
+
+# Care teams asked for at a time when looking one up by name: the API's largest page.
+TEAMS_PAGE = 1000
 
 
 class ProvisionError(Exception):
@@ -34,15 +39,26 @@ class Credentials:
 
 
 @dataclass(frozen=True)
+class CareTeam:
+    id: int
+    created: bool  # by this run
+
+
+@dataclass(frozen=True)
 class Provisioned:
     patients: dict[str, int]  # external reference -> rpm's patient id
     created_patients: int
     created_devices: int
+    care_team: CareTeam | None = None
 
     def describe(self) -> str:
+        team = ""
+        if self.care_team is not None:
+            made = " (new)" if self.care_team.created else ""
+            team = f", in care team {self.care_team.id}{made}"
         return (
             f"provisioned {len(self.patients)} patients ({self.created_patients} new) and their"
-            f" devices ({self.created_devices} new)"
+            f" devices ({self.created_devices} new){team}"
         )
 
 
@@ -51,11 +67,13 @@ def provision(
     api_url: str,
     assigned_at: datetime,
     credentials: Credentials,
-    care_team_id: int | None = None,
+    care_team: str | None = None,
 ) -> Provisioned:
-    """Enrol the simulation's patients (in `care_team_id`, if given) and give them their
-    devices from `assigned_at` (before the first simulated reading)."""
+    """Enrol the simulation's patients (in `care_team`, a team's name or id, if given) and
+    give them their devices from `assigned_at` (before the first simulated reading)."""
     api = _Api.signed_in(api_url.rstrip("/"), credentials)
+    team = None if care_team is None else _care_team(api, care_team)
+    care_team_id = None if team is None else team.id
     ids: dict[str, int] = {}
     new_patients = new_devices = 0
     for patient in simulation.patients:
@@ -80,7 +98,45 @@ def provision(
                 )
                 if status != 200:
                     raise ProvisionError(f"assigning {device.serial}: {_refusal(status, reply)}")
-    return Provisioned(ids, new_patients, new_devices)
+    return Provisioned(ids, new_patients, new_devices, team)
+
+
+def _care_team(api: _Api, wanted: str) -> CareTeam:
+    """The care team `wanted` names: digits are its id, which must exist; anything else is
+    its name, found among the teams or else created (an admin's right)."""
+    if not wanted:
+        raise ProvisionError("the care team is empty: give a care team's name or id")
+    if wanted.isascii() and wanted.isdigit():
+        status, body = api.call("GET", f"/api/v1/care-teams/{int(wanted)}")
+        if status != 200:
+            raise ProvisionError(f"care team {wanted}: {_refusal(status, body)}")
+        return CareTeam(int(wanted), created=False)
+    found = _team_named(api, wanted)
+    if found is not None:
+        return CareTeam(found, created=False)
+    status, body = api.call("POST", "/api/v1/care-teams", {"name": wanted})
+    if status == 201:
+        return CareTeam(int(body["id"]), created=True)
+    # 409: another run made it in the meantime (names are unique), so it is there now.
+    found = _team_named(api, wanted) if status == 409 else None
+    if found is None:
+        raise ProvisionError(f"creating care team {wanted!r}: {_refusal(status, body)}")
+    return CareTeam(found, created=False)
+
+
+def _team_named(api: _Api, name: str) -> int | None:
+    """The id of the team with this exact name, paging through the teams the login sees."""
+    after = 0
+    while True:
+        status, page = api.call("GET", f"/api/v1/care-teams?after={after}&limit={TEAMS_PAGE}")
+        if status != 200 or not isinstance(page, list):
+            raise ProvisionError(f"looking for care team {name!r}: {_refusal(status, page)}")
+        for team in page:
+            if team.get("name") == name:
+                return int(team["id"])
+        if len(page) < TEAMS_PAGE:
+            return None
+        after = int(page[-1]["id"])
 
 
 def _patient(api: _Api, patient: SimPatient, care_team_id: int | None) -> tuple[int, bool]:

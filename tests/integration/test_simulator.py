@@ -1,5 +1,6 @@
 """rpm-sim against the real service: every reading a scenario sends is stored, once; and
-provisioning signs in, and puts the patients in the care team asked for."""
+provisioning signs in, and puts the patients in the care team asked for, by id or by
+name (made if new, so that it works against a fresh deployment)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from fastapi.testclient import TestClient
 
 from rpm.app import create_app
 from rpm.config import BrokerAddress
+from simulators import provision as sim_provision
+from simulators.provision import Credentials, ProvisionError
 from simulators.scenario import Simulation, generate, load
 from simulators.transport import Pace, Target, send, wall_schedule
 from tests.support import (
@@ -219,3 +222,71 @@ def test_provisioning_without_a_login_or_with_a_wrong_one_stops_saying_why(
     assert "enrolling HTN-001: HTTP 403" in nurse.stderr, nurse.stderr
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM patient").fetchone() == (0,)
+
+
+def test_provisioning_makes_a_care_team_named_once_and_finds_it_after(
+    db_url: str, api_url: str
+) -> None:
+    add_user(db_url, "sim-admin", "admin", TEST_PASSWORD)
+    patients = generate(load("hypertensive-crisis"), datetime.now(UTC)).patients
+    refs, devices = [p.ref for p in patients], sum(len(p.devices) for p in patients)
+    credentials = {"RPM_SIM_USERNAME": "sim-admin", "RPM_SIM_PASSWORD": TEST_PASSWORD}
+
+    # A fresh deployment: no team yet, so the name makes one.
+    made = _rpm_sim_provision(api_url, "--care-team", "Sim ward", **credentials)
+    assert made.returncode == 0, made.stderr
+    with psycopg.connect(db_url) as conn:
+        teams = conn.execute("SELECT id, name FROM care_team").fetchall()
+    assert [name for _, name in teams] == ["Sim ward"]
+    team_id = teams[0][0]
+    assert f"devices ({devices} new), in care team {team_id} (new)" in made.stderr
+
+    # Again, the name through the environment: found, nothing made.
+    again = _rpm_sim_provision(api_url, RPM_SIM_CARE_TEAM="Sim ward", **credentials)
+    assert again.returncode == 0, again.stderr
+    assert f"(0 new) and their devices (0 new), in care team {team_id}\n" in again.stderr
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM care_team").fetchone() == (1,)
+        placed = dict(conn.execute("SELECT external_ref, care_team_id FROM patient").fetchall())
+    assert placed == dict.fromkeys(refs, team_id)
+
+    # An id that is no team's stops it, before any patient is touched, saying so.
+    unknown = _rpm_sim_provision(api_url, "--care-team", str(team_id + 100), **credentials)
+    assert unknown.returncode == 1
+    assert f"care team {team_id + 100}: HTTP 404" in unknown.stderr, unknown.stderr
+
+    # A nurse may not make a team: rpm's reason is passed on.
+    add_user(db_url, "sim-nurse", "nurse", TEST_PASSWORD)
+    nurse = _rpm_sim_provision(
+        api_url,
+        "--care-team",
+        "Another ward",
+        RPM_SIM_USERNAME="sim-nurse",
+        RPM_SIM_PASSWORD=TEST_PASSWORD,
+    )
+    assert nurse.returncode == 1
+    assert "creating care team 'Another ward': HTTP 403" in nurse.stderr, nurse.stderr
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM care_team").fetchone() == (1,)
+
+
+def test_a_care_team_is_found_by_name_on_a_later_page(
+    db_url: str, api_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_user(db_url, "sim-admin", "admin", TEST_PASSWORD)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for name in ("Ward A", "Ward B", "Ward C", "Ward D", "Ward E"):
+            conn.execute("INSERT INTO care_team (name) VALUES (%s)", [name])
+        row = conn.execute("SELECT id FROM care_team WHERE name = 'Ward E'").fetchone()
+    assert row is not None
+    # Two teams a page: Ward E is on the third.
+    monkeypatch.setattr(sim_provision, "TEAMS_PAGE", 2)
+    simulation = generate(load("hypertensive-crisis"), datetime.now(UTC))
+    login = Credentials("sim-admin", TEST_PASSWORD)
+    done = sim_provision.provision(simulation, api_url, simulation.start, login, care_team="Ward E")
+    assert done.care_team == sim_provision.CareTeam(row[0], created=False)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM care_team").fetchone() == (5,)
+
+    with pytest.raises(ProvisionError, match="give a care team's name or id"):
+        sim_provision.provision(simulation, api_url, simulation.start, login, care_team="")
