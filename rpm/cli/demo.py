@@ -92,8 +92,11 @@ async def play_demo(
             "SELECT count(*) FROM patient WHERE starts_with(external_ref, %s)", [PATIENT_PREFIX]
         )
         row = await cursor.fetchone()
+    worklist = f"{api_url}/ui/worklist"
     logger.info(
-        "demo: sign in as %s, %s or %s with the passwords in %s (POST %s/api/v1/auth/token)",
+        "demo: open %s and sign in as %s (or %s, or %s) with a password from %s;"
+        " the API's sign-in: POST %s/api/v1/auth/token",
+        worklist,
         NURSE.username,
         CARE_MANAGER.username,
         ADMIN,
@@ -101,11 +104,13 @@ async def play_demo(
         api_url,
     )
     if row and row[0]:
-        logger.info("demo: its patients are already here; their alerts: %s/api/v1/alerts", api_url)
+        logger.info("demo: its patients are already here; their alerts are in %s", worklist)
         return
     logger.info(
-        "demo: enrolling the demo patients and playing 14 days of their readings in %.0f s",
+        "demo: enrolling the demo patients and playing 14 days of their readings in %.0f s;"
+        " their alerts appear in %s as they are raised",
         seconds,
+        worklist,
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "simulators", "run", SCENARIO,
@@ -132,13 +137,15 @@ async def play_demo(
     async with AsyncConnectionPool(database_url, min_size=1, max_size=1, open=False) as pool:
         await RuleEngine(pool).check_missed()
     logger.info(
-        "demo: %s. Open alerts, most severe first: %s/api/v1/alerts; a patient's care plan:"
-        " %s/api/v1/patients/1/care-plan (signed in as %s: the passwords are in %s)",
+        "demo: %s. Open alerts, most severe first, in the worklist: %s; the patients, their"
+        " readings and care plans: %s/ui/patients (signed in as %s: the passwords are in %s;"
+        " over the API: %s/api/v1/alerts)",
         output.decode().strip().splitlines()[0] if output else "done",
-        api_url,
+        worklist,
         api_url,
         NURSE.username,
         demo.logins_path,
+        api_url,
     )
 
 
@@ -254,7 +261,8 @@ def _write_logins(path: Path, logins: dict[str, str]) -> None:
     """Readable by its owner only (0600), replaced whole: never half written."""
     lines = [
         "# The rpm demo's logins (made-up people; demo data only). Generated on first start.",
-        '# Sign in: POST /api/v1/auth/token with {"username": ..., "password": ...};',
+        "# Sign in with a browser at rpm's /ui/ (by default http://127.0.0.1:8000/ui/), or",
+        '# over the API: POST /api/v1/auth/token with {"username": ..., "password": ...};',
         "# send the access_token back as 'Authorization: Bearer <token>'.",
         "# username  password  role",
         *(

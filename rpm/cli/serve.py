@@ -142,7 +142,9 @@ async def _serve(settings: Settings, demo_seconds: float | None) -> int:
         shutdown.server = server
         base = f"http://{settings.http.host}:{settings.http.port}"
         logger.info(
-            "rpm is starting: API %s/docs, health %s/healthz, readiness %s/readyz, MQTT %s",
+            "rpm is starting: web UI %s/ui/, API %s/docs, health %s/healthz, readiness"
+            " %s/readyz, MQTT %s",
+            base,
             base,
             base,
             base,

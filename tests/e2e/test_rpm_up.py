@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -11,9 +12,11 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,6 +91,7 @@ def test_rpm_up_starts_embedded_services_and_stops_cleanly(workdir: Path) -> Non
     assert "embedded MQTT broker on mqtt://127.0.0.1:" in first
     assert "development default" in first
     assert f"http://127.0.0.1:{port}/docs" in first
+    assert f"web UI http://127.0.0.1:{port}/ui/" in first
     assert "embedded PostgreSQL stopped" in first
 
     # The data directory is kept: the second start finds the cluster and the schema.
@@ -130,10 +134,56 @@ def _signed_in(port: int, username: str, password: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {json.load(reply)['access_token']}"}
 
 
-def _worklist_rules(port: int, headers: dict[str, str]) -> set[str]:
+def _worklist(port: int, headers: dict[str, str]) -> list[dict[str, Any]]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/alerts", headers=headers)
     with urllib.request.urlopen(request, timeout=5) as reply:
-        return {alert["rule_id"] for alert in json.load(reply)["alerts"]}
+        alerts: list[dict[str, Any]] = json.load(reply)["alerts"]
+        return alerts
+
+
+def _worklist_rules(port: int, headers: dict[str, str]) -> set[str]:
+    return {alert["rule_id"] for alert in _worklist(port, headers)}
+
+
+def _worklist_ids(port: int, headers: dict[str, str]) -> set[str]:
+    return {str(alert["id"]) for alert in _worklist(port, headers)}
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_no_redirects = urllib.request.build_opener(_NoRedirects)
+
+
+def _ui(port: int, path: str, cookie: str = "", form: dict[str, str] | None = None) -> Any:
+    """A web UI page as a browser asks for it, redirects not followed (the cookie by hand:
+    urllib's jar keeps a Secure cookie from https only, browsers from http on loopback too)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=None if form is None else urllib.parse.urlencode(form).encode(),
+        headers={"Cookie": cookie, "Sec-Fetch-Site": "same-origin"} if cookie else {},
+    )
+    try:
+        return _no_redirects.open(request, timeout=10)
+    except urllib.error.HTTPError as reply:
+        return reply
+
+
+def _worklist_page_shows(port: int, username: str, password: str) -> str:
+    """Where the demo's log points: /ui/worklist asks for the sign-in, which leads back to
+    the worklist; its page, as the user sees it."""
+    with _ui(port, "/ui/worklist") as asked:
+        assert (asked.status, asked.headers["Location"]) == (303, "/ui/login")
+    with _ui(port, "/ui/login", form={"username": username, "password": password}) as signed:
+        assert signed.status == 303, signed.read()
+        cookie = signed.headers["Set-Cookie"].split(";")[0]
+    with _ui(port, signed.headers["Location"], cookie) as home:
+        assert (home.status, home.headers["Location"]) == (303, "/ui/worklist")
+    with _ui(port, "/ui/worklist", cookie) as page:
+        assert page.status == 200
+        return str(page.read().decode())
 
 
 def test_rpm_up_demo_enrols_patients_and_raises_their_alerts_once(workdir: Path) -> None:
@@ -155,6 +205,9 @@ def test_rpm_up_demo_enrols_patients_and_raises_their_alerts_once(workdir: Path)
         while time.monotonic() < deadline and not expected <= rules:
             rules = _worklist_rules(port, nurse)
             time.sleep(0.5)
+        # The same alerts in the web UI's worklist, where the log sends the newcomer.
+        page = _worklist_page_shows(port, "demo-nurse", logins["demo-nurse"])
+        assert _worklist_ids(port, nurse) <= set(re.findall(r'<tr id="alert-(\d+)"', page))
         # The care manager is in the team too; nobody signed in sees nothing.
         manager = _signed_in(port, "demo-care-manager", logins["demo-care-manager"])
         assert expected <= _worklist_rules(port, manager)
@@ -165,9 +218,13 @@ def test_rpm_up_demo_enrols_patients_and_raises_their_alerts_once(workdir: Path)
     finally:
         output = _stop(process, signal.SIGTERM)
     assert expected <= rules, output
-    assert "demo: enrolling the demo patients" in output
-    assert f"Open alerts, most severe first: http://127.0.0.1:{port}/api/v1/alerts" in output
-    assert f"passwords in {logins_file}" in output
+    # The log says where to look (the web UI's worklist) and where the logins are.
+    worklist = f"http://127.0.0.1:{port}/ui/worklist"
+    assert f"demo: open {worklist} and sign in as demo-nurse" in output
+    assert f"with a password from {logins_file}" in output
+    assert f"their alerts appear in {worklist} as they are raised" in output
+    assert f"Open alerts, most severe first, in the worklist: {worklist}" in output
+    assert f"passwords are in {logins_file}" in output
     assert not any(password in output for password in logins.values())
 
     first_file = logins_file.read_text()
@@ -180,7 +237,7 @@ def test_rpm_up_demo_enrols_patients_and_raises_their_alerts_once(workdir: Path)
         assert expected <= _worklist_rules(port, nurse)
     finally:
         again = _stop(restarted, signal.SIGTERM)
-    assert "demo: its patients are already here" in again
+    assert f"demo: its patients are already here; their alerts are in {worklist}" in again
     assert "new passwords" not in again
     assert not any(password in again for password in logins.values())
     assert "Traceback" not in output + again
