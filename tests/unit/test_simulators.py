@@ -17,6 +17,7 @@ from rpm.devices.model import DeviceStatus, Reading, ReadingKind, Reason, Reject
 from rpm.ingest.pipeline import DecodedMessage, Envelope, Transport, decode
 from simulators.devices import TENOVI_TOPIC, Behaviour
 from simulators.scenario import PRESETS, Scenario, ScenarioError, Simulation, generate, load
+from simulators.transport import Pace, wall_schedule
 
 START = datetime(2026, 11, 1, 5, 0, tzinfo=UTC)
 PRESET_NAMES = sorted(p.stem for p in PRESETS.glob("*.toml"))
@@ -70,9 +71,33 @@ def test_every_message_is_one_rpm_reads(name: str) -> None:
     assert simulation.readings > 0
 
 
-@pytest.mark.parametrize("name", ["demo", "hypertensive-crisis", "hypoglycemia-night"])
+# Adult home readings, resting: narrower than rpm's plausibility limits (rpm.devices.checks),
+# which only weed out device errors; a simulated patient must look like a patient.
+HUMAN = {
+    "systolic_mmhg": (70, 260),
+    "diastolic_mmhg": (40, 160),
+    "pulse_bpm": (40, 150),
+    "weight_kg": (40, 200),
+    "glucose_mg_dl": (30, 400),
+}
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_physiology_stays_in_human_ranges(name: str) -> None:
+    outside = []
+    for _, message in _decoded(generate(_small(name), START)):
+        for item in message.items:
+            if isinstance(item.outcome, Reading):
+                for field, (low, high) in HUMAN.items():
+                    value = getattr(item.outcome, field)
+                    if value is not None and not low <= value <= high:
+                        outside.append((item.serial, field, value))
+    assert outside == []
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
 def test_physiology_crosses_guideline_limits_only_in_episodes(name: str) -> None:
-    scenario = load(name)
+    scenario = _small(name)
     simulation = generate(scenario, START)
     labelled = {e.patient for e in scenario.expected}
     crossings: dict[str, list[float]] = {}
@@ -124,6 +149,39 @@ def test_offline_devices_upload_their_backlog_as_one_array() -> None:
     backlogs = [m for m in simulation.messages if m.note == "backlog"]
     assert backlogs
     assert all(m.payload.startswith(b"[") and m.readings > 1 for m in backlogs)
+
+
+def test_batteries_run_down_to_low_and_report_it() -> None:
+    scenario = load("hypertensive-crisis")
+    cohort = replace(
+        scenario.cohorts[0], count=1, behaviour=Behaviour(battery_start=12, battery_per_day=3)
+    )
+    simulation = generate(replace(scenario, cohorts=(cohort,), days=6), START)
+    levels = [
+        item.outcome.battery_percent
+        for note, message in _decoded(simulation)
+        if note == "status"
+        for item in message.items
+        if isinstance(item.outcome, DeviceStatus)
+    ]
+    # One status a day, down 3 points a day from 12 %, never below empty.
+    assert levels == [12, 9, 6, 3, 0, 0]
+
+
+def test_time_control_schedules_each_pace() -> None:
+    messages = generate(_small("hypertensive-crisis"), START).messages
+    span = (messages[-1].send_at - messages[0].send_at).total_seconds()
+    # Real time: each message as long after the first as it was simulated to be.
+    realtime = wall_schedule(messages, Pace.REALTIME, 60, 1000)
+    assert realtime[-1] == pytest.approx(span)
+    # Accelerated: the whole history in the duration, its order and proportions kept.
+    accelerated = wall_schedule(messages, Pace.ACCELERATED, 60, 1000)
+    assert (accelerated[0], accelerated[-1]) == (0, pytest.approx(60))
+    assert accelerated == sorted(accelerated)
+    assert accelerated == pytest.approx([t * 60 / span for t in realtime])
+    # Load: evenly at the rate, whatever the simulated times.
+    assert wall_schedule(messages[:5], Pace.LOAD, 60, 1000) == [0, 0.001, 0.002, 0.003, 0.004]
+    assert wall_schedule([], Pace.ACCELERATED, 60, 1000) == []
 
 
 def test_patients_who_stop_stop() -> None:
