@@ -117,11 +117,25 @@ def test_rpm_sim_reports_what_it_sent(tmp_path: Path) -> None:
              "--rate", "2000", "--duration", "0.1", "--seed", "4"],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
+        # A webhook cohort with nowhere to post.
+        failed = subprocess.run(
+            [RPM_SIM, "run", "nonadherent",
+             "--mqtt-url", f"mqtt://127.0.0.1:{broker.port}", "--pace", "load",
+             "--rate", "200", "--duration", "0.1"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
     finally:
         broker.stop()
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("sent 200 messages (")
     assert "messages/s" in completed.stdout
+    # The progress bar, on stderr, so that the summary can be piped.
+    assert "sending" in completed.stderr
+    # Errors are counted in the summary, and the exit status says so.
+    assert failed.returncode == 1, failed.stderr
+    assert failed.stdout.startswith("sent 0 messages"), failed.stdout
+    assert "errors: WebhookError: this scenario posts to the webhook" in failed.stdout
+    assert failed.stdout.rstrip().endswith(" x20"), failed.stdout
 
     refused = subprocess.run(
         [RPM_SIM, "run", "nope"],
@@ -191,6 +205,15 @@ def test_provisioning_signs_in_and_puts_the_patients_in_the_care_team(
         ).fetchone()
     assert teams == dict.fromkeys(refs, team_id)
     assert assigned == (sum(len(p.devices) for p in patients),)
+    with psycopg.connect(db_url) as conn:
+        plans = conn.execute(
+            "SELECT p.external_ref, v.templates FROM care_plan c"
+            " JOIN care_plan_version v USING (patient_id, version)"
+            " JOIN patient p ON p.id = c.patient_id"
+        ).fetchall()
+    # Each enrolled patient's care plan, made from the templates of their conditions; the
+    # one enrolled beforehand (without a plan) is reused as it is.
+    assert dict(plans) == {ref: ["hypertension"] for ref in refs[1:]}
 
 
 def test_provisioning_without_a_login_or_with_a_wrong_one_stops_saying_why(
