@@ -103,7 +103,9 @@ async def read_worklist(
     teams = user.visible_teams()
     if where.care_team_ids is not None:
         if not all(user.sees_team(team) for team in where.care_team_ids):
-            raise CareTeamNotFound(f"care team {where.care_team_ids[0]} is not one of yours")
+            unseen = next(t for t in where.care_team_ids if not user.sees_team(t))
+            await record("denied", "care_team", unseen, status=404)
+            raise CareTeamNotFound(f"care team {unseen} is not one of yours")
         teams = where.care_team_ids
     where = replace(where, care_team_ids=None if teams is None else tuple(teams))
     page = await alerts.worklist(conn, where, _decode(after) if after else None, limit + 1)

@@ -13,7 +13,7 @@ from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, Field
 
 from rpm.api import problems
-from rpm.api.deps import BEARER, Conn, RequestBody, SignedInUser, client_ip
+from rpm.api.deps import BEARER, Audit, Conn, RequestBody, SignedInUser, client_ip
 from rpm.auth import audit, repository, service
 from rpm.auth.access import Permission
 from rpm.config import Settings
@@ -86,11 +86,13 @@ async def audited_sign_in(
 async def sign_out(
     conn: Conn,
     principal: SignedInUser,
+    record: Audit,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
 ) -> None:
     token = credentials.credentials.strip() if credentials else ""
     async with conn.transaction():
         await repository.end_session(conn, token)
+    await record("sign_out", "session", principal.user_id)
 
 
 class Me(BaseModel):

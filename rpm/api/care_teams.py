@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from rpm.api import problems
-from rpm.api.deps import Conn, ManagesCareTeams, ReadsCareTeams, RequestBody
+from rpm.api.deps import Audit, AuditTrail, Conn, ManagesCareTeams, ReadsCareTeams, RequestBody
 from rpm.api.values import Instant, LocalTime
 from rpm.auth.access import Principal
 from rpm.care_teams import registry
@@ -55,18 +55,22 @@ class StaffIn(RequestBody):
 
 
 @router.post("/staff", status_code=status.HTTP_201_CREATED, summary="Add a staff member")
-async def add_staff(conn: Conn, admin: ManagesCareTeams, staff: StaffIn) -> StaffRecord:
-    return await registry.add_staff(conn, NewStaff(**staff.model_dump()))
+async def add_staff(
+    conn: Conn, admin: ManagesCareTeams, record: Audit, staff: StaffIn
+) -> StaffRecord:
+    added = await registry.add_staff(conn, NewStaff(**staff.model_dump()))
+    await record("add", "staff", added.id)
+    return added
 
 
-@router.get("/staff", summary="Staff, by id")
+@router.get("/staff", summary="Staff, by id: the members of your care teams, or all for admins")
 async def list_staff(
     conn: Conn,
     user: ReadsCareTeams,
     after: Annotated[int, Query(ge=0, description="The last id of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[StaffRecord]:
-    return await registry.list_staff(conn, after, limit)
+    return await registry.list_staff(conn, after, limit, user.visible_teams())
 
 
 class TeamIn(RequestBody):
@@ -80,8 +84,12 @@ class TeamIn(RequestBody):
     status_code=status.HTTP_201_CREATED,
     summary="Create a care team",
 )
-async def create_team(conn: Conn, admin: ManagesCareTeams, team: TeamIn) -> CareTeamRecord:
-    return await registry.create_team(conn, team.name)
+async def create_team(
+    conn: Conn, admin: ManagesCareTeams, record: Audit, team: TeamIn
+) -> CareTeamRecord:
+    created = await registry.create_team(conn, team.name)
+    await record("create", "care_team", created.id)
+    return created
 
 
 @router.get("/care-teams", summary="Care teams with their members, by id: yours, or all for admins")
@@ -94,9 +102,13 @@ async def list_teams(
     return await registry.list_teams(conn, after, limit, user.visible_teams())
 
 
-async def _team_in_view(conn: Conn, user: Principal, team_id: int) -> CareTeamRecord:
-    """The team, if the user is in it (or sees every team); else 404 as for none."""
+async def _team_in_view(
+    conn: Conn, user: Principal, record: AuditTrail, team_id: int
+) -> CareTeamRecord:
+    """The team, if the user is in it (or sees every team); else 404 as for none, the
+    attempt audited."""
     if not user.sees_team(team_id):
+        await record("denied", "care_team", team_id, status=404)
         raise registry.CareTeamNotFound(f"care team {team_id} is not one of yours")
     return await registry.team(conn, team_id)
 
@@ -108,8 +120,8 @@ class TeamDetail(BaseModel):
 
 
 @router.get("/care-teams/{team_id}", summary="A care team, and who is on call now")
-async def get_team(conn: Conn, user: ReadsCareTeams, team_id: int) -> TeamDetail:
-    team = await _team_in_view(conn, user, team_id)
+async def get_team(conn: Conn, user: ReadsCareTeams, record: Audit, team_id: int) -> TeamDetail:
+    team = await _team_in_view(conn, user, record, team_id)
     return TeamDetail(team=team, on_call=await registry.on_call(conn, team_id, datetime.now(UTC)))
 
 
@@ -118,10 +130,13 @@ async def get_team(conn: Conn, user: ReadsCareTeams, team_id: int) -> TeamDetail
     summary="Add a staff member to the team",
 )
 async def add_member(
-    conn: Conn, admin: ManagesCareTeams, team_id: int, staff_id: int
+    conn: Conn, admin: ManagesCareTeams, record: Audit, team_id: int, staff_id: int
 ) -> CareTeamRecord:
+    # Membership is access: the member's login sees the team's patients from now on.
     async with conn.transaction():
-        return await registry.add_member(conn, team_id, staff_id)
+        team = await registry.add_member(conn, team_id, staff_id)
+    await record("add_member", "care_team", team_id, details={"staff_id": staff_id})
+    return team
 
 
 class ShiftIn(RequestBody):
@@ -150,23 +165,26 @@ class ShiftIn(RequestBody):
     summary="Put a member on call for a period, at a tier",
 )
 async def add_shift(
-    conn: Conn, admin: ManagesCareTeams, team_id: int, shift: ShiftIn
+    conn: Conn, admin: ManagesCareTeams, record: Audit, team_id: int, shift: ShiftIn
 ) -> ShiftRecord:
     await registry.team(conn, team_id)
-    return await registry.add_shift(
+    added = await registry.add_shift(
         conn, team_id, shift.staff_id, shift.tier, shift.starts_at, shift.ends_at
     )
+    await record("add_shift", "care_team", team_id, details={"shift_id": added.id})
+    return added
 
 
 @router.get("/care-teams/{team_id}/shifts", summary="The team's shifts in a period")
 async def list_shifts(
     conn: Conn,
     user: ReadsCareTeams,
+    record: Audit,
     team_id: int,
     since: Instant | None = None,
     until: Instant | None = None,
 ) -> list[ShiftRecord]:
-    await _team_in_view(conn, user, team_id)
+    await _team_in_view(conn, user, record, team_id)
     since = since or datetime.now(UTC)
     until = until or since + min(timedelta(days=7), datetime.max.replace(tzinfo=UTC) - since)
     if until < since:

@@ -304,9 +304,11 @@ async def alert_in_view(
     return alert
 
 
-def check_team_choice(user: Principal, care_team_id: int | None) -> None:
-    """A care manager puts patients in their own care teams only (admins: any, or none)."""
+async def check_team_choice(user: Principal, trail: AuditTrail, care_team_id: int | None) -> None:
+    """A care manager puts patients in their own care teams only (admins: any, or none);
+    a refusal is audited."""
     if not user.sees_team(care_team_id):
+        await trail("denied", "care_team", care_team_id, status=403)
         yours = ", ".join(str(t) for t in sorted(user.team_ids)) or "none"
         raise Forbidden(
             f"a {user.role.value} may put patients only in their own care teams"

@@ -90,7 +90,7 @@ class Enrolment(RequestBody):
 async def enrol(
     conn: Conn, user: EnrolsPatients, record: Audit, enrolment: Enrolment
 ) -> PatientRecord:
-    check_team_choice(user, enrolment.care_team_id)
+    await check_team_choice(user, record, enrolment.care_team_id)
     plan = enrolment.care_plan
     if plan is None and enrolment.templates:
         plan = plan_from_templates(enrolment.templates)
@@ -222,7 +222,7 @@ async def set_care_team(
     conn: Conn, user: EnrolsPatients, record: Audit, patient_id: int, choice: CareTeamChoice
 ) -> PatientRecord:
     before = await patient_in_view(conn, user, record, patient_id)
-    check_team_choice(user, choice.care_team_id)
+    await check_team_choice(user, record, choice.care_team_id)
     patient = await registry.set_care_team(conn, patient_id, choice.care_team_id)
     await record(
         "change",

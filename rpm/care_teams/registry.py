@@ -151,9 +151,22 @@ async def staff_by_phone(conn: Connection, phone: str) -> StaffRecord | None:
         return await cursor.fetchone()
 
 
-async def list_staff(conn: Connection, after_id: int = 0, limit: int = 100) -> list[StaffRecord]:
+async def list_staff(
+    conn: Connection,
+    after_id: int = 0,
+    limit: int = 100,
+    team_ids: Collection[int] | None = None,
+) -> list[StaffRecord]:
+    """A page of staff by id: the members of these teams (None: everyone)."""
+    teams = None if team_ids is None else list(team_ids)
     async with conn.cursor(row_factory=class_row(StaffRecord)) as cursor:
-        await cursor.execute(_STAFF + " WHERE s.id > %s ORDER BY s.id LIMIT %s", [after_id, limit])
+        await cursor.execute(
+            _STAFF  # noqa: S608 (constants and placeholders only)
+            + " WHERE s.id > %s AND (%s::bigint[] IS NULL OR s.id IN"
+            " (SELECT m.staff_id FROM care_team_member m WHERE m.care_team_id = ANY(%s)))"
+            " ORDER BY s.id LIMIT %s",
+            [after_id, teams, teams, limit],
+        )
         return await cursor.fetchall()
 
 

@@ -405,3 +405,51 @@ def test_a_body_cannot_set_a_field_the_route_does_not_offer(
     )
     assert response.status_code == 422, response.text
     assert field_name in response.json()["detail"]
+
+
+def test_clinicians_see_their_teams_staff_and_care_team_changes_are_audited(world: World) -> None:
+    """A nurse lists her own teams' members only (their phones are no one else's
+    business); giving someone a team, which gives their login its patients, is audited,
+    as is asking for another team's worklist."""
+    elsewhere = world.client.post(
+        "/api/v1/staff",
+        json={"username": "authz-elsewhere", "display_name": "Test Nurse", "role": "nurse"},
+        headers=world.headers["A"],
+    ).json()["id"]
+    member = f"/api/v1/care-teams/{world.ids['other']['team']}/members/{elsewhere}"
+    assert world.client.put(member, headers=world.headers["A"]).status_code == 200
+    staff = world.client.get("/api/v1/staff", headers=world.headers["N"]).json()
+    assert {s["username"] for s in staff} == {"authz-nurse", "authz-manager"}
+    everyone = world.client.get("/api/v1/staff", headers=world.headers["A"]).json()
+    assert "authz-elsewhere" in {s["username"] for s in everyone}
+
+    team, nurse = world.ids["own_team"], world.ids["staff"]
+    path = f"/api/v1/care-teams/{team}/members/{nurse}"
+    assert world.client.put(path, headers=world.headers["A"]).status_code == 200
+    other = world.ids["other"]["team"]
+    refused = world.client.get(
+        "/api/v1/alerts", params={"care_team_id": other}, headers=world.headers["N"]
+    )
+    assert refused.status_code == 404
+    with psycopg.connect(world.database_url) as conn:
+        rows = conn.execute(
+            "SELECT username, action, resource, resource_id, details FROM audit_event"
+            " WHERE resource = 'care_team' AND action IN ('add_member', 'denied')"
+            " ORDER BY id DESC LIMIT 2"
+        ).fetchall()
+    assert rows == [
+        ("authz-nurse", "denied", "care_team", str(other), {}),
+        ("authz-admin", "add_member", "care_team", str(team), {"staff_id": nurse}),
+    ]
+
+
+def test_signing_out_is_audited(world: World) -> None:
+    headers = bearer(world.client, "authz-manager", TEST_PASSWORD)
+    assert world.client.post("/api/v1/auth/sign-out", headers=headers).status_code == 204
+    assert world.client.get("/api/v1/auth/me", headers=headers).status_code == 401
+    with psycopg.connect(world.database_url) as conn:
+        row = conn.execute(
+            "SELECT action, resource FROM audit_event WHERE username = 'authz-manager'"
+            " ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert row == ("sign_out", "session")
