@@ -10,6 +10,7 @@ and get their row back, or the row saying why not.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -173,9 +174,10 @@ async def _rows(conn: AsyncConnection[TupleRow], page: Sequence[AlertRecord]) ->
     return rows
 
 
-# A comment line this often on a quiet stream: a proxy keeps the connection, and the
-# session is looked at again, so that a page left open is told when the idle timeout has
-# signed it out (and leaves the patient data it shows).
+# A comment line this often on a quiet stream, so that a proxy keeps the connection; and
+# the session is looked at again at least this often, quiet or busy, so that a page left
+# open is told when the idle timeout has signed it out (and leaves the patient data it
+# shows).
 HEARTBEAT_S = 20.0
 # After telling a page to look again, wait this long before telling it again: a burst of
 # changes (a device uploading its backlog) is one re-read of the worklist, not one each.
@@ -204,25 +206,31 @@ async def _events(
     request: Request, changes: AlertChanges, teams: Collection[int] | None
 ) -> AsyncIterator[str]:
     yield f"retry: {RECONNECT_MS}\n\n"
+    # When the session was last looked at. On a busy stream (an admin's wakes on any
+    # team's change) the heartbeat's wait never runs out, and a page holding off its
+    # refresh (a form open) reads nothing that would see the session end: look anyway.
+    checked = time.monotonic()
     with changes.subscribe(teams) as subscription:
         while True:
-            match await subscription.next(HEARTBEAT_S):
-                case Wake.CLOSED:
+            wake = await subscription.next(HEARTBEAT_S)
+            if wake is Wake.CLOSED:
+                return
+            if wake is Wake.CHANGED:
+                # An event with no data is never dispatched: say something.
+                yield "event: worklist-changed\ndata: changed\n\n"
+                await asyncio.sleep(COALESCE_S)
+            if wake is Wake.QUIET or time.monotonic() - checked >= HEARTBEAT_S:
+                checked = time.monotonic()
+                try:
+                    ended = await session_ended(request)
+                except (psycopg.Error, PoolTimeout):
+                    # The database is away: end quietly, the browser comes back.
                     return
-                case Wake.CHANGED:
-                    # An event with no data is never dispatched: say something.
-                    yield "event: worklist-changed\ndata: changed\n\n"
-                    await asyncio.sleep(COALESCE_S)
-                case Wake.QUIET:
-                    try:
-                        ended = await session_ended(request)
-                    except (psycopg.Error, PoolTimeout):
-                        # The database is away: end quietly, the browser comes back.
-                        return
-                    if ended is not None:
-                        yield f"event: signed-out\ndata: {ended}\n\n"
-                        return
-                    yield ": still here\n\n"
+                if ended is not None:
+                    yield f"event: signed-out\ndata: {ended}\n\n"
+                    return
+            if wake is Wake.QUIET:
+                yield ": still here\n\n"
 
 
 @router.post("/alerts/{alert_id}/acknowledge")

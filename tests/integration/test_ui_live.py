@@ -4,6 +4,7 @@ its page when the session has ended; a stream holds no pooled connection while i
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -133,6 +134,39 @@ def test_a_stream_tells_its_page_when_the_session_has_ended(
     refused = ui_client.get("/ui/worklist/events", follow_redirects=False)
     assert refused.status_code == 303
     assert refused.headers["Location"] == "/ui/login"
+
+
+@pytest.mark.usefixtures("quick_streams")
+def test_a_busy_stream_still_tells_its_page_when_the_session_has_ended(
+    ui_client: TestClient, db_url: str, clinic: Clinic
+) -> None:
+    """Changes more often than the heartbeat (an admin's page on a busy system) leave the
+    stream never quiet: it looks at the session all the same, once a heartbeat."""
+    alert = add_alert(db_url, clinic.first.patient("MRN-A1"), "bp_crisis", "critical")
+    browser_sign_in(ui_client, "nurse-1")
+    _listening(ui_client)
+    stop = threading.Event()
+
+    def busy() -> None:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            while not stop.wait(0.03):
+                conn.execute("UPDATE alert SET updated_at = now() WHERE id = %s", [alert])
+
+    writer = threading.Thread(target=busy)
+    with ui_client.stream("GET", "/ui/worklist/events") as stream:
+        lines = stream.iter_lines()
+        _until(lines, ": still here")
+        writer.start()
+        try:
+            _until(lines, "event: worklist-changed")
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                conn.execute("UPDATE auth_session SET last_used_at = now() - interval '16 minutes'")
+            seen = _until(lines, "event: signed-out", timeout_s=5)
+        finally:
+            stop.set()
+            writer.join()
+        assert ": still here" not in seen  # never quiet: only the changes woke it
+        assert next(lines) == "data: idle"
 
 
 def test_open_streams_hold_no_pooled_connection(ui_client: TestClient, clinic: Clinic) -> None:
