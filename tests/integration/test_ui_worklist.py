@@ -24,6 +24,13 @@ def _ids(page: str) -> list[int]:
     return [int(i) for i in re.findall(r'<tr id="alert-(\d+)"', page)]
 
 
+def _refresh_url(page: str) -> str:
+    """Where the page reads its list again when it changes."""
+    found = re.search(r'data-refresh="([^"]+)"', page)
+    assert found is not None
+    return found.group(1).replace("&amp;", "&")
+
+
 def _audited(db_url: str, action: str) -> list[tuple[str, int | None]]:
     with psycopg.connect(db_url) as conn:
         rows = conn.execute(
@@ -88,6 +95,10 @@ def test_the_worklist_shows_the_teams_alerts_most_severe_first_filtered_and_page
     assert _ids(second_page.text) == many[-3:]
     assert '<a href="/ui/worklist">First page</a>' in second_page.text
     assert "Next page" not in second_page.text
+    # A live refresh reads the page shown, not the first.
+    assert _refresh_url(first_page.text) == "/ui/worklist/table"
+    refreshed = ui_client.get(_refresh_url(second_page.text), headers={"HX-Request": "true"})
+    assert _ids(refreshed.text) == many[-3:]
 
 
 def test_acknowledge_assign_and_resolve_from_a_row_each_refusal_in_words(
