@@ -9,7 +9,9 @@ from typing import Annotated
 from pydantic import AfterValidator, AwareDatetime
 
 
-def _in_utc(value: datetime) -> datetime:
+def in_utc(value: datetime) -> datetime:
+    """An aware moment in UTC, or ValueError (in words) if it falls outside the years 1
+    to 9999 there: the check `Instant` makes, for values that come another way (a form)."""
     # PostgreSQL takes offsets up to 15:59 only, and what it stores must read back as a
     # Python datetime (years 1 to 9999 in UTC).
     try:
@@ -25,6 +27,6 @@ def _local(value: time) -> time:
 
 
 # A moment, with its offset (e.g. 2025-03-01T08:00:00-06:00); kept in UTC.
-Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+Instant = Annotated[AwareDatetime, AfterValidator(in_utc)]
 # A time of day on the wall clock of the record's `time_zone`, e.g. 22:00.
 LocalTime = Annotated[time, AfterValidator(_local)]

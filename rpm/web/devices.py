@@ -21,6 +21,7 @@ from fastapi.responses import RedirectResponse, Response
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
+from rpm.api import values as api_values
 from rpm.api.deps import AuditTrail, Conn, status_of
 from rpm.api.devices import (
     assign_device,
@@ -147,6 +148,8 @@ AtField = Annotated[str, Form(max_length=40)]
 
 
 def _instant(value: str, what: str) -> datetime | None:
+    """The form's time as the API's `Instant` would take it (in UTC, years 1 to 9999);
+    None for empty; else 422, in words."""
     if not value.strip():
         return None
     try:
@@ -155,7 +158,10 @@ def _instant(value: str, what: str) -> datetime | None:
         raise HTTPException(
             422, f"{what} {value!r} is not a date and time (YYYY-MM-DDTHH:MM, UTC)"
         ) from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    try:
+        return api_values.in_utc(at if at.tzinfo else at.replace(tzinfo=UTC))
+    except ValueError as exc:
+        raise HTTPException(422, f"{what} {value!r}: {exc}") from None
 
 
 @router.post("/devices/{serial}/assign")

@@ -154,6 +154,36 @@ def test_an_admin_registers_a_device_assigns_it_takes_it_back_and_retires_it(
         assert shown in row.group(0)
 
 
+def test_a_time_outside_the_years_1_to_9999_in_utc_is_refused_in_words(
+    ui_client: TestClient, db_url: str, clinic: Clinic
+) -> None:
+    """As the API's `Instant` refuses it: stored, it could not be read back."""
+    patient = clinic.first.patient("MRN-A1")
+    browser_sign_in(ui_client, "admin-1")
+    htmx = _htmx(db_url)
+    form = {"serial": "BP-EDGE", "kind": "blood_pressure_cuff"}
+    assert ui_client.post("/ui/devices", data=form, headers=htmx).status_code == 200
+
+    def refused(action: str, **fields: object) -> None:
+        response = ui_client.post(f"/ui/devices/BP-EDGE/{action}", data=fields, headers=htmx)
+        assert response.status_code == 422, response.text
+        assert response.text.endswith(": the time must fall within the years 1 to 9999 in UTC")
+        assert str(fields["at"]) in response.text
+
+    refused("assign", patient_id=patient, at="0001-01-01T00:00+05:00")
+    page = ui_client.get("/ui/devices/BP-EDGE")
+    assert "Device BP-EDGE has not been assigned to a patient yet." in page.text
+    assigned = ui_client.post(
+        "/ui/devices/BP-EDGE/assign", data={"patient_id": patient}, headers=htmx
+    )
+    assert assigned.status_code == 200
+    refused("unassign", at="9999-12-31T23:00-05:00")
+    # Nothing was stored: the assignment still runs, and the page reads.
+    page = ui_client.get("/ui/devices/BP-EDGE")
+    assert page.status_code == 200
+    assert re.search(r"<td>Patient \d+</td>", page.text)
+
+
 def test_device_assignments_are_audited_as_the_apis_are(
     ui_client: TestClient, db_url: str, clinic: Clinic
 ) -> None:
