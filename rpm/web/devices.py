@@ -2,11 +2,12 @@
 device; a device's page with its assignment history, where it is given to a patient,
 taken back, or retired.
 
-Changes go through the API's own calls (`rpm.api.devices.assign_device` and
-`unassign_device`, audited naming the patient; the registry's `register` and
-`deactivate`), so the pages refuse and audit exactly as `/api/v1/devices` does. The
-actions post with htmx and get the device's section back, saying what was done or why
-not; without JavaScript the forms post normally.
+Reads and changes go through the API's own audited calls (`rpm.api.devices`:
+`read_devices`, `read_device` and `read_assignments`; `register_device`,
+`assign_device`, `unassign_device` and `deactivate_device`, which name the patient
+concerned), so the pages refuse and audit exactly as `/api/v1/devices` does. The actions
+post with htmx and get the device's section back, saying what was done or why not;
+without JavaScript the forms post normally.
 """
 
 from __future__ import annotations
