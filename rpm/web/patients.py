@@ -25,6 +25,7 @@ from rpm.care_teams import registry as care_teams
 from rpm.devices.model import ReadingKind
 from rpm.ingest import readings
 from rpm.patients import registry as patients
+from rpm.rules import engine as rules_engine
 from rpm.rules.plan import CarePlan
 from rpm.web import charts
 from rpm.web.deps import PREFIX, BrowserAudit, BrowserReadsPatients, render
@@ -41,7 +42,7 @@ class Period(IntEnum):
 
     WEEK = 7
     # What a care manager reviews, and the dry run's period: the default.
-    MONTH = 30
+    MONTH = rules_engine.DRY_RUN_DAYS
     QUARTER = 90
 
 
