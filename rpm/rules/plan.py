@@ -165,6 +165,11 @@ class Limit(_Strict):
         name = f"{self.label} limit" if self.label else "limit"
         return f"the {name} of {number(self.value)} {self.unit}"
 
+    @property
+    def condition(self) -> str:
+        """The limit as a chart's line and a version's changes show it: "≥ 180 mmHg"."""
+        return f"{self.op.symbol} {number(self.value)} {self.unit}"
+
 
 class _Rule(_Strict):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="unique within the plan")

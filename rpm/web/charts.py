@@ -19,7 +19,6 @@ from rpm.rules.plan import (
     CarePlan,
     ChangeRule,
     CountRule,
-    Limit,
     MeanRule,
     Measure,
     Severity,
@@ -110,7 +109,7 @@ def _plan_limits(plan: CarePlan, measures: set[Measure]) -> tuple[list[Threshold
         limits = [limit for limit in rule.limits if limit.measure in measures]
         if isinstance(rule, ChangeRule | SlopeRule):
             words += [
-                f"{rule.title or rule.id}: {limit.measure.value} {_condition(limit)},"
+                f"{rule.title or rule.id}: {limit.measure.value} {limit.condition},"
                 f" {rule.held_against} ({limit.severity.value})"
                 for limit in limits
             ]
@@ -131,7 +130,7 @@ def _plan_limits(plan: CarePlan, measures: set[Measure]) -> tuple[list[Threshold
                 limit.measure,
                 limit.canonical_value(),
                 limit.severity,
-                _condition(limit),
+                limit.condition,
                 limit.op.upward,
                 rule.id,
                 rule.title or rule.id,
@@ -141,10 +140,6 @@ def _plan_limits(plan: CarePlan, measures: set[Measure]) -> tuple[list[Threshold
             for limit in limits
         ]
     return lines, words
-
-
-def _condition(limit: Limit) -> str:
-    return f"{limit.op.symbol} {number(limit.value)} {limit.unit}"
 
 
 # The drawing's own units (the SVG's viewBox): it scales to the page's width, and at

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rpm.rules.plan import CarePlan, Measure, MissedRule, Op, Severity, number
+from rpm.rules.plan import CarePlan, Limit, Measure, MissedRule, Op, Severity, number
 
 
 @dataclass(frozen=True)
@@ -186,9 +186,11 @@ def _limit_changes(rule_id: str, before: list[Any], after: list[Any]) -> list[st
     return lines
 
 
-def _limit(limit: Mapping[str, Any]) -> str:
-    condition = f"{Op(limit['op']).symbol} {number(limit['value'])} {limit['unit']}"
-    return f"{limit['measure']} {condition}, {limit['severity']}"
+def _limit(dumped: Mapping[str, Any]) -> str:
+    # `diff` holds limits as JSON, dumped from valid plans: read back, each words its
+    # condition as the charts do.
+    limit = Limit.model_validate(dumped)
+    return f"{limit.measure.value} {limit.condition}, {limit.severity.value}"
 
 
 def _shown(value: Any) -> str:

@@ -52,6 +52,9 @@ def test_a_limit_describes_itself_in_its_own_unit() -> None:
         "the crisis limit of 180 mmHg"
     )
     assert limit("weight", "at_or_above", 1.4, "kg").describe() == "the limit of 1.4 kg"
+    # As a chart's line and a version's changes show it.
+    assert limit("systolic", "at_or_above", 180.0, "mmHg").condition == "≥ 180 mmHg"
+    assert limit("glucose", "below", 3.9, "mmol/L").condition == "< 3.9 mmol/L"
 
 
 def test_equivalent_limits_in_other_units_are_accepted() -> None:
