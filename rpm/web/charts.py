@@ -270,9 +270,8 @@ class Chart:
 
     @property
     def description(self) -> str:
-        """What the chart shows, in words: for its SVG's description."""
-        if self.empty:
-            return f"No {self.title.lower()} readings in this period."
+        """What a chart with readings shows, in words: for its SVG's description (an empty
+        chart draws no SVG; the page says it has no readings)."""
         parts = [f"{self.readings} reading{'s' if self.readings != 1 else ''}."]
         for line in self.lines:
             if line.marks:
