@@ -28,6 +28,9 @@ PURE = {
     "rpm.web.format",
     "rpm.web.charts",
     "rpm.web.plan_form",
+    "rpm.program.periods",
+    "rpm.program.billing",
+    "rpm.program.adherence",
 }
 ALLOWED_THIRD_PARTY = {"numpy", "pydantic", "pydantic_core"}
 

@@ -1,0 +1,1 @@
+"""Program operations: adherence, billing periods, time logs."""
