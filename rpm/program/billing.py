@@ -89,6 +89,8 @@ class MonthTime:
     """A patient's logged management time in one calendar month, and what it supports."""
 
     month: Month
+    # How many entries fall in the month, wholly or in part.
+    entries: int
     minutes: int
     physician_minutes: int
     interactive: bool
@@ -115,7 +117,13 @@ def month_time(
     else:
         reason = f"{minutes} min: under the 10 min of {MANAGEMENT_FIRST_10_MIN}"
     return MonthTime(
-        month, minutes, int(physician.total_seconds()) // 60, interactive, codes, reason
+        month,
+        len(inside),
+        minutes,
+        int(physician.total_seconds()) // 60,
+        interactive,
+        codes,
+        reason,
     )
 
 

@@ -1,0 +1,174 @@
+"""The SQL of program operations' reads: episodes of care, and the local days on which a
+patient's devices sent readings.
+
+Days come from the TimescaleDB continuous aggregate of quarter-hour counts where it
+exists (rpm/db/timescale.py), else from `reading` itself. The two give the same days: a
+quarter-hour bucket lies within one local day in every time zone, so a day has a
+bucket with readings exactly when it has a reading.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import TupleRow, class_row
+
+from rpm.db.timescale import READING_COUNTS
+
+Connection = AsyncConnection[TupleRow]
+
+
+@dataclass(frozen=True)
+class Episode:
+    id: int
+    patient_id: int
+    started_at: datetime
+    ended_at: datetime | None
+
+
+async def episodes(conn: Connection, patient_id: int) -> list[Episode]:
+    """The patient's episodes of care, oldest first."""
+    async with conn.cursor(row_factory=class_row(Episode)) as cursor:
+        await cursor.execute(
+            "SELECT id, patient_id, started_at, ended_at FROM care_episode"
+            " WHERE patient_id = %s ORDER BY started_at, id",
+            [patient_id],
+        )
+        return await cursor.fetchall()
+
+
+@dataclass(frozen=True)
+class DaySource:
+    """Where days with readings are counted from: the continuous aggregate's buckets, or
+    the readings (single measurements only) themselves."""
+
+    relation: str
+    time_column: str
+    singles_only: bool
+
+
+AGGREGATE = DaySource(READING_COUNTS, "bucket", singles_only=False)
+READINGS = DaySource("reading", "measured_at", singles_only=True)
+
+
+async def day_source(conn: Connection) -> DaySource:
+    cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", [READING_COUNTS])
+    row = await cursor.fetchone()
+    return AGGREGATE if row and row[0] else READINGS
+
+
+def _days_query(source: DaySource, select: str, where: str) -> sql.Composed:
+    """`select` and `where` use `q` (the source: patient_id, device_id, `at`), `d` (its
+    device) and the query's own names; constants and placeholders only."""
+    singles = sql.SQL(" AND q.statistic IS NULL" if source.singles_only else "")
+    return sql.SQL(
+        "SELECT {select} FROM (SELECT patient_id, device_id, {time} AS at{statistic}"
+        " FROM {relation}) q JOIN device d ON d.id = q.device_id WHERE {where}{singles}"
+    ).format(
+        select=sql.SQL(select),
+        time=sql.Identifier(source.time_column),
+        statistic=sql.SQL(", statistic" if source.singles_only else ""),
+        relation=sql.Identifier(source.relation),
+        where=sql.SQL(where),
+        singles=singles,
+    )
+
+
+async def reading_days(
+    conn: Connection,
+    patient_id: int,
+    time_zone: str,
+    start: datetime,
+    end: datetime,
+    source: DaySource | None = None,
+) -> dict[str, set[date]]:
+    """Per device kind, the patient's local days in [start, end) with a reading."""
+    query = _days_query(
+        source or await day_source(conn),
+        "DISTINCT d.kind, (q.at AT TIME ZONE %(tz)s)::date",
+        "q.patient_id = %(patient)s AND q.at >= %(start)s AND q.at < %(end)s",
+    )
+    cursor = await conn.execute(
+        query, {"tz": time_zone, "patient": patient_id, "start": start, "end": end}
+    )
+    days: dict[str, set[date]] = defaultdict(set)
+    for kind, day in await cursor.fetchall():
+        days[kind].add(day)
+    return dict(days)
+
+
+# The last single reading of each reading kind of patient `{patient}`, each found through
+# the patient-kind-time index rather than by reading the patient's whole history.
+_LAST_OF_EACH_KIND = """
+unnest(ARRAY['blood_pressure', 'body_weight', 'blood_glucose', 'heart_rate']) AS k (kind)
+CROSS JOIN LATERAL (
+    SELECT device_id, measured_at FROM reading
+    WHERE patient_id = {patient} AND kind = k.kind AND statistic IS NULL
+    ORDER BY measured_at DESC LIMIT 1
+) last
+"""
+_LAST_READINGS = sql.SQL(
+    "SELECT d.kind, max(last.measured_at) FROM {last}"
+    " JOIN device d ON d.id = last.device_id GROUP BY d.kind"
+).format(last=sql.SQL(_LAST_OF_EACH_KIND.format(patient="%s")))
+
+
+async def last_readings(conn: Connection, patient_id: int) -> dict[str, datetime]:
+    """Per device kind, when the patient's last reading was measured."""
+    cursor = await conn.execute(_LAST_READINGS, [patient_id])
+    return dict(await cursor.fetchall())
+
+
+@dataclass(frozen=True)
+class CurrentPeriod:
+    """An active patient's current 30-day period, with its days with readings (any
+    device) so far."""
+
+    patient_id: int
+    external_ref: str
+    care_team_id: int | None
+    time_zone: str
+    episode_started_at: datetime
+    reading_days: list[date]
+    last_reading_at: datetime | None
+
+
+async def current_periods(
+    conn: Connection,
+    now: datetime,
+    care_team_ids: Collection[int] | None,
+    source: DaySource | None = None,
+) -> list[CurrentPeriod]:
+    """Every active patient in an open episode (of these teams; None: all), with the
+    local days of their current period that have readings."""
+    teams = None if care_team_ids is None else list(care_team_ids)
+    days = _days_query(
+        source or await day_source(conn),
+        "DISTINCT (q.at AT TIME ZONE c.time_zone)::date",
+        "q.patient_id = c.patient_id"
+        " AND q.at >= (c.period_first::timestamp AT TIME ZONE c.time_zone)"
+        " AND q.at < ((c.period_first + 30)::timestamp AT TIME ZONE c.time_zone)",
+    )
+    query = sql.SQL(
+        "WITH open_episode AS ("
+        " SELECT p.id AS patient_id, p.external_ref, p.care_team_id, p.time_zone,"
+        "        e.started_at, (e.started_at AT TIME ZONE p.time_zone)::date AS first_day,"
+        "        (%(now)s::timestamptz AT TIME ZONE p.time_zone)::date AS today"
+        " FROM patient p JOIN care_episode e ON e.patient_id = p.id AND e.ended_at IS NULL"
+        " WHERE p.status = 'active'"
+        " AND (%(teams)s::bigint[] IS NULL OR p.care_team_id = ANY(%(teams)s::bigint[]))"
+        "), c AS ("
+        " SELECT *, first_day + 30 * ((today - first_day) / 30) AS period_first"
+        " FROM open_episode WHERE today >= first_day"
+        ")"
+        " SELECT c.patient_id, c.external_ref, c.care_team_id, c.time_zone, c.started_at,"
+        " ARRAY({days}),"
+        " (SELECT max(last.measured_at) FROM {last})"
+        " FROM c ORDER BY c.patient_id"
+    ).format(days=days, last=sql.SQL(_LAST_OF_EACH_KIND.format(patient="c.patient_id")))
+    cursor = await conn.execute(query, {"now": now, "teams": teams})
+    return [CurrentPeriod(*row) for row in await cursor.fetchall()]

@@ -1,0 +1,155 @@
+"""Program operations as the API and the UI ask for them: a patient's adherence, billing
+periods and monthly time; the program's patients at risk and its monthly report. Reads
+through the repositories, decides with the pure core (periods, billing, adherence).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+
+from rpm.patients.registry import PatientRecord, time_zone
+from rpm.program import repository, time_logs
+from rpm.program.adherence import Adherence, Standing, assess
+from rpm.program.billing import MonthTime, PeriodBilling, bill_episode, month_time, time_within
+from rpm.program.periods import Month, local_day, period_on, periods
+
+Connection = AsyncConnection[TupleRow]
+
+
+@dataclass(frozen=True)
+class PatientAdherence:
+    """The current period of the patient's open episode: all devices, and each kind."""
+
+    overall: Adherence
+    by_device_kind: dict[str, Adherence]
+
+
+async def patient_adherence(
+    conn: Connection, patient: PatientRecord, now: datetime
+) -> PatientAdherence | None:
+    """None when the patient has no open episode (discharged)."""
+    episode = next(
+        (e for e in await repository.episodes(conn, patient.id) if e.ended_at is None), None
+    )
+    if episode is None:
+        return None
+    zone = time_zone(patient.time_zone)
+    today = local_day(now, zone)
+    period = period_on(episode.started_at, max(today, local_day(episode.started_at, zone)), zone)
+    days = await repository.reading_days(
+        conn, patient.id, patient.time_zone, period.starts_at, min(period.ends_at, now)
+    )
+    last = await repository.last_readings(conn, patient.id)
+    every_day = set().union(*days.values()) if days else set()
+    overall = assess(period, every_day, max(last.values(), default=None), today)
+    by_kind = {
+        kind: assess(period, days.get(kind, set()), last.get(kind), today)
+        for kind in sorted(set(days) | set(last))
+    }
+    return PatientAdherence(overall, by_kind)
+
+
+@dataclass(frozen=True)
+class PatientAtRisk:
+    patient_id: int
+    external_ref: str
+    care_team_id: int | None
+    adherence: Adherence
+
+
+async def patients_at_risk(
+    conn: Connection, now: datetime, care_team_ids: Collection[int] | None
+) -> list[PatientAtRisk]:
+    """Active patients whose current period will not reach 16 days at their pace (or
+    cannot), fewest days to spare first."""
+    found = []
+    for current in await repository.current_periods(conn, now, care_team_ids):
+        zone = time_zone(current.time_zone)
+        today = local_day(now, zone)
+        period = period_on(current.episode_started_at, today, zone)
+        adherence = assess(period, set(current.reading_days), current.last_reading_at, today)
+        if adherence.standing in (Standing.AT_RISK, Standing.OUT_OF_REACH):
+            found.append(
+                PatientAtRisk(
+                    current.patient_id, current.external_ref, current.care_team_id, adherence
+                )
+            )
+    found.sort(key=lambda p: (p.adherence.slack, p.adherence.days_with_readings, p.patient_id))
+    return found
+
+
+@dataclass(frozen=True)
+class PatientBilling:
+    periods: list[PeriodBilling]
+    months: list[MonthTime]
+
+
+async def patient_billing(
+    conn: Connection, patient: PatientRecord, now: datetime
+) -> PatientBilling:
+    """Every period of every episode, newest first, and every calendar month since the
+    first episode began (newest first) with its logged time and codes."""
+    zone = time_zone(patient.time_zone)
+    today = local_day(now, zone)
+    episodes = await repository.episodes(conn, patient.id)
+    if not episodes:
+        return PatientBilling([], [])
+    first_start = episodes[0].started_at
+    entries = [
+        spent
+        for entry in await time_logs.for_patient(conn, patient.id, first_start, now)
+        if (spent := entry.spent()) is not None
+    ]
+    months = []
+    month = Month.of(local_day(first_start, zone))
+    while month <= Month.of(today):
+        months.append(month_time(month, entries, month.starts_at(zone), month.ends_at(zone)))
+        month = month.next()
+    month_codes = {m.month: m.codes for m in months}
+
+    days = await repository.reading_days(conn, patient.id, patient.time_zone, first_start, now)
+    every_day = set().union(*days.values()) if days else set()
+    billed: list[PeriodBilling] = []
+    for episode in episodes:
+        found = periods(episode.started_at, episode.ended_at, today, zone)
+        billed += bill_episode(
+            found,
+            {p.number: sum(1 for day in every_day if day in p) for p in found},
+            {
+                p.number: time_within(
+                    (e for e in entries if e.by_physician), p.starts_at, p.ends_at
+                )
+                for p in found
+            },
+            month_codes,
+            now,
+        )
+    return PatientBilling(billed[::-1], months[::-1])
+
+
+@dataclass(frozen=True)
+class ProgramMonthRow:
+    patient_id: int
+    external_ref: str
+    time: MonthTime
+
+
+async def program_month(
+    conn: Connection, month: Month, care_team_ids: Collection[int] | None
+) -> list[ProgramMonthRow]:
+    """Every patient with time logged in the month (on their own clock), by patient id."""
+    # Wide enough for every zone's month (UTC-12 to UTC+14); each patient's own is clipped.
+    start = datetime.combine(month.first_day, datetime.min.time(), UTC) - timedelta(days=1)
+    end = datetime.combine(month.next().first_day, datetime.min.time(), UTC) + timedelta(days=1)
+    rows = []
+    for patient in await time_logs.for_program(conn, start, end, care_team_ids):
+        zone = time_zone(patient.time_zone)
+        spent = month_time(month, patient.entries, month.starts_at(zone), month.ends_at(zone))
+        if spent.entries:
+            rows.append(ProgramMonthRow(patient.patient_id, patient.external_ref, spent))
+    return rows
