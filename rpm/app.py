@@ -37,6 +37,7 @@ from rpm.api import dead_letters as dead_letters_api
 from rpm.api import devices as devices_api
 from rpm.api import health as health_api
 from rpm.api import patients as patients_api
+from rpm.api import program as program_api
 from rpm.api import readings as readings_api
 from rpm.api import twilio as twilio_api
 from rpm.api import users as users_api
@@ -188,6 +189,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         devices_api,
         patients_api,
         readings_api,
+        program_api,
         care_plans_api,
         care_teams_api,
         alerts_api,

@@ -39,6 +39,7 @@ from rpm.devices import registry
 from rpm.ingest import dead_letters
 from rpm.ingest.service import IngestService
 from rpm.patients import registry as patients
+from rpm.program import time_logs
 from rpm.rules import care_plans
 from rpm.rules.engine import RuleEngine
 from rpm.rules.templates import UnknownTemplate
@@ -276,6 +277,8 @@ ManagesDevices = Annotated[Principal, Depends(require(Permission.MANAGE_DEVICES)
 ManagesDeadLetters = Annotated[Principal, Depends(require(Permission.MANAGE_DEAD_LETTERS))]
 ManagesUsers = Annotated[Principal, Depends(require(Permission.MANAGE_USERS))]
 ReadsAudit = Annotated[Principal, Depends(require(Permission.READ_AUDIT))]
+LogsTime = Annotated[Principal, Depends(require(Permission.LOG_TIME))]
+ReadsProgramReports = Annotated[Principal, Depends(require(Permission.READ_PROGRAM_REPORTS))]
 
 
 async def patient_in_view(
@@ -342,6 +345,9 @@ _STATUS_OF: dict[type[Exception], int] = {
     auth_service.SignInRefused: 401,
     NotSignedIn: 401,
     Forbidden: 403,
+    time_logs.TimeLogNotFound: 404,
+    time_logs.TimeLogConflict: 409,
+    time_logs.TimeLogError: 422,
 }
 
 

@@ -37,6 +37,8 @@ class Permission(StrEnum):
     MANAGE_DEAD_LETTERS = "read or replay rejected messages"
     MANAGE_USERS = "manage users and API keys"
     READ_AUDIT = "read the audit trail"
+    LOG_TIME = "log time spent on patients"
+    READ_PROGRAM_REPORTS = "read the program's time and billing reports"
 
 
 _CLINICAL = frozenset({Role.NURSE, Role.CARE_MANAGER})
@@ -51,6 +53,9 @@ GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.MANAGE_DEAD_LETTERS: frozenset({Role.ADMIN}),
     Permission.MANAGE_USERS: frozenset({Role.ADMIN}),
     Permission.READ_AUDIT: frozenset({Role.ADMIN}),
+    # Care-team members log their own time; admins have no staff record to log it as.
+    Permission.LOG_TIME: _CLINICAL,
+    Permission.READ_PROGRAM_REPORTS: frozenset({Role.CARE_MANAGER, Role.ADMIN}),
 }
 
 

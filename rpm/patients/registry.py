@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
@@ -164,3 +164,55 @@ async def set_status(conn: Connection, patient_id: int, status: str) -> PatientR
     if cursor.rowcount == 0:
         raise PatientNotFound(f"no patient with id {patient_id}")
     return await get(conn, patient_id)
+
+
+@dataclass(frozen=True)
+class ReminderSettings:
+    """The patient's consent to adherence reminders by SMS, and where and when to send
+    them (`after_days` None: the service's default)."""
+
+    phone: str | None
+    opted_in_at: datetime | None
+    after_days: int | None
+    quiet_hours_start: time | None
+    quiet_hours_end: time | None
+
+
+async def reminder_settings(conn: Connection, patient_id: int) -> ReminderSettings:
+    async with conn.cursor(row_factory=class_row(ReminderSettings)) as cursor:
+        await cursor.execute(
+            "SELECT reminder_phone AS phone, reminders_opted_in_at AS opted_in_at,"
+            " reminder_after_days AS after_days, quiet_hours_start, quiet_hours_end"
+            " FROM patient WHERE id = %s",
+            [patient_id],
+        )
+        settings = await cursor.fetchone()
+    if settings is None:
+        raise PatientNotFound(f"no patient with id {patient_id}")
+    return settings
+
+
+async def set_reminders(
+    conn: Connection,
+    patient_id: int,
+    phone: str | None,
+    opted_in: bool,
+    after_days: int | None,
+    quiet_hours: tuple[time, time] | None,
+) -> ReminderSettings:
+    """Opting in needs a number; the time of consent is kept while it lasts (opting in
+    again keeps the first time)."""
+    if opted_in and phone is None:
+        raise PatientError("a patient opts in to SMS reminders with a phone number to send them to")
+    start, end = quiet_hours or (None, None)
+    async with conn.transaction():
+        cursor = await conn.execute(
+            "UPDATE patient SET reminder_phone = %s,"
+            " reminders_opted_in_at = CASE WHEN %s THEN coalesce(reminders_opted_in_at, now()) END,"
+            " reminder_after_days = %s, quiet_hours_start = %s, quiet_hours_end = %s"
+            " WHERE id = %s",
+            [phone, opted_in, after_days, start, end, patient_id],
+        )
+    if cursor.rowcount == 0:
+        raise PatientNotFound(f"no patient with id {patient_id}")
+    return await reminder_settings(conn, patient_id)

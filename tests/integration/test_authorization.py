@@ -131,6 +131,25 @@ TABLE = [
     Route("POST", "/api/v1/alerts/{alert}/assign", "NC", {"staff_id": "{staff}"}, scoped=True),
     Route("POST", "/api/v1/alerts/{alert}/resolve", "NC",
           {"outcome": "no_action_needed", "note": "reviewed"}, scoped=True),
+    # Program operations: every role reads its own teams' patients' adherence, billing and
+    # time; clinicians log time (as their staff record); care managers and admins read
+    # the program's reports and record a patient's consent to reminders.
+    Route("GET", "/api/v1/patients/{patient}/adherence", ANYONE_SIGNED_IN, scoped=True),
+    Route("GET", "/api/v1/adherence/at-risk", ANYONE_SIGNED_IN),
+    Route("GET", "/api/v1/patients/{patient}/billing", ANYONE_SIGNED_IN, scoped=True),
+    Route("GET", "/api/v1/patients/{patient}/time-logs", ANYONE_SIGNED_IN, scoped=True),
+    Route("POST", "/api/v1/patients/{patient}/time-logs", "NC",
+          {"minutes": 5, "interactive": True, "note": "call"}, scoped=True),
+    Route("POST", "/api/v1/patients/{patient}/time-logs/stopwatch", "NC", {}, scoped=True),
+    Route("POST", "/api/v1/patients/{patient}/time-logs/{time_log}/stop", "NC", {},
+          scoped=True),
+    Route("POST", "/api/v1/patients/{patient}/time-logs/{time_log}/void", "NC",
+          {"reason": "entered twice"}, scoped=True),
+    Route("GET", "/api/v1/reports/time", "CA", query={"month": "2026-11"}),
+    Route("GET", "/api/v1/reports/time.csv", "CA", query={"month": "2026-11"}),
+    Route("GET", "/api/v1/patients/{patient}/reminders", ANYONE_SIGNED_IN, scoped=True),
+    Route("PUT", "/api/v1/patients/{patient}/reminders", "CA", {"opted_in": False},
+          scoped=True),
     # Rejected messages: admins only.
     Route("GET", "/api/v1/dead-letters", "A"),
     Route("GET", "/api/v1/dead-letters/{dead_letter}", "A"),
@@ -208,7 +227,12 @@ def _populate(client: TestClient, database_url: str) -> World:
             {"external_ref": f"authz-{variant}", "given_name": "Test", "family_name": "Patient",
              "time_zone": "UTC", "templates": ["hypertension"], "care_team_id": team},
         )["id"]  # fmt: skip
-        ids[variant] = {"patient": patient, "team": team, "alert": _alert(database_url, patient)}
+        ids[variant] = {
+            "patient": patient,
+            "team": team,
+            "alert": _alert(database_url, patient),
+            "time_log": _time_log(database_url, patient, nurse),
+        }
     ids["serial"] = call(
         "POST", "/api/v1/devices", {"serial": "authz-bp", "kind": "blood_pressure_cuff"}
     )["serial"]
@@ -242,6 +266,21 @@ def _alert(database_url: str, patient_id: int) -> int:
             " latest_message, first_triggered_at, last_triggered_at)"
             " VALUES (%s, 'bp_crisis', 1, 'critical', 'm', 'm', now(), now()) RETURNING id",
             [patient_id],
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _time_log(database_url: str, patient_id: int, staff_id: int) -> int:
+    """Ten minutes logged yesterday (stopping it is refused with 409, as stopping time
+    that is not running is; the table checks who may try)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO time_log (patient_id, staff_id, staff_role, started_at, ended_at,"
+            " created_by) SELECT %s, %s, 'nurse', at, at + interval '10 minutes', 'authz-nurse'"
+            " FROM (SELECT now() - interval '1 day' - %s * interval '1 hour' AS at) t"
+            " RETURNING id",
+            [patient_id, staff_id, patient_id],
         ).fetchone()
     assert row is not None
     return int(row[0])
