@@ -28,6 +28,8 @@ PURE = {
     "rpm.web.format",
     "rpm.web.charts",
     "rpm.web.plan_form",
+    "rpm.fhir.observations",
+    "rpm.fhir.search",
 }
 ALLOWED_THIRD_PARTY = {"numpy", "pydantic", "pydantic_core"}
 
