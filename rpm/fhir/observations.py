@@ -130,7 +130,10 @@ def observations(reading: Measurement) -> list[dict[str, Any]]:
             if reading.pulse_bpm is None:
                 return [panel]
             pulse = _quantity(reading.pulse_bpm, PER_MINUTE)
-            return [panel, _observation(reading, HEART_RATE, {"valueQuantity": pulse}, "pulse")]
+            return [
+                panel,
+                _observation(reading, HEART_RATE, {"valueQuantity": pulse}, of_pulse=True),
+            ]
         case ReadingKind.HEART_RATE:
             value = _quantity(reading.pulse_bpm, PER_MINUTE)
             return [_observation(reading, HEART_RATE, {"valueQuantity": value})]
@@ -163,10 +166,11 @@ def _reading_key(position: Position) -> tuple[int, datetime, int, str]:
 
 
 def _observation(
-    reading: Measurement, code: Code, value: dict[str, Any], part: str = ""
+    reading: Measurement, code: Code, value: dict[str, Any], *, of_pulse: bool = False
 ) -> dict[str, Any]:
+    """One Observation of the reading (`of_pulse`: a blood-pressure reading's pulse)."""
     measured = reading.measured_at.astimezone(UTC).isoformat()
-    name = f"{reading.device_serial}|{reading.kind}|{measured}" + (f"|{part}" if part else "")
+    name = f"{reading.device_serial}|{reading.kind}|{measured}" + ("|pulse" if of_pulse else "")
     observation_id = uuid.uuid5(_ID_NAMESPACE, name)
     return {
         "resourceType": "Observation",
