@@ -167,8 +167,8 @@ async def search_observations(
 ) -> FhirJSONResponse:
     if unknown := sorted(set(request.query_params) - SEARCH_PARAMETERS):
         raise SearchError(
-            f"the parameters {', '.join(unknown)} are not supported: an Observation search"
-            f" here takes {', '.join(sorted(SEARCH_PARAMETERS))}"
+            f"not supported here: {', '.join(unknown)} (an Observation search takes"
+            f" {', '.join(sorted(SEARCH_PARAMETERS))})"
         )
     patient_id = search.patient_reference(patient)
     dates = date or []

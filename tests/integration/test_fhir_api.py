@@ -247,7 +247,7 @@ def test_pages_follow_next_to_the_end(clinic: Clinic) -> None:
         ({"date": "2026-13"}, "date '2026-13': month must be in 1..12"),
         ({"date": "2026-11-24T07:30"}, "a time needs its time zone"),
         ({"date": "ap2026"}, "the prefix 'ap' is not supported"),
-        ({"code": "8867-4"}, "the parameters code are not supported"),
+        ({"code": "8867-4"}, "not supported here: code (an Observation search takes _count"),
         ({"_count": "0"}, "_count: Input should be greater than or equal to 1"),
         ({"_count": "ten"}, "_count: Input should be a valid integer"),
         ({"_cursor": "not-a-cursor"}, "follow the Bundle's `next` link"),
