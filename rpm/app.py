@@ -35,6 +35,7 @@ from rpm.api import care_plans as care_plans_api
 from rpm.api import care_teams as care_teams_api
 from rpm.api import dead_letters as dead_letters_api
 from rpm.api import devices as devices_api
+from rpm.api import fhir as fhir_api
 from rpm.api import health as health_api
 from rpm.api import patients as patients_api
 from rpm.api import program as program_api
@@ -190,6 +191,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         patients_api,
         readings_api,
         program_api,
+        fhir_api,
         care_plans_api,
         care_teams_api,
         alerts_api,

@@ -100,6 +100,9 @@ TABLE = [
     Route("GET", "/api/v1/patients/{patient}/readings/series", ANYONE_SIGNED_IN, scoped=True,
           query={"kind": "blood_pressure", "since": SINCE.isoformat(),
                  "until": (SINCE + timedelta(days=7)).isoformat()}),
+    Route("POST", "/api/v1/exports/observations", ANYONE_SIGNED_IN,
+          {"patient_ids": ["{patient}"], "start": SINCE.isoformat(),
+           "end": (SINCE + timedelta(days=7)).isoformat()}, scoped=True),
     # Care plans: every role reads; only care managers change or try them.
     Route("GET", "/api/v1/care-plan-templates", ANYONE_SIGNED_IN),
     Route("GET", "/api/v1/patients/{patient}/care-plan", ANYONE_SIGNED_IN, scoped=True),

@@ -31,6 +31,8 @@ PURE = {
     "rpm.program.periods",
     "rpm.program.billing",
     "rpm.program.adherence",
+    "rpm.fhir.observations",
+    "rpm.fhir.search",
 }
 ALLOWED_THIRD_PARTY = {"numpy", "pydantic", "pydantic_core"}
 

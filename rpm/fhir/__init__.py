@@ -1,0 +1,1 @@
+"""FHIR R4: readings as Observations (docs/fhir.md)."""
