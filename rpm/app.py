@@ -53,6 +53,7 @@ from rpm.health import Health
 from rpm.ingest.consumer import ConsumerOptions, MqttConsumer
 from rpm.ingest.service import IngestService
 from rpm.logs import first_line
+from rpm.program.reminders import AdherenceReminders
 from rpm.rules.engine import RuleEngine
 from rpm.rules.handoff import RulesHandoff
 from rpm.web import care_plans as care_plans_ui
@@ -101,6 +102,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         wake_dispatcher = dispatcher.wake if dispatcher else lambda: None
         notifier = Notifier(policy, wake_dispatcher)
         escalator = Escalator(pool, policy, wake_dispatcher)
+        reminders = AdherenceReminders(pool, settings.adherence, wake_dispatcher)
         rules = RuleEngine(pool, notifier=notifier)
         app.state.rules = rules
         changes = AlertChanges(wiring.database_url, settings.database)
@@ -139,6 +141,15 @@ def create_app(wiring: Wiring) -> FastAPI:
                 "interval",
                 seconds=settings.alerts.escalation_check_interval_s,
                 id="alert-escalation",
+                max_instances=1,
+                coalesce=True,
+            )
+            # Safe in every process at once: one scans at a time (an advisory lock).
+            scheduler.add_job(
+                reminders.run,
+                "interval",
+                seconds=settings.adherence.reminder_check_interval_s,
+                id="adherence-reminders",
                 max_instances=1,
                 coalesce=True,
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
@@ -193,6 +193,33 @@ class AlertsSettings(_Area):
     )
 
 
+class AdherenceSettings(_Area):
+    model_config = SettingsConfigDict(env_prefix="RPM_ADHERENCE_")
+
+    reminder_after_days: int = Field(
+        3,
+        ge=1,
+        le=30,
+        description="Whole silent days (no reading) before an opted-in patient is reminded"
+        " by SMS; a patient's own setting overrides it.",
+    )
+    reminder_check_interval_s: int = Field(
+        900, ge=10, description="How often patients due a reminder are looked for."
+    )
+    reminder_template: str = Field(
+        "Your care team has had no reading from your home device for {days} days."
+        " Please take one today. Reply STOP to end these reminders.",
+        description="The reminder SMS: {days}. No name and no values.",
+    )
+    quiet_hours_start: time = Field(
+        time(21, 0), description="Reminders wait out these hours on the patient's clock..."
+    )
+    quiet_hours_end: time = Field(time(9, 0), description="...unless the patient has their own.")
+    reminder_validity_h: int = Field(
+        12, ge=1, le=72, description="A reminder not sent within this is dropped."
+    )
+
+
 class TwilioSettings(_Area):
     model_config = SettingsConfigDict(env_prefix="RPM_TWILIO_")
 
@@ -279,6 +306,7 @@ class Settings(BaseModel):
     alerts: AlertsSettings = Field(default_factory=lambda: AlertsSettings())  # type: ignore[call-arg]
     twilio: TwilioSettings = Field(default_factory=lambda: TwilioSettings())  # type: ignore[call-arg]
     auth: AuthSettings = Field(default_factory=lambda: AuthSettings())  # type: ignore[call-arg]
+    adherence: AdherenceSettings = Field(default_factory=lambda: AdherenceSettings())  # type: ignore[call-arg]
 
 
 _AREAS: dict[str, type[_Area]] = {
@@ -291,6 +319,7 @@ _AREAS: dict[str, type[_Area]] = {
     "alerts": AlertsSettings,
     "twilio": TwilioSettings,
     "auth": AuthSettings,
+    "adherence": AdherenceSettings,
 }
 
 

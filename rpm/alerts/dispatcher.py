@@ -90,7 +90,7 @@ class Dispatcher:
             if not due:
                 return 0
             recent = await notifications.sent_in_window(
-                conn, {d.staff_id for d in due}, now - self._policy.rate_window
+                conn, {d.recipient for d in due}, now - self._policy.rate_window
             )
             plan = plan_dispatch(due, recent, now, self._policy)
             async with conn.transaction():
@@ -133,9 +133,9 @@ class Dispatcher:
         SMS_SENT.labels(outcome.kind).inc()
         if outcome.kind == "failed":
             logger.warning(
-                "SMS refused by Twilio for good (%s): shown on alert %s",
+                "SMS refused by Twilio for good (%s): %s",
                 outcome.code,
-                send.alert_id,
+                f"shown on alert {send.alert_id}" if send.alert_id else "an adherence reminder",
                 extra={"notification_id": send.id, "alert_id": send.alert_id},
             )
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow, class_row
 
-from rpm.alerts.routing import Due, Outgoing
+from rpm.alerts.routing import Due, Outgoing, recipient_key
 
 Connection = AsyncConnection[TupleRow]
 
@@ -79,7 +79,8 @@ async def insert(conn: Connection, alert_id: int, outgoing: Sequence[Outgoing]) 
 
 
 async def claim_due(conn: Connection, now: datetime, limit: int) -> list[Due]:
-    """Cancel what an acknowledgement made moot, then claim due rows for this dispatcher
+    """Cancel what an acknowledgement made moot (and reminders that a reading, an
+    opt-out or a pause or discharge made moot), then claim due rows for this dispatcher
     alone (SKIP LOCKED: another dispatcher takes the others)."""
     await conn.execute(
         "UPDATE notification n SET status = 'cancelled', updated_at = now() FROM alert a"
@@ -87,29 +88,63 @@ async def claim_due(conn: Connection, now: datetime, limit: int) -> list[Due]:
         " AND a.status <> 'open'",
         [now],
     )
+    await conn.execute(
+        "UPDATE notification n SET status = 'cancelled', updated_at = now() FROM patient p"
+        " WHERE n.status = 'pending' AND n.not_before <= %s AND p.id = n.patient_id"
+        " AND (p.reminders_opted_in_at IS NULL OR p.status <> 'active'"
+        "      OR EXISTS (SELECT 1 FROM reading r WHERE r.patient_id = p.id"
+        "                 AND r.received_at >= n.created_at AND r.statistic IS NULL))",
+        [now],
+    )
     cursor = await conn.execute(
         "UPDATE notification SET status = 'sending', claimed_at = %s,"
         " attempts = attempts + 1, updated_at = now()"
         " WHERE id IN (SELECT id FROM notification WHERE status = 'pending' AND not_before <= %s"
         "              ORDER BY not_before, id LIMIT %s FOR UPDATE SKIP LOCKED)"
-        " RETURNING id, staff_id, to_phone, alert_id, severity, expires_at, attempts",
+        " RETURNING id, staff_id, to_phone, alert_id, severity, expires_at, attempts,"
+        " patient_id, body",
         [now, now, limit],
     )
     return [Due(*row) for row in await cursor.fetchall()]
 
 
 async def sent_in_window(
-    conn: Connection, staff_ids: Iterable[int], since: datetime
-) -> dict[int, list[datetime]]:
-    """When each recipient was last texted, within the rate-limit window."""
+    conn: Connection, recipients: Iterable[str], since: datetime
+) -> dict[str, list[datetime]]:
+    """When each recipient (`routing.recipient_key`) was last texted, within the
+    rate-limit window."""
+    keys = set(recipients)
+    staff = [int(k.split(":")[1]) for k in keys if k.startswith("staff:")]
+    patients = [int(k.split(":")[1]) for k in keys if k.startswith("patient:")]
     cursor = await conn.execute(
-        "SELECT staff_id, sent_at FROM notification WHERE staff_id = ANY(%s) AND sent_at >= %s",
-        [list(staff_ids), since],
+        "SELECT staff_id, patient_id, sent_at FROM notification"
+        " WHERE (staff_id = ANY(%s) OR patient_id = ANY(%s)) AND sent_at >= %s",
+        [staff, patients, since],
     )
-    sent: dict[int, list[datetime]] = {}
-    for staff_id, at in await cursor.fetchall():
-        sent.setdefault(staff_id, []).append(at)
+    sent: dict[str, list[datetime]] = {}
+    for staff_id, patient_id, at in await cursor.fetchall():
+        sent.setdefault(recipient_key(staff_id, patient_id), []).append(at)
     return sent
+
+
+async def insert_reminder(
+    conn: Connection,
+    patient_id: int,
+    to_phone: str,
+    text: str,
+    not_before: datetime,
+    expires_at: datetime,
+) -> bool:
+    """An adherence reminder for the patient, unless one is already waiting (another
+    process's scan got there first); whether it was added."""
+    cursor = await conn.execute(
+        "INSERT INTO notification (patient_id, to_phone, purpose, severity, body,"
+        " not_before, expires_at) VALUES (%s, %s, 'adherence_reminder', 'warning', %s, %s, %s)"
+        " ON CONFLICT (patient_id) WHERE purpose = 'adherence_reminder'"
+        " AND status IN ('pending', 'sending') DO NOTHING",
+        [patient_id, to_phone, text, not_before, expires_at],
+    )
+    return cursor.rowcount == 1
 
 
 async def release(conn: Connection, until: Mapping[int, datetime]) -> None:

@@ -110,10 +110,21 @@ def escalate(
 def quiet_until(recipient: Recipient, severity: str, now: datetime) -> datetime | None:
     """When the recipient's quiet hours end, if they are in them now and the SMS can wait
     (a critical one never waits)."""
-    start, end = recipient.quiet_hours_start, recipient.quiet_hours_end
-    if severity == CRITICAL or start is None or end is None or start == end:
+    if severity == CRITICAL:
         return None
-    local = now.astimezone(ZoneInfo(recipient.time_zone))
+    return quiet_hours_end(
+        recipient.time_zone, recipient.quiet_hours_start, recipient.quiet_hours_end, now
+    )
+
+
+def quiet_hours_end(
+    time_zone: str, start: time | None, end: time | None, now: datetime
+) -> datetime | None:
+    """When quiet hours (on that zone's clock) end, if `now` is inside them; else None.
+    A patient's reminders keep the same hours as a care-team member's SMS."""
+    if start is None or end is None or start == end:
+        return None
+    local = now.astimezone(ZoneInfo(time_zone))
     clock = local.time().replace(tzinfo=None)
     # Quiet hours may wrap past midnight (22:00 to 07:00).
     inside = start <= clock < end if start < end else clock >= start or clock < end
@@ -142,16 +153,28 @@ def _outgoing(
 
 @dataclass(frozen=True)
 class Due:
-    """A pending notification whose time has come."""
+    """A pending notification whose time has come: about an alert, to a staff member, or
+    an adherence reminder to a patient (`patient_id`, its text written in `body`)."""
 
     id: int
-    staff_id: int
+    staff_id: int | None
     to_phone: str
-    alert_id: int
+    alert_id: int | None
     severity: str
     expires_at: datetime
     # Sends tried so far, this one included (a retry's backoff grows with it).
     attempts: int = 1
+    patient_id: int | None = None
+    body: str | None = None
+
+    @property
+    def recipient(self) -> str:
+        """Whose rate limit it counts in."""
+        return recipient_key(self.staff_id, self.patient_id)
+
+
+def recipient_key(staff_id: int | None, patient_id: int | None) -> str:
+    return f"staff:{staff_id}" if staff_id is not None else f"patient:{patient_id}"
 
 
 @dataclass(frozen=True)
@@ -161,12 +184,14 @@ class Send:
 
     id: int
     to_phone: str
-    alert_id: int
+    alert_id: int | None
     severity: str
     expires_at: datetime
     counted: tuple[int, ...] = ()
     critical: int = 0
     attempts: int = 1
+    # A reminder's own text (its rows never make a digest: one waits per patient).
+    body: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,7 +204,7 @@ class Plan:
 
 def plan_dispatch(
     due: Sequence[Due],
-    sent_in_window: Mapping[int, Sequence[datetime]],
+    sent_in_window: Mapping[str, Sequence[datetime]],
     now: datetime,
     policy: Policy,
 ) -> Plan:
@@ -189,13 +214,13 @@ def plan_dispatch(
     sends: list[Send] = []
     expired = [d.id for d in due if d.expires_at <= now]
     deferred: dict[int, datetime] = {}
-    by_recipient: dict[int, list[Due]] = defaultdict(list)
+    by_recipient: dict[str, list[Due]] = defaultdict(list)
     for d in due:
         if d.expires_at > now:
-            by_recipient[d.staff_id].append(d)
-    for staff_id, waiting in by_recipient.items():
+            by_recipient[d.recipient].append(d)
+    for recipient, waiting in by_recipient.items():
         waiting.sort(key=lambda d: (-_RANK[d.severity], d.id))
-        recent = sorted(sent_in_window.get(staff_id, ()))
+        recent = sorted(sent_in_window.get(recipient, ()))
         room = policy.rate_limit - len(recent)
         if room <= 0:
             frees_at = recent[-policy.rate_limit] + policy.rate_window
@@ -203,7 +228,15 @@ def plan_dispatch(
             continue
         singles = waiting if len(waiting) <= room else waiting[: room - 1]
         sends += [
-            Send(d.id, d.to_phone, d.alert_id, d.severity, d.expires_at, attempts=d.attempts)
+            Send(
+                d.id,
+                d.to_phone,
+                d.alert_id,
+                d.severity,
+                d.expires_at,
+                attempts=d.attempts,
+                body=d.body,
+            )
             for d in singles
         ]
         rest = waiting[len(singles) :]
@@ -225,7 +258,10 @@ def plan_dispatch(
 
 
 def body(send: Send, sms_template: str, digest_template: str, public_url: str) -> str:
-    """The SMS text: the alert's number, severity and a link; never patient data."""
+    """The SMS text: the alert's number, severity and a link; never patient data. A
+    reminder's text was written with it."""
+    if send.body is not None:
+        return send.body
     base = public_url.rstrip("/")
     if send.counted:
         return digest_template.format(

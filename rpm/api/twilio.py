@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
 from twilio.request_validator import RequestValidator
 
 from rpm.alerts import notifications
@@ -28,6 +30,7 @@ from rpm.auth import repository as users
 from rpm.care_teams import registry as care_teams
 from rpm.care_teams.registry import CareTeamError
 from rpm.config import Settings
+from rpm.patients import registry as patients
 
 router = APIRouter(
     prefix="/api/v1/twilio",
@@ -78,7 +81,7 @@ async def status(
 
 @router.post(
     "/inbound",
-    summary="An SMS reply from a care-team member: ACK <alert number>",
+    summary="An SMS reply: ACK <alert number> from a care-team member, STOP from a patient",
     response_class=Response,
     responses={
         200: {
@@ -95,7 +98,9 @@ async def inbound(
     form = await _signed_form(request, x_twilio_signature)
     member = await care_teams.staff_by_phone(conn, form.get("From", ""))
     if member is None:
-        # Not from a known member's number: nothing is done, and nothing is said about why.
+        if form.get("Body", "").strip().upper() in OPT_OUT_KEYWORDS:
+            await _opt_out(request, conn, form.get("From", ""))
+        # Not from a known member's number: nothing is said (Twilio answers a STOP itself).
         return _twiml(None)
     match = _ACK.match(form.get("Body", ""))
     if match is None:
@@ -118,6 +123,22 @@ async def inbound(
     )
     await audit.record(conn, context, "acknowledge", "alert", str(alert_id), [alert.patient_id])
     return _twiml(f"Alert #{alert_id} acknowledged.")
+
+
+# Twilio's standard opt-out words: it stops delivering to the number itself; this records
+# the end of the patient's consent, so that no reminder is even written.
+OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+
+
+async def _opt_out(request: Request, conn: AsyncConnection[TupleRow], phone: str) -> None:
+    patient_ids = await patients.opt_out_by_phone(conn, phone)
+    if patient_ids:
+        context = audit.Context(
+            None, "sms:patient", None, request.method, request.url.path, client_ip(request)
+        )
+        await audit.record(
+            conn, context, "opt_out", "reminders", None, patient_ids, 200, {"by": "SMS STOP"}
+        )
 
 
 def _twiml(message: str | None) -> Response:

@@ -216,3 +216,14 @@ async def set_reminders(
     if cursor.rowcount == 0:
         raise PatientNotFound(f"no patient with id {patient_id}")
     return await reminder_settings(conn, patient_id)
+
+
+async def opt_out_by_phone(conn: Connection, phone: str) -> list[int]:
+    """A STOP replied from a reminder number ends the consent of every patient who gave
+    it (a shared family phone, say); returns their ids."""
+    cursor = await conn.execute(
+        "UPDATE patient SET reminders_opted_in_at = NULL"
+        " WHERE reminder_phone = %s AND reminders_opted_in_at IS NOT NULL RETURNING id",
+        [phone],
+    )
+    return [patient_id for (patient_id,) in await cursor.fetchall()]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
 
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow, class_row
@@ -172,3 +172,34 @@ async def current_periods(
     ).format(days=days, last=sql.SQL(_LAST_OF_EACH_KIND.format(patient="c.patient_id")))
     cursor = await conn.execute(query, {"now": now, "teams": teams})
     return [CurrentPeriod(*row) for row in await cursor.fetchall()]
+
+
+@dataclass(frozen=True)
+class ReminderCandidate:
+    """An active patient in an open episode who has opted in to SMS reminders."""
+
+    patient_id: int
+    time_zone: str
+    phone: str
+    after_days: int | None
+    quiet_hours_start: time | None
+    quiet_hours_end: time | None
+    episode_started_at: datetime
+    last_reading_at: datetime | None
+    # The last reminder written (sent or not: a number that fails is not retried sooner).
+    last_reminder_at: datetime | None
+
+
+async def reminder_candidates(conn: Connection) -> list[ReminderCandidate]:
+    query = sql.SQL(
+        "SELECT p.id, p.time_zone, p.reminder_phone, p.reminder_after_days,"
+        " p.quiet_hours_start, p.quiet_hours_end, e.started_at,"
+        " (SELECT max(last.measured_at) FROM {last}),"
+        " (SELECT max(n.created_at) FROM notification n WHERE n.patient_id = p.id"
+        "  AND n.purpose = 'adherence_reminder' AND n.status <> 'cancelled')"
+        " FROM patient p JOIN care_episode e ON e.patient_id = p.id AND e.ended_at IS NULL"
+        " WHERE p.status = 'active' AND p.reminders_opted_in_at IS NOT NULL"
+        " ORDER BY p.id"
+    ).format(last=sql.SQL(_LAST_OF_EACH_KIND.format(patient="p.id")))
+    cursor = await conn.execute(query)
+    return [ReminderCandidate(*row) for row in await cursor.fetchall()]

@@ -123,7 +123,7 @@ def test_a_burst_becomes_singles_then_one_digest_most_severe_first() -> None:
 
 
 def test_a_full_window_defers_until_a_slot_frees_and_expired_rows_are_dropped() -> None:
-    sent = {1: [NOW - timedelta(minutes=m) for m in (10, 5, 1)]}
+    sent = {"staff:1": [NOW - timedelta(minutes=m) for m in (10, 5, 1)]}
     stale = Due(9, 1, "+15555550101", 109, "critical", NOW - timedelta(seconds=1))
     plan = plan_dispatch([_due(1), stale], sent, NOW, POLICY)
     assert plan.sends == []
