@@ -61,6 +61,7 @@ from rpm.web import dead_letters as dead_letters_ui
 from rpm.web import deps as web
 from rpm.web import devices as devices_ui
 from rpm.web import patients as patients_ui
+from rpm.web import program as program_ui
 from rpm.web import sign_in as sign_in_ui
 from rpm.web import worklist as worklist_ui
 
@@ -212,6 +213,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         sign_in_ui,
         worklist_ui,
         patients_ui,
+        program_ui,
         care_plans_ui,
         devices_ui,
         dead_letters_ui,

@@ -12,7 +12,7 @@ import io
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Self
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, status
 from fastapi.responses import Response
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
@@ -536,13 +536,16 @@ CSV_COLUMNS = (
     responses={200: {"content": {"text/csv": {}}, "description": "One row per patient"}},
 )
 async def time_report_csv(
-    request: Request,
     conn: Conn,
     user: ReadsProgramReports,
     record: Audit,
     month: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$", examples=["2026-11"])],
 ) -> Response:
-    rows = await read_time_report(conn, user, record, month)
+    return time_report_csv_response(await read_time_report(conn, user, record, month), month)
+
+
+def time_report_csv_response(rows: list[ProgramMonthRowView], month: str) -> Response:
+    """The report as a CSV download: for the API and the report page alike."""
     return Response(
         time_report_as_csv(rows),
         media_type="text/csv; charset=utf-8",

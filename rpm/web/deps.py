@@ -79,6 +79,8 @@ class Page:
 PAGES = (
     Page("Worklist", f"{PREFIX}/worklist", Permission.READ_PATIENT_DATA),
     Page("Patients", f"{PREFIX}/patients", Permission.READ_PATIENT_DATA),
+    Page("Adherence", f"{PREFIX}/adherence", Permission.READ_PATIENT_DATA),
+    Page("Time report", f"{PREFIX}/reports/time", Permission.READ_PROGRAM_REPORTS),
     Page("Devices", f"{PREFIX}/devices", Permission.MANAGE_DEVICES),
     Page("Dead letters", f"{PREFIX}/dead-letters", Permission.MANAGE_DEAD_LETTERS),
 )
@@ -192,6 +194,10 @@ BrowserActsOnAlerts = Annotated[BrowserUser, Depends(require(Permission.ACT_ON_A
 BrowserChangesCarePlans = Annotated[BrowserUser, Depends(require(Permission.CHANGE_CARE_PLANS))]
 BrowserManagesDevices = Annotated[BrowserUser, Depends(require(Permission.MANAGE_DEVICES))]
 BrowserManagesDeadLetters = Annotated[BrowserUser, Depends(require(Permission.MANAGE_DEAD_LETTERS))]
+BrowserLogsTime = Annotated[BrowserUser, Depends(require(Permission.LOG_TIME))]
+BrowserReadsProgramReports = Annotated[
+    BrowserUser, Depends(require(Permission.READ_PROGRAM_REPORTS))
+]
 
 
 def settings_of(request: Request) -> Settings:

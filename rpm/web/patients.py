@@ -1,9 +1,10 @@
 """Patients: the list of the user's teams' patients, a patient's page (charts of their
-readings with the care plan's limits drawn on them, and their alert history), and an
-alert's page.
+readings with the care plan's limits drawn on them, their alert history, adherence, time
+logged this month and billing periods), and an alert's page.
 
 Every read goes through the API's own functions (`read_patients`, `read_patient`,
-`read_current_plan`, `read_series`, `read_patient_alerts`, `read_alert`), so a page sees,
+`read_current_plan`, `read_series`, `read_patient_alerts`, `read_alert`, and
+`rpm.api.program`'s `read_patient_*`), so a page sees,
 refuses (another team's patient is 404) and audits exactly as `/api/v1` does.
 """
 
@@ -20,7 +21,9 @@ from rpm.api.alerts import read_alert
 from rpm.api.care_plans import read_current_plan
 from rpm.api.deps import Conn
 from rpm.api.patients import read_patient, read_patient_alerts, read_patients
+from rpm.api.program import read_patient_adherence, read_patient_billing, read_patient_time
 from rpm.api.readings import BUCKET_WIDTHS, Kind, Series, read_series
+from rpm.auth.access import Permission
 from rpm.care_teams import registry as care_teams
 from rpm.devices.model import ReadingKind
 from rpm.ingest import readings
@@ -95,7 +98,13 @@ async def patient_page(
         series = await read_series(conn, principal, record, patient_id, Kind(kind), since, until)
         drawn.append(_chart(series, plan))
     history = await read_patient_alerts(conn, principal, record, patient_id, True, HISTORY_SIZE)
+    now = datetime.now(UTC)
     context = {
+        "adherence": await read_patient_adherence(conn, principal, record, patient_id, now),
+        "time": await read_patient_time(conn, principal, record, patient_id, None, now),
+        "billing": await read_patient_billing(conn, principal, record, patient_id, now),
+        "logs_time": principal.may(Permission.LOG_TIME),
+        "staff_id": principal.staff_id,
         "patient": patient,
         "team": team,
         "days": days,

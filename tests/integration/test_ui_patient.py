@@ -123,6 +123,9 @@ def test_the_patient_page_charts_each_kind_of_reading_with_the_plans_limits(
         ("read", "readings", path, patient),
         ("read", "readings", path, patient),
         ("read", "alerts", path, patient),
+        ("read", "adherence", path, patient),
+        ("read", "time_logs", path, patient),
+        ("read", "billing", path, patient),
     ]
 
     # Over 7 days: the older readings are not in it.
