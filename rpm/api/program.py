@@ -32,7 +32,7 @@ from rpm.api.deps import (
     patient_in_view,
 )
 from rpm.api.values import Instant, LocalTime
-from rpm.auth.access import Principal
+from rpm.auth.access import Principal, Role
 from rpm.patients import registry
 from rpm.patients.registry import PatientRecord, ReminderSettings
 from rpm.program import service, time_logs
@@ -144,18 +144,19 @@ async def at_risk(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AtRiskPage:
-    rows = await read_at_risk(conn, user, record, datetime.now(UTC))
+    rows = await read_at_risk(conn, user, datetime.now(UTC))
     page = rows[offset : offset + limit]
+    await record("read", "adherence", patient_ids=[p.patient_id for p in page] or [None])
     more = offset + limit < len(rows)
     return AtRiskPage(patients=page, next=offset + limit if more else None)
 
 
 async def read_at_risk(
-    conn: AsyncConnection[TupleRow], user: Principal, record: AuditTrail, now: datetime
+    conn: AsyncConnection[TupleRow], user: Principal, now: datetime
 ) -> list[AtRiskRow]:
-    """Fewest days to spare first; the read audited, a row per patient listed."""
+    """Fewest days to spare first. The caller audits the read of the patients it shows
+    (a page of them), as the worklist does."""
     found = await service.patients_at_risk(conn, now, user.visible_teams())
-    await record("read", "adherence", patient_ids=[p.patient_id for p in found] or [None])
     return [
         AtRiskRow(
             patient_id=p.patient_id,
@@ -498,7 +499,13 @@ async def void_entry(
     log_id: int,
     reason: str,
 ) -> TimeLogView:
-    await entry_in_view(conn, user, record, patient_id, log_id)
+    logged = await entry_in_view(conn, user, record, patient_id, log_id)
+    if logged.staff_id != user.staff_id and user.role is not Role.CARE_MANAGER:
+        # Voiding takes minutes off the codes: only whoever spent them, or the care
+        # manager who answers for the programme's records.
+        raise Forbidden(
+            f"only the person who logged time-log entry {log_id}, or a care manager, can void it"
+        )
     entry = await time_logs.void(conn, log_id, user.username, reason)
     await record("void", "time_log", log_id, [patient_id], {"reason": reason})
     return TimeLogView.of(entry)

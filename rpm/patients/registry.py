@@ -200,18 +200,20 @@ async def set_reminders(
     after_days: int | None,
     quiet_hours: tuple[time, time] | None,
 ) -> ReminderSettings:
-    """Opting in needs a number; the time of consent is kept while it lasts (opting in
-    again keeps the first time)."""
+    """Opting in needs a number; the time of consent is kept while it lasts for that
+    number (opting in again keeps the first time; a new number starts it anew)."""
     if opted_in and phone is None:
         raise PatientError("a patient opts in to SMS reminders with a phone number to send them to")
     start, end = quiet_hours or (None, None)
     async with conn.transaction():
         cursor = await conn.execute(
             "UPDATE patient SET reminder_phone = %s,"
-            " reminders_opted_in_at = CASE WHEN %s THEN coalesce(reminders_opted_in_at, now()) END,"
+            # A new number needs consent anew: its time is the time of this change.
+            " reminders_opted_in_at = CASE WHEN %s THEN CASE WHEN reminder_phone = %s"
+            " THEN coalesce(reminders_opted_in_at, now()) ELSE now() END END,"
             " reminder_after_days = %s, quiet_hours_start = %s, quiet_hours_end = %s"
             " WHERE id = %s",
-            [phone, opted_in, after_days, start, end, patient_id],
+            [phone, opted_in, phone, after_days, start, end, patient_id],
         )
     if cursor.rowcount == 0:
         raise PatientNotFound(f"no patient with id {patient_id}")

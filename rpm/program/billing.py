@@ -146,12 +146,14 @@ def bill_episode(
     days_with_readings: Mapping[int, int],
     physician_time: Mapping[int, timedelta],
     month_codes: Mapping[Month, tuple[str, ...]],
-    today: datetime,
+    now: datetime,
+    episode_ended_at: datetime | None = None,
 ) -> list[PeriodBilling]:
     """The periods of one episode of care, in order. `days_with_readings` and
-    `physician_time` are keyed by period number; `month_codes` holds each calendar
-    month's management codes (a period's 99091 is excluded by 99457 or 99458 in a month
-    the period overlaps)."""
+    `physician_time` are keyed by period number, counted within the episode; `month_codes`
+    holds each calendar month's management codes (a period's 99091 is excluded by 99457
+    or 99458 in a month the period overlaps). A period is complete once over, or once the
+    episode has ended (a discharge ends it early)."""
     billed: list[PeriodBilling] = []
     set_up_billed = False
     for period in periods:
@@ -189,7 +191,8 @@ def bill_episode(
                 int(physician.total_seconds()) // 60,
                 tuple(codes),
                 tuple(reasons),
-                complete=today >= period.ends_at,
+                complete=now >= period.ends_at
+                or (episode_ended_at is not None and now >= episode_ended_at),
             )
         )
     return billed

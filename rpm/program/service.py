@@ -112,22 +112,29 @@ async def patient_billing(
         month = month.next()
     month_codes = {m.month: m.codes for m in months}
 
-    days = await repository.reading_days(conn, patient.id, patient.time_zone, first_start, now)
-    every_day = set().union(*days.values()) if days else set()
     billed: list[PeriodBilling] = []
     for episode in episodes:
+        # Only what happened within the episode counts for its periods: a discharge ends
+        # the last one, and what follows a re-activation belongs to the next episode.
+        until = min(episode.ended_at or now, now)
+        days = await repository.reading_days(
+            conn, patient.id, patient.time_zone, episode.started_at, until
+        )
+        every_day = set().union(*days.values()) if days else set()
+        physician = [e for e in entries if e.by_physician]
         found = periods(episode.started_at, episode.ended_at, today, zone)
         billed += bill_episode(
             found,
             {p.number: sum(1 for day in every_day if day in p) for p in found},
             {
                 p.number: time_within(
-                    (e for e in entries if e.by_physician), p.starts_at, p.ends_at
+                    physician, max(p.starts_at, episode.started_at), min(p.ends_at, until)
                 )
                 for p in found
             },
             month_codes,
             now,
+            episode.ended_at,
         )
     return PatientBilling(billed[::-1], months[::-1])
 

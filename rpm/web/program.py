@@ -44,7 +44,8 @@ async def adherence_page(
 ) -> Response:
     """Active patients at risk of fewer than 16 days with readings this period, fewest
     days to spare first."""
-    rows = await read_at_risk(conn, user.principal, record, datetime.now(UTC))
+    rows = await read_at_risk(conn, user.principal, datetime.now(UTC))
+    await record("read", "adherence", patient_ids=[r.patient_id for r in rows] or [None])
     return render(request, user, "adherence.html", {"rows": rows})
 
 
