@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up migrate test lint fmt lock bench bench-rules bench-alerts clean
+.PHONY: help install up migrate test lint fmt lock bench bench-rules bench-alerts bench-program clean
 
 help:
 	@echo "make up       install, then run the whole service (embedded database and broker unless"
@@ -22,6 +22,8 @@ help:
 	@echo "              missed-readings check over 100,000 patients (same needs, BENCH_ARGS)"
 	@echo "make bench-alerts  alerts benchmark: crisis reading to SMS at a fake Twilio at 1,000"
 	@echo "              readings/s, and the worklist query over 100,000 alerts (same needs, BENCH_ARGS)"
+	@echo "make bench-program  adherence worklist, billing periods and reminder scan over 5,000"
+	@echo "              patients with a year of readings each (same needs, BENCH_ARGS)"
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rpm needs Python 3.11 or newer")'
@@ -56,6 +58,9 @@ bench-rules: $(STAMP)
 
 bench-alerts: $(STAMP)
 	$(BIN)/python -m benchmarks.alerts $(BENCH_ARGS)
+
+bench-program: $(STAMP)
+	$(BIN)/python -m benchmarks.program $(BENCH_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .
