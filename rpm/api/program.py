@@ -47,13 +47,23 @@ router = APIRouter(
     responses=problems.errors({404: "No such patient (or time-log entry)"}),
 )
 
+MONTH_PATTERN = r"^\d{4}-\d{2}$"
 MonthQuery = Annotated[
     str | None,
     Query(
-        pattern=r"^\d{4}-\d{2}$",
+        pattern=MONTH_PATTERN,
         description="YYYY-MM on the patient's clock; default: the current month",
     ),
 ]
+ReportMonth = Annotated[str, Query(pattern=MONTH_PATTERN, examples=["2026-11"])]
+
+
+def parse_month(text: str) -> Month:
+    """The month, or a 422 refusal in words (a pattern lets "2026-13" through)."""
+    try:
+        return Month.parse(text)
+    except ValueError as exc:
+        raise registry.PatientError(str(exc)) from None
 
 
 class AdherenceView(BaseModel):
@@ -298,10 +308,7 @@ class PatientMonthTime(BaseModel):
 def _month(text: str | None, patient: PatientRecord, now: datetime) -> Month:
     if text is None:
         return Month.of(local_day(now, registry.time_zone(patient.time_zone)))
-    try:
-        return Month.parse(text)
-    except ValueError as exc:
-        raise registry.PatientError(str(exc)) from None
+    return parse_month(text)
 
 
 @router.get(
@@ -525,7 +532,7 @@ async def time_report(
     conn: Conn,
     user: ReadsProgramReports,
     record: Audit,
-    month: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$", examples=["2026-11"])],
+    month: ReportMonth,
 ) -> list[ProgramMonthRowView]:
     return await read_time_report(conn, user, record, month)
 
@@ -546,7 +553,7 @@ async def time_report_csv(
     conn: Conn,
     user: ReadsProgramReports,
     record: Audit,
-    month: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$", examples=["2026-11"])],
+    month: ReportMonth,
 ) -> Response:
     return time_report_csv_response(await read_time_report(conn, user, record, month), month)
 
@@ -584,10 +591,7 @@ def _spreadsheet_safe(text: str) -> str:
 async def read_time_report(
     conn: AsyncConnection[TupleRow], user: Principal, record: AuditTrail, month_text: str
 ) -> list[ProgramMonthRowView]:
-    try:
-        month = Month.parse(month_text)
-    except ValueError as exc:
-        raise registry.PatientError(str(exc)) from None
+    month = parse_month(month_text)
     rows = await service.program_month(conn, month, user.visible_teams())
     await record("read", "time_report", str(month), [r.patient_id for r in rows] or [None])
     return [

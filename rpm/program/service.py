@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
@@ -45,13 +45,18 @@ async def patient_adherence(
         conn, patient.id, patient.time_zone, period.starts_at, min(period.ends_at, now)
     )
     last = await repository.last_readings(conn, patient.id)
-    every_day = set().union(*days.values()) if days else set()
+    every_day = _any_kind(days)
     overall = assess(period, every_day, max(last.values(), default=None), today)
     by_kind = {
         kind: assess(period, days.get(kind, set()), last.get(kind), today)
         for kind in sorted(set(days) | set(last))
     }
     return PatientAdherence(overall, by_kind)
+
+
+def _any_kind(days: dict[str, set[date]]) -> set[date]:
+    """The days with a reading from any device."""
+    return set().union(*days.values())
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,7 @@ async def patient_billing(
         days = await repository.reading_days(
             conn, patient.id, patient.time_zone, episode.started_at, until
         )
-        every_day = set().union(*days.values()) if days else set()
+        every_day = _any_kind(days)
         physician = [e for e in entries if e.by_physician]
         found = periods(episode.started_at, episode.ended_at, today, zone)
         billed += bill_episode(

@@ -18,6 +18,8 @@ from fastapi.responses import RedirectResponse, Response
 
 from rpm.api.deps import Conn
 from rpm.api.program import (
+    MONTH_PATTERN,
+    ReportMonth,
     add_time,
     read_at_risk,
     read_time_report,
@@ -116,9 +118,6 @@ async def void_time(
     return RedirectResponse(_time_section(patient_id), 303)
 
 
-MonthField = Annotated[str, Query(pattern=r"^\d{4}-\d{2}$")]
-
-
 def _this_month() -> str:
     return str(Month.of(datetime.now(UTC).date()))
 
@@ -129,7 +128,7 @@ async def time_report_page(
     conn: Conn,
     user: BrowserReadsProgramReports,
     record: BrowserAudit,
-    month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
+    month: Annotated[str | None, Query(pattern=MONTH_PATTERN)] = None,
 ) -> Response:
     """Every patient's time in a month and the codes it supports (default: this month)."""
     month = month or _this_month()
@@ -139,7 +138,7 @@ async def time_report_page(
 
 @router.get("/reports/time.csv")
 async def time_report_csv(
-    conn: Conn, user: BrowserReadsProgramReports, record: BrowserAudit, month: MonthField
+    conn: Conn, user: BrowserReadsProgramReports, record: BrowserAudit, month: ReportMonth
 ) -> Response:
     rows = await read_time_report(conn, user.principal, record, month)
     return time_report_csv_response(rows, month)
