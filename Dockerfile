@@ -5,13 +5,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 
 # Dependencies first, from the hash-pinned lock, so that code changes rebuild quickly.
-COPY requirements.lock ./
-RUN pip install --no-cache-dir --require-hashes -r requirements.lock
+COPY requirements.lock requirements-build.lock ./
+RUN pip install --no-cache-dir --no-deps --require-hashes -r requirements-build.lock -r requirements.lock \
+    && pip check
 
 COPY pyproject.toml README.md ./
 COPY rpm ./rpm
 COPY simulators ./simulators
-RUN pip install --no-cache-dir --no-deps . \
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
     && useradd --system --no-create-home --shell /usr/sbin/nologin rpm
 
 USER rpm

@@ -25,11 +25,24 @@ help:
 	@echo "make bench-program  adherence worklist, billing periods and reminder scan over 5,000"
 	@echo "              patients with a year of readings each (same needs, BENCH_ARGS)"
 
-$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
+# The install resolves nothing: every file it installs, the build backend included, is named
+# and hash-pinned in a lock, and pip installs exactly those (--no-deps), so whichever pip a
+# supported Python's venv brings (3.11's 23.2 to 3.13's 24.x) installs the same set, and no
+# upstream release published after the lock was made can change or break it. (Letting pip
+# resolve, even in --require-hashes mode, is what broke: pip 23.2 reads an extra such as
+# amqtt's `pwdlib[argon2]` as a requirement of its own, finds a newer release than the
+# lock's and refuses it.) `pip check` then proves the locked set is complete and consistent.
+# The project itself is built by the locked setuptools (--no-build-isolation), not by
+# whatever setuptools is newest on the day. tests/e2e/test_fresh_install.py does all this
+# in new venvs of every supported Python found, so CI notices when it stops being true.
+$(STAMP): requirements.lock requirements-dev.lock requirements-build.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rpm needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+		-r requirements-build.lock -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		--no-build-isolation -e .
+	$(BIN)/python -m pip check --disable-pip-version-check
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -66,13 +79,18 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Hashes pin every file; the dev lock is constrained by the runtime one so both agree.
-lock:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
-	$(PYTHON) -m uv pip compile pyproject.toml --universal --python-version 3.11 \
+# Hashes pin every file; the dev lock is constrained by the runtime one so both agree, and the
+# build lock pins pyproject.toml's build-system requirements. uv goes into .venv, not into
+# the system's Python.
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
+	$(BIN)/python -m uv pip compile pyproject.toml --universal --python-version 3.11 \
 		--generate-hashes --quiet -o requirements.lock
-	$(PYTHON) -m uv pip compile pyproject.toml --extra dev -c requirements.lock --universal \
+	$(BIN)/python -m uv pip compile pyproject.toml --extra dev -c requirements.lock --universal \
 		--python-version 3.11 --generate-hashes --quiet -o requirements-dev.lock
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+		| $(BIN)/python -m uv pip compile - --universal --python-version 3.11 \
+		--generate-hashes --quiet -o requirements-build.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
