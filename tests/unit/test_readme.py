@@ -27,7 +27,12 @@ def test_every_setting_is_in_the_readme(variable: str) -> None:
 
 def test_the_readme_lists_no_setting_that_does_not_exist() -> None:
     listed = set(re.findall(r"^\| `(RPM_[A-Z0-9_]+)` \|", README, re.MULTILINE))
-    test_only = {"RPM_TEST_DATABASE_URL", "RPM_TEST_MQTT_URL", "RPM_TEST_NO_SKIPS"}
+    test_only = {
+        "RPM_TEST_DATABASE_URL",
+        "RPM_TEST_MQTT_URL",
+        "RPM_TEST_NO_SKIPS",
+        "RPM_TEST_INSTALL_PYTHONS",
+    }
     assert listed - test_only == set(SETTINGS)
 
 
