@@ -35,6 +35,7 @@ from rpm.api import care_plans as care_plans_api
 from rpm.api import care_teams as care_teams_api
 from rpm.api import dead_letters as dead_letters_api
 from rpm.api import devices as devices_api
+from rpm.api import ehr as ehr_api
 from rpm.api import fhir as fhir_api
 from rpm.api import health as health_api
 from rpm.api import patients as patients_api
@@ -49,9 +50,11 @@ from rpm.config import BrokerAddress, Settings
 from rpm.db.migrate import MigrationError
 from rpm.db.store import make_pool, prepare_schema
 from rpm.db.timescale import TimescaleUnavailable
+from rpm.ehr.handoff import EhrHandoff
+from rpm.ehr.pusher import EhrPusher
 from rpm.health import Health
 from rpm.ingest.consumer import ConsumerOptions, MqttConsumer
-from rpm.ingest.service import IngestService
+from rpm.ingest.service import IngestService, chain
 from rpm.logs import first_line
 from rpm.program.reminders import AdherenceReminders
 from rpm.rules.engine import RuleEngine
@@ -108,7 +111,13 @@ def create_app(wiring: Wiring) -> FastAPI:
         app.state.rules = rules
         changes = AlertChanges(wiring.database_url, settings.database)
         app.state.alert_changes = changes
-        ingest = IngestService(pool, settings.ingest.time_limits(), handoff=RulesHandoff(rules))
+        ehr_pusher = EhrPusher(pool, settings.ehr, settings.alerts.public_url)
+        app.state.ehr_pusher = ehr_pusher
+        ingest = IngestService(
+            pool,
+            settings.ingest.time_limits(),
+            handoff=chain(RulesHandoff(rules), EhrHandoff(ehr_pusher.wake)),
+        )
         app.state.ingest = ingest
         consumer = MqttConsumer(
             wiring.broker,
@@ -163,6 +172,8 @@ def create_app(wiring: Wiring) -> FastAPI:
             if dispatcher is not None:
                 tasks.append(_supervised(dispatcher.run(), "sms-dispatcher", wiring.on_fatal))
             tasks.append(_supervised(changes.run(), "alert-changes", wiring.on_fatal))
+            # Safe in every process at once: it claims the rows due with SKIP LOCKED.
+            tasks.append(_supervised(ehr_pusher.run(), "ehr-pusher", wiring.on_fatal))
             # Consume only once the store can take what arrives.
             consuming.append(_supervised(consumer.run(), "mqtt-consumer", wiring.on_fatal))
             tasks.extend(consuming)
@@ -204,6 +215,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         readings_api,
         program_api,
         fhir_api,
+        ehr_api,
         care_plans_api,
         care_teams_api,
         alerts_api,

@@ -220,6 +220,27 @@ class AdherenceSettings(_Area):
     )
 
 
+class EhrSettings(_Area):
+    model_config = SettingsConfigDict(env_prefix="RPM_EHR_")
+
+    push_poll_s: float = Field(
+        5.0, gt=0, description="How often the EHR outbox is polled (new readings also wake it)."
+    )
+    push_batch_size: int = Field(
+        50, ge=1, le=500, description="Most readings sent to one EHR in one transaction Bundle."
+    )
+    push_max_attempts: int = Field(
+        20,
+        ge=1,
+        description="Tries before a reading the EHR keeps failing goes to the dead end (admins"
+        " see it and can retry it).",
+    )
+    push_timeout_s: float = Field(30.0, gt=0, description="One EHR request's time limit.")
+    push_keep_sent_days: int = Field(
+        7, ge=1, description="Outbox rows sent are kept this long, then deleted."
+    )
+
+
 class TwilioSettings(_Area):
     model_config = SettingsConfigDict(env_prefix="RPM_TWILIO_")
 
@@ -307,6 +328,7 @@ class Settings(BaseModel):
     twilio: TwilioSettings = Field(default_factory=lambda: TwilioSettings())  # type: ignore[call-arg]
     auth: AuthSettings = Field(default_factory=lambda: AuthSettings())  # type: ignore[call-arg]
     adherence: AdherenceSettings = Field(default_factory=lambda: AdherenceSettings())  # type: ignore[call-arg]
+    ehr: EhrSettings = Field(default_factory=lambda: EhrSettings())  # type: ignore[call-arg]
 
 
 _AREAS: dict[str, type[_Area]] = {
@@ -320,6 +342,7 @@ _AREAS: dict[str, type[_Area]] = {
     "twilio": TwilioSettings,
     "auth": AuthSettings,
     "adherence": AdherenceSettings,
+    "ehr": EhrSettings,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -92,6 +94,63 @@ class MosquittoProcess:
             self._process = None
 
 
+class FhirServerProcess:
+    """A real FHIR R4 server of the test's own (tests/fhir_server: Medplum's FHIR router
+    over its in-memory repository), at http://127.0.0.1:<port>/fhir/R4."""
+
+    def __init__(self, token: str | None = None, port: int | None = None) -> None:
+        if shutil.which("node") is None:
+            pytest.skip("Node.js is not installed (Debian packages nodejs and npm)")
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/fhir/R4"
+        self._token = token
+        self._process: subprocess.Popen[str] | None = None
+
+    @staticmethod
+    def install() -> None:
+        """Its npm packages, from the committed lock, once per checkout."""
+        if not (FHIR_SERVER_DIR / "node_modules").is_dir():
+            subprocess.run(
+                ["npm", "ci", "--no-audit", "--no-fund"],
+                cwd=FHIR_SERVER_DIR,
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
+
+    def start(self) -> None:
+        self.install()
+        command = ["node", "--experimental-websocket", "server.mjs", str(self.port)]
+        self._process = subprocess.Popen(
+            [*command, *([self._token] if self._token else [])],
+            cwd=FHIR_SERVER_DIR,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()  # node prints it once listening
+        if not line.startswith("listening"):
+            self._process.kill()
+            raise RuntimeError(
+                f"the FHIR server did not start: {line}{self._process.stdout.read()}"
+            )
+
+    def get(self, path: str, **params: str) -> Any:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        request = urllib.request.Request(f"{self.base_url}/{path}{query}")
+        if self._token:
+            request.add_header("Authorization", f"Bearer {self._token}")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.communicate(timeout=10)
+            self._process = None
+
+
 def wait_until_ready(client: TestClient, timeout: float = 20) -> None:
     """Until the app's /readyz says the database and the broker are connected."""
     deadline = time.monotonic() + timeout
@@ -114,6 +173,7 @@ def wiring(database_url: str, broker: BrokerAddress, fatal: list[str]) -> Wiring
 
 
 ROOT = Path(__file__).resolve().parents[1]
+FHIR_SERVER_DIR = ROOT / "tests" / "fhir_server"
 
 
 class PostgresCluster(EmbeddedPostgres):

@@ -36,6 +36,7 @@ from rpm.auth.access import Permission, Principal
 from rpm.auth.passwords import WeakPassword
 from rpm.care_teams import registry as care_teams
 from rpm.devices import registry
+from rpm.ehr import repository as ehr
 from rpm.ingest import dead_letters
 from rpm.ingest.service import IngestService
 from rpm.patients import registry as patients
@@ -279,6 +280,7 @@ ManagesUsers = Annotated[Principal, Depends(require(Permission.MANAGE_USERS))]
 ReadsAudit = Annotated[Principal, Depends(require(Permission.READ_AUDIT))]
 LogsTime = Annotated[Principal, Depends(require(Permission.LOG_TIME))]
 ReadsProgramReports = Annotated[Principal, Depends(require(Permission.READ_PROGRAM_REPORTS))]
+ManagesEhrFeeds = Annotated[Principal, Depends(require(Permission.MANAGE_EHR_FEEDS))]
 
 
 async def patient_in_view(
@@ -348,6 +350,9 @@ _STATUS_OF: dict[type[Exception], int] = {
     time_logs.TimeLogNotFound: 404,
     time_logs.TimeLogConflict: 409,
     time_logs.TimeLogError: 422,
+    ehr.EndpointNotFound: 404,
+    ehr.EndpointConflict: 409,
+    ehr.EhrError: 422,
 }
 
 

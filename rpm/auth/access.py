@@ -39,6 +39,7 @@ class Permission(StrEnum):
     READ_AUDIT = "read the audit trail"
     LOG_TIME = "log time spent on patients"
     READ_PROGRAM_REPORTS = "read the program's time and billing reports"
+    MANAGE_EHR_FEEDS = "manage the feeds of readings into EHRs"
 
 
 _CLINICAL = frozenset({Role.NURSE, Role.CARE_MANAGER})
@@ -56,6 +57,7 @@ GRANTS: dict[Permission, frozenset[Role]] = {
     # Care-team members log their own time; admins have no staff record to log it as.
     Permission.LOG_TIME: _CLINICAL,
     Permission.READ_PROGRAM_REPORTS: frozenset({Role.CARE_MANAGER, Role.ADMIN}),
+    Permission.MANAGE_EHR_FEEDS: frozenset({Role.ADMIN}),
 }
 
 

@@ -29,6 +29,24 @@ AfterCommit = Callable[[], Awaitable[None]]
 Handoff = Callable[[Connection, Sequence[ReadingRow]], Awaitable[AfterCommit | None]]
 
 
+def chain(*handoffs: Handoff) -> Handoff:
+    """Several receivers of the stored readings (the rule engine, the EHR outbox), in
+    order, in the same transaction; what each returns runs after the commit, in order."""
+
+    async def handoff(conn: Connection, rows: Sequence[ReadingRow]) -> AfterCommit | None:
+        after = [a for h in handoffs if (a := await h(conn, rows)) is not None]
+        if not after:
+            return None
+
+        async def run_all() -> None:
+            for after_commit in after:
+                await after_commit()
+
+        return run_all
+
+    return handoff
+
+
 @dataclass(frozen=True)
 class BatchResult:
     messages: int

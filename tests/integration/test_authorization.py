@@ -158,6 +158,14 @@ TABLE = [
     Route("GET", "/api/v1/dead-letters/{dead_letter}", "A"),
     Route("POST", "/api/v1/dead-letters/{dead_letter}/replay", "A"),
     Route("POST", "/api/v1/dead-letters/replay", "A", {"ids": ["{dead_letter}"]}),
+    # EHR feeds: admins only.
+    Route("POST", "/api/v1/ehr/endpoints", "A",
+          {"name": "{unique}", "base_url": "https://ehr.example.org/fhir/R4",
+           "patient_identifier_system": "urn:oid:2.16.840.1.113883.19.5"}),
+    Route("GET", "/api/v1/ehr/endpoints", "A"),
+    Route("PATCH", "/api/v1/ehr/endpoints/1", "A", {"active": True}),
+    Route("GET", "/api/v1/ehr/pushes", "A"),
+    Route("POST", "/api/v1/ehr/pushes/retry", "A", {"endpoint_id": 1}),
 ]  # fmt: skip
 
 

@@ -1,0 +1,1 @@
+"""Readings pushed into the clinic's EHR as FHIR transaction Bundles, through an outbox."""
