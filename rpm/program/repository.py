@@ -195,7 +195,10 @@ async def reminder_candidates(conn: Connection) -> list[ReminderCandidate]:
         "SELECT p.id, p.time_zone, p.reminder_phone, p.reminder_after_days,"
         " p.quiet_hours_start, p.quiet_hours_end, e.started_at,"
         " (SELECT max(last.measured_at) FROM {last}),"
-        " (SELECT max(n.created_at) FROM notification n WHERE n.patient_id = p.id"
+        # When the job (on its own clock) wanted it sent, not the row's created_at: the
+        # database's clock is not the job's.
+        " (SELECT max(coalesce(n.not_before, n.created_at)) FROM notification n"
+        "  WHERE n.patient_id = p.id"
         "  AND n.purpose = 'adherence_reminder' AND n.status <> 'cancelled')"
         " FROM patient p JOIN care_episode e ON e.patient_id = p.id AND e.ended_at IS NULL"
         " WHERE p.status = 'active' AND p.reminders_opted_in_at IS NOT NULL"
