@@ -104,10 +104,10 @@ UNCONTROL_RISE = (15.0, 30.0)
 UNCONTROL_DAYS = (14.0, 45.0)
 
 # Glucose: fasting means of treated type 2 diabetes (HbA1c ~7-8%: mean glucose 154-183,
-# ADAG, Nathan et al., Diabetes Care 2008); coefficient of variation 15-30% (the
+# ADAG, Nathan et al., Diabetes Care 2008); coefficient of variation 12-25% (the
 # consensus target is <= 36%, Battelino et al., Diabetes Care 2019).
 FASTING_GLUCOSE = (140.0, 25.0, 95.0, 220.0)
-GLUCOSE_CV = (0.15, 0.30)
+GLUCOSE_CV = (0.12, 0.25)
 AFTER_MEAL_RISE = (40.0, 70.0)
 INSULIN_SHARE = 0.30
 # Hypoglycaemia per patient-year: insulin-treated type 2, 19.3 (HAT study, Khunti et al.,
@@ -115,6 +115,7 @@ INSULIN_SHARE = 0.30
 # the real-world studies compared with HAT.
 HYPO_PER_YEAR_INSULIN = 19.3
 HYPO_PER_YEAR_OTHER = 2.0
+HYPO_MG_DL, LEVEL_2_MG_DL = 70, 54  # ADA levels 1 and 2
 LEVEL_2_SHARE = 0.35  # of the hypoglycaemias a patient checks, below 54 mg/dL
 HYPER_SHARE = 0.08  # a sustained rise (infection, steroids, missed doses)
 HYPER_RISE = (70.0, 130.0)
@@ -461,14 +462,20 @@ def _glucose(
             level = fasting + rise[meal]
             if hyper is not None and hyper[0] <= at < hyper[1]:
                 level += hyper[2]
-            value = level * (1 + rng.normal(0, cv))
-            built.add(at, GLUCOSE, meal, mg_dl=round(float(np.clip(value, 40, 600))))
+            # Log-normal: glucose is skewed upwards, a low as rare as it is in life.
+            value = round(float(np.clip(level * np.exp(rng.normal(0, cv)), 40, 600)))
+            built.add(at, GLUCOSE, meal, mg_dl=value)
+            if value < HYPO_MG_DL:
+                # A low found by a scheduled check is a hypoglycaemia all the same.
+                events.append(
+                    Event(EventKind.HYPOGLYCAEMIA, at - 900, at + HOUR_S, value < LEVEL_2_MG_DL)
+                )
     # Hypoglycaemias the patient feels and checks (as their plan tells them to): the low
     # reading, and a re-check after 15 g of carbohydrate.
     rate = (HYPO_PER_YEAR_INSULIN if insulin else HYPO_PER_YEAR_OTHER) / 365 * days
     for onset in np.sort(rng.uniform(0, min(stops, period), rng.poisson(rate))):
         level_2 = bool(rng.random() < LEVEL_2_SHARE)
-        low = rng.uniform(40, 53) if level_2 else rng.uniform(55, 69)
+        low = rng.uniform(40, LEVEL_2_MG_DL - 1) if level_2 else rng.uniform(55, HYPO_MG_DL - 1)
         check = onset + rng.uniform(5, 20) * 60
         built.add(check, GLUCOSE, RANDOM, mg_dl=round(low))
         built.add(
