@@ -142,7 +142,7 @@ class Replay:
     suppressed: Counter[str] = field(default_factory=Counter)
 
 
-class _Store:
+class Store:
     """A patient's readings as the engine reads them from the store."""
 
     def __init__(self, patient: Patient, start: datetime) -> None:
@@ -211,18 +211,12 @@ def replay(
     resolve_after: Mapping[Severity, float] = RESOLVE_AFTER_HOURS,
 ) -> Replay:
     """Every decision the service would make for this patient over the period."""
-    store = _Store(patient, start)
+    store = Store(patient, start)
     context = Context(PLAN_VERSION, ZoneInfo(patient.time_zone))
-    period = days * DAY_S
-    checks = [
-        float(m) + MISSED_CHECK_AFTER_S
-        for m in patient.midnights
-        if 0 < m + MISSED_CHECK_AFTER_S < period
-    ]
     steps: list[tuple[float, int, np.ndarray | None]] = [
         (at, 0, rows) for at, rows in store.batches()
     ]
-    steps += [(at, 1, None) for at in checks] if plan.missed_rules() else []
+    steps += [(at, 1, None) for at in missed_checks(patient, days)] if plan.missed_rules() else []
     steps.sort(key=lambda s: (s[0], s[1]))
     result = Replay()
     latest: dict[str, Alert] = {}
@@ -247,12 +241,21 @@ def replay(
     return result
 
 
+def missed_checks(patient: Patient, days: int) -> list[float]:
+    """When the missed-readings check runs for the patient: after each local midnight."""
+    return [
+        float(m) + MISSED_CHECK_AFTER_S
+        for m in patient.midnights
+        if 0 < m + MISSED_CHECK_AFTER_S < days * DAY_S
+    ]
+
+
 def _latest(alert: Alert, start: datetime) -> LatestAlert:
     return LatestAlert(0, alert.resolved, start + timedelta(seconds=alert.last))
 
 
 def _batch_findings(
-    store: _Store,
+    store: Store,
     plan: CarePlan,
     context: Context,
     start: datetime,
@@ -286,7 +289,7 @@ def _batch_findings(
 
 
 def _missed_findings(
-    store: _Store, plan: CarePlan, context: Context, start: datetime, now: float
+    store: Store, plan: CarePlan, context: Context, start: datetime, now: float
 ) -> list[Finding]:
     """`RuleEngine.check_missed` for one patient: its candidates (the store's coarse
     filter) and `missed` on them."""
