@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up migrate test lint fmt lock bench bench-rules bench-alerts bench-program clean
+.PHONY: help install up migrate test lint fmt lock bench bench-rules bench-alerts bench-program bench-burden clean
 
 help:
 	@echo "make up       install, then run the whole service (embedded database and broker unless"
@@ -24,6 +24,8 @@ help:
 	@echo "              readings/s, and the worklist query over 100,000 alerts (same needs, BENCH_ARGS)"
 	@echo "make bench-program  adherence worklist, billing periods and reminder scan over 5,000"
 	@echo "              patients with a year of readings each (same needs, BENCH_ARGS)"
+	@echo "make bench-burden  alert burden of the care-plan templates on 1,000 simulated patients"
+	@echo "              over 90 days, through the rule engine's own evaluation (no database; BENCH_ARGS)"
 
 # The install resolves nothing: every file it installs, the build backend included, is named
 # and hash-pinned in a lock, and pip installs exactly those (--no-deps), so whichever pip a
@@ -74,6 +76,9 @@ bench-alerts: $(STAMP)
 
 bench-program: $(STAMP)
 	$(BIN)/python -m benchmarks.program $(BENCH_ARGS)
+
+bench-burden: $(STAMP)
+	$(BIN)/python -m benchmarks.burden $(BENCH_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .
