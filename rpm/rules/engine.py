@@ -457,7 +457,8 @@ def _confirmation(
         key = history.keys[int(traced.rows[point])]
         if int(traced.rows[point]) in new_rows:
             points.append(Point(key.measured_at, by_key.get(key)))
-            waits_at[key] = _confirms(traced.rule) and waits(traced, history, int(point))
+            if key in by_key:
+                waits_at[key] = _confirms(traced.rule) and waits(traced, history, int(point))
 
     def can_hold(finding: Finding) -> bool:
         waits_here = finding.key is not None and waits_at[finding.key]
