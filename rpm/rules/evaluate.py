@@ -221,7 +221,8 @@ def lookback_hours(rule: ReadingRule) -> float:
     cooldown, and a day more so that a running episode is seen as running."""
     window = rule.window_hours if isinstance(rule, MeanRule | ChangeRule | SlopeRule) else 0.0
     if isinstance(rule, BaselineRule):
-        window = rule.learn_days * 24 + rule.recent_hours
+        # The first reading of the recent window is judged against the period before it.
+        window = rule.learn_days * 24 + 2 * rule.recent_hours
     return max(window, rule.cooldown_hours) + 24.0
 
 
