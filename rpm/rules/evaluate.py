@@ -14,6 +14,7 @@ belongs to the same episode. One episode is one alert.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -377,9 +378,18 @@ def _windowed_cusum(times: Floats, steps: Floats, window_s: float) -> Floats:
     index = np.arange(n)
     unlearned = np.maximum.accumulate(np.where(np.isnan(steps), index, -1))
     first = np.maximum(_window_starts(times, window_s), unlearned + 1)
-    # min over j in [first, i] of sums[j]: the sum of steps j..i is sums[i + 1] - sums[j].
-    inside = (index[None, :] >= first[:, None]) & (index[None, :] <= index[:, None])
-    lowest = np.where(inside, sums[None, :n], np.inf).min(axis=1, initial=np.inf)
+    # The sum of steps j..i is sums[i + 1] - sums[j]: the CUSUM is sums[i + 1] less the
+    # lowest sums[j] for j in [first, i]. Both ends only move forward, so a monotonic queue
+    # finds each minimum in one pass (a CGM's 288 readings a day make a matrix too big).
+    lowest = np.empty(n)
+    queue: deque[int] = deque()
+    for i in range(n):
+        while queue and sums[queue[-1]] >= sums[i]:
+            queue.pop()
+        queue.append(i)
+        while queue and queue[0] < first[i]:
+            queue.popleft()
+        lowest[i] = sums[queue[0]] if queue else np.inf
     with np.errstate(invalid="ignore"):
         cusum = np.maximum(sums[1:] - lowest, 0.0)
     return np.where(np.isnan(steps), np.nan, cusum)
