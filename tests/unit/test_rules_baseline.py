@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from rpm.rules.evaluate import History, lookback_hours, trace
+from rpm.rules.evaluate import History, dry_run, lookback_hours, trace
 from rpm.rules.plan import BaselineRule, CarePlan
-from tests.unit.rules_builders import at, bp, evaluate, glucose, weight
+from tests.unit.rules_builders import IN_UTC, at, bp, evaluate, glucose, weight
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -169,3 +169,12 @@ def test_the_verdict_at_a_reading_does_not_depend_on_the_history_loaded_before_i
     part = trace(rule, History.of(loaded))
     np.testing.assert_allclose(full.observed[0][-1], part.observed[0][-1], equal_nan=True)
     assert full.rank[-1] == part.rank[-1]
+
+
+def test_the_dry_run_shows_a_baseline_rules_episodes() -> None:
+    plan = CarePlan(rules=[_rule()])
+    rows = [bp(at(12 * i), 120 + (i % 3)) for i in range(40)]
+    rows += [bp(at(12 * i), 140) for i in range(40, 44)]
+    rows += [bp(at(12 * i), 120 + (i % 3)) for i in range(44, 60)]
+    found = dry_run(plan, History.of(rows), IN_UTC, at(0), at(12 * 60))
+    assert [(f.rule_id, f.at) for f in found] == [("drift", at(12 * 41))]
