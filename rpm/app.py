@@ -107,7 +107,9 @@ def create_app(wiring: Wiring) -> FastAPI:
         notifier = Notifier(policy, wake_dispatcher)
         escalator = Escalator(pool, policy, wake_dispatcher)
         reminders = AdherenceReminders(pool, settings.adherence, wake_dispatcher)
-        rules = RuleEngine(pool, notifier=notifier)
+        rules = RuleEngine(
+            pool, notifier=notifier, request_text=settings.rules.confirm_request_template
+        )
         app.state.rules = rules
         changes = AlertChanges(wiring.database_url, settings.database)
         app.state.alert_changes = changes
@@ -308,7 +310,8 @@ def _dispatcher(pool: AsyncConnectionPool, settings: Settings, policy: Policy) -
 
 def _schedule_rules(scheduler: AsyncIOScheduler, rules: RuleEngine, settings: Settings) -> None:
     """The rule engine's periodic jobs. Each is safe with several processes running it:
-    the missed-readings check under an advisory lock, the sweeper by SKIP LOCKED."""
+    the missed-readings check under an advisory lock, the held-findings check and the
+    sweeper by SKIP LOCKED."""
     scheduler.add_job(
         rules.check_missed,
         "interval",
@@ -317,6 +320,14 @@ def _schedule_rules(scheduler: AsyncIOScheduler, rules: RuleEngine, settings: Se
         max_instances=1,
         coalesce=True,
         next_run_time=datetime.now(UTC),
+    )
+    scheduler.add_job(
+        rules.check_confirmations,
+        "interval",
+        seconds=settings.rules.confirm_check_interval_s,
+        id="held-findings",
+        max_instances=1,
+        coalesce=True,
     )
     scheduler.add_job(
         rules.sweep,

@@ -133,6 +133,12 @@ class IngestSettings(_Area):
         )
 
 
+CONFIRM_REQUEST_TEMPLATE = (
+    "Your care team would like a second {what} reading to confirm your last one: please"
+    " measure again within {minutes} minutes. Reply STOP to end these texts."
+)
+
+
 class RulesSettings(_Area):
     model_config = SettingsConfigDict(env_prefix="RPM_RULES_")
 
@@ -144,6 +150,17 @@ class RulesSettings(_Area):
     )
     sweep_after_s: int = Field(
         60, ge=5, description="A queued batch this old was left by a stopped process."
+    )
+    confirm_check_interval_s: int = Field(
+        60,
+        ge=5,
+        description="How often findings held for a repeat reading are looked at: one whose"
+        " window passed becomes an alert.",
+    )
+    confirm_request_template: str = Field(
+        CONFIRM_REQUEST_TEMPLATE,
+        description="The SMS asking a patient to re-measure: {what} (e.g. blood pressure),"
+        " {minutes}. No name and no values.",
     )
 
 

@@ -147,6 +147,23 @@ async def insert_reminder(
     return cursor.rowcount == 1
 
 
+async def insert_confirmation_request(
+    conn: Connection, patient_id: int, to_phone: str, text: str, now: datetime, expires_at: datetime
+) -> int:
+    """A request to the patient to re-measure, in the rule engine's transaction; its id.
+    It goes now: the reading it follows shows the patient is up and at the device. A
+    reading arriving before it goes cancels it (`claim_due`), as it does a reminder."""
+    cursor = await conn.execute(
+        "INSERT INTO notification (patient_id, to_phone, purpose, severity, body,"
+        " not_before, expires_at) VALUES (%s, %s, 'confirmation_request', 'warning', %s, %s, %s)"
+        " RETURNING id",
+        [patient_id, to_phone, text, now, expires_at],
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 async def release(conn: Connection, until: Mapping[int, datetime]) -> None:
     """Back to pending until then (a full rate-limit window: not an attempt)."""
     async with conn.cursor() as cursor:

@@ -16,6 +16,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow, class_row
 from psycopg.types.json import Jsonb
 
+from rpm.alerts.feedback import OutcomeCount
 from rpm.alerts.lifecycle import AlertState, Event, Outcome, Status
 from rpm.rules.policy import AlertWrite, LatestAlert
 
@@ -140,6 +141,19 @@ async def latest_alerts(
             alert_id, resolved, last_triggered_at
         )
     return latest
+
+
+async def outcome_counts(conn: Connection, patient_id: int, since: datetime) -> list[OutcomeCount]:
+    """The patient's alerts resolved since then, counted per rule and outcome."""
+    cursor = await conn.execute(
+        "SELECT rule_id, outcome, count(*) FROM alert WHERE patient_id = %s"
+        " AND status = 'resolved' AND resolved_at >= %s GROUP BY rule_id, outcome",
+        [patient_id, since],
+    )
+    return [
+        OutcomeCount(rule_id, Outcome(outcome), int(n))
+        for rule_id, outcome, n in await cursor.fetchall()
+    ]
 
 
 async def write(conn: Connection, writes: Sequence[AlertWrite]) -> list[AlertChange]:

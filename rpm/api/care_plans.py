@@ -3,7 +3,7 @@ the dry run that shows what a proposed plan would have raised before it is saved
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -12,6 +12,9 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, Field
 
+from rpm.alerts import repository as alerts
+from rpm.alerts.feedback import PlanFeedback, RuleFeedback, feedback
+from rpm.alerts.lifecycle import Outcome
 from rpm.api import problems
 from rpm.api.deps import (
     Audit,
@@ -135,6 +138,80 @@ async def read_current_plan(
     await patient_in_view(conn, user, record, patient_id)
     await record("read", "care_plan", patient_id, [patient_id])
     return await care_plans.current(conn, patient_id)
+
+
+class RuleOutcomes(BaseModel):
+    rule_id: str
+    title: str
+    in_plan: bool = Field(description="False: a rule since removed, whose alerts still count")
+    resolved: int
+    not_actionable: int = Field(description="Resolved as needing no action, or as an error")
+    outcomes: dict[Outcome, int]
+    suggestion: str | None = Field(description="When most of its alerts were not actionable")
+
+    @classmethod
+    def of(cls, rule: RuleFeedback) -> RuleOutcomes:
+        return cls(
+            rule_id=rule.rule_id,
+            title=rule.title,
+            in_plan=rule.in_plan,
+            resolved=rule.resolved,
+            not_actionable=rule.not_actionable,
+            outcomes=rule.outcomes,
+            suggestion=rule.suggestion,
+        )
+
+
+class PlanOutcomes(BaseModel):
+    since: datetime
+    resolved: int
+    not_actionable: int
+    outcomes: dict[Outcome, int]
+    rules: list[RuleOutcomes]
+
+    @classmethod
+    def of(cls, since: datetime, found: PlanFeedback) -> PlanOutcomes:
+        return cls(
+            since=since,
+            resolved=found.resolved,
+            not_actionable=found.not_actionable,
+            outcomes=found.outcomes,
+            rules=[RuleOutcomes.of(rule) for rule in found.rules],
+        )
+
+
+@router.get(
+    f"{_PLAN}/outcomes",
+    summary="What nurses recorded when resolving the patient's alerts, per rule and for the plan",
+)
+async def outcomes(
+    conn: Conn,
+    user: ReadsPatients,
+    record: Audit,
+    patient_id: int,
+    days: Annotated[int, Query(ge=1, le=730, description="Alerts resolved this recently")] = 90,
+) -> PlanOutcomes:
+    return await read_plan_outcomes(conn, user, record, patient_id, days)
+
+
+async def read_plan_outcomes(
+    conn: AsyncConnection[TupleRow],
+    user: Principal,
+    record: AuditTrail,
+    patient_id: int,
+    days: int = 90,
+) -> PlanOutcomes:
+    """Resolve outcomes counted per rule of the plan in force (and of rules since removed),
+    with a suggestion where a rule's alerts were mostly not actionable; the read audited."""
+    await patient_in_view(conn, user, record, patient_id)
+    await record("read", "alert_outcomes", patient_id, [patient_id])
+    try:
+        plan: CarePlan | None = (await care_plans.current(conn, patient_id)).plan
+    except PlanNotFound:
+        plan = None
+    since = datetime.now(UTC) - timedelta(days=days)
+    counts = await alerts.outcome_counts(conn, patient_id, since)
+    return PlanOutcomes.of(since, feedback(plan, counts))
 
 
 @router.put(_PLAN, summary="Replace the care plan: a new version")

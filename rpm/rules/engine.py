@@ -3,7 +3,10 @@
 Per committed ingest batch: one query for the affected patients' plans, one for their
 recent history, one for their latest alerts; then the pure evaluation; then one upsert
 of the alerts, in the transaction that also takes the batch off the durable queue.
-The missed-readings check and the sweeper of orphaned batches run on the scheduler.
+A finding whose rule asks for confirmation may instead be held while the patient is
+asked to re-measure (`rpm.rules.confirmation`), in the same transaction.
+The missed-readings check, the check of held findings and the sweeper of orphaned
+batches run on the scheduler.
 """
 
 from __future__ import annotations
@@ -16,20 +19,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import numpy as np
 from prometheus_client import Counter, Histogram
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from rpm.alerts import notifications
 from rpm.alerts import repository as alerts
 from rpm.alerts.notifier import Notifier
 from rpm.alerts.repository import AlertChange
+from rpm.config import CONFIRM_REQUEST_TEMPLATE
 from rpm.devices import registry as devices
 from rpm.rules import care_plans, repository
+from rpm.rules.confirmation import Outcome, Point, Settlement, settle, unanswered
 from rpm.rules.evaluate import (
     Context,
     Finding,
     History,
+    Trace,
     applies_to,
     dry_run,
     findings,
@@ -37,10 +45,11 @@ from rpm.rules.evaluate import (
     may_fire,
     missed,
     trace,
+    waits,
 )
-from rpm.rules.plan import READING_KINDS, CarePlan, ReadingRule
-from rpm.rules.policy import AlertWrite, LatestAlert, alert_writes
-from rpm.rules.repository import MissedCandidate, NewReading, QueueEntry, Window
+from rpm.rules.plan import READING_KINDS, BaselineRule, CarePlan, ReadingRule
+from rpm.rules.policy import Action, AlertWrite, LatestAlert, alert_writes, decide
+from rpm.rules.repository import HeldFinding, MissedCandidate, NewReading, QueueEntry, Window
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +66,11 @@ FINDINGS_SUPPRESSED = Counter(
     "rpm_rules_findings_suppressed",
     "Firings in an episode whose alert a nurse has already resolved",
 )
+CONFIRMATIONS = Counter(
+    "rpm_rules_confirmations",
+    "Findings held for a repeat reading (held), and how they ended",
+    ["outcome"],
+)
 MISSED_CHECK_SECONDS = Histogram(
     "rpm_rules_missed_check_seconds", "One run of the missed-readings check over all patients"
 )
@@ -71,6 +85,8 @@ EPISODE_MEMORY = timedelta(days=30)
 # Whose plans `warm` parses at start-up: patients whose devices sent something this recently.
 WARM_ACTIVE_WITHIN = timedelta(days=2)
 WARM_CHUNK = 1_000
+# Overdue held findings raised per transaction of the confirmation check.
+CONFIRM_CHECK_BATCH = 500
 
 
 def _utc_now() -> datetime:
@@ -102,10 +118,12 @@ class RuleEngine:
         pool: AsyncConnectionPool,
         clock: Callable[[], datetime] = _utc_now,
         notifier: Notifier | None = None,
+        request_text: str = CONFIRM_REQUEST_TEMPLATE,
     ) -> None:
         self._pool = pool
         self._clock = clock
         self._notifier = notifier
+        self._request_text = request_text
         self._plans: OrderedDict[tuple[int, int], CarePlan] = OrderedDict()
 
     async def warm(self) -> int:
@@ -144,8 +162,8 @@ class RuleEngine:
         async with self._pool.connection() as conn, conn.transaction():
             if not await repository.claim(conn, ticket):
                 return []
-            changes = await self._evaluate(conn, readings)
-        self._committed(changes)
+            changes, asked = await self._evaluate(conn, readings)
+        self._committed(changes, asked)
         EVALUATION_SECONDS.observe(time.perf_counter() - started)
         return changes
 
@@ -156,8 +174,8 @@ class RuleEngine:
             by_patient: dict[int, list[NewReading]] = {}
             for reading in readings:
                 by_patient.setdefault(reading.patient_id, []).append(reading)
-            changes = await self._evaluate(conn, by_patient) if readings else []
-        self._committed(changes)
+            changes, asked = await self._evaluate(conn, by_patient) if readings else ([], 0)
+        self._committed(changes, asked)
         if readings:
             logger.warning("evaluated %d reading(s) left unevaluated by a stopped process",
                            len(readings))  # fmt: skip
@@ -197,6 +215,37 @@ class RuleEngine:
         MISSED_CHECK_SECONDS.observe(time.perf_counter() - started)
         return changes
 
+    async def check_confirmations(self) -> list[AlertChange]:
+        """Raise the alerts of held findings whose window passed without a repeat reading.
+        Several processes share the work (SKIP LOCKED)."""
+        now = self._clock()
+        async with self._pool.connection() as conn, conn.transaction():
+            overdue = await repository.overdue_findings(conn, now, CONFIRM_CHECK_BATCH)
+            if not overdue:
+                return []
+            patient_ids = {h.patient_id for h in overdue}
+            latest = await alerts.latest_alerts(conn, patient_ids)
+            writes: list[AlertWrite] = []
+            for held in overdue:
+                found = [unanswered(held.finding, held.within_minutes)]
+                written, suppressed = alert_writes(
+                    held.patient_id, held.plan_version, found, latest.get(held.patient_id, {})
+                )
+                FINDINGS_SUPPRESSED.inc(suppressed)
+                writes += written
+            changes = await alerts.write(conn, writes)
+            plans = await self._plans_of(conn, patient_ids)
+            sms = {pid: patient.plan.notify.sms for pid, patient in plans.items()}
+            await self._notify(conn, changes, sms, now)
+            opened = {(c.patient_id, c.rule_id): c.alert_id for c in changes}
+            for held in overdue:
+                alert_id = opened.get((held.patient_id, held.finding.rule_id))
+                await repository.settle_held(conn, held.id, Outcome.NO_REPEAT, now, alert_id)
+                CONFIRMATIONS.labels(Outcome.NO_REPEAT.value).inc()
+        self._committed(changes)
+        _count(changes)
+        return changes
+
     async def dry_run(
         self, conn: Connection, patient_id: int, time_zone: ZoneInfo, plan: CarePlan, version: int
     ) -> DryRunResult:
@@ -213,17 +262,29 @@ class RuleEngine:
 
     async def _evaluate(
         self, conn: Connection, new: Mapping[int, Sequence[NewReading]]
-    ) -> list[AlertChange]:
+    ) -> tuple[list[AlertChange], int]:
+        """The alert changes, and how many patients were asked to re-measure."""
         plans = await self._plans_of(conn, new)
         if not plans:
-            return []
+            return [], 0
+        now = self._clock()
         latest = await alerts.latest_alerts(conn, plans)
+        confirming = [
+            pid for pid, p in plans.items() if any(map(_confirms, p.plan.reading_rules()))
+        ]
+        held: dict[tuple[int, str], HeldFinding] = {}
+        phones: dict[int, str] = {}
+        if confirming:
+            for one in await repository.held_findings(conn, confirming):
+                held[one.patient_id, one.finding.rule_id] = one
+            phones = await repository.reminder_phones(conn, confirming)
         to_check: dict[int, list[ReadingRule]] = {}
         windows = []
         for patient_id, patient in plans.items():
             mine = new[patient_id]
             READINGS_EVALUATED.inc(len(mine))
-            rules = _rules_to_check(patient.plan, mine)
+            waiting_rules = {rule_id for pid, rule_id in held if pid == patient_id}
+            rules = _rules_to_check(patient.plan, mine, waiting_rules)
             if not rules:
                 continue
             to_check[patient_id] = rules
@@ -240,6 +301,8 @@ class RuleEngine:
             windows.append(Window(patient_id, since, max(times), frozenset(kinds)))
         histories = await repository.history(conn, windows)
         writes: list[AlertWrite] = []
+        settled: list[tuple[HeldFinding, Outcome]] = []
+        asked = 0
         for patient_id, rules in to_check.items():
             patient = plans[patient_id]
             history = History.of(histories[patient_id])
@@ -247,13 +310,65 @@ class RuleEngine:
             rows = [index[r.key] for r in new[patient_id] if r.key in index]
             found: list[Finding] = []
             for rule in rules:
-                found += findings(trace(rule, history), history, patient.context(), rows)
+                traced = trace(rule, history)
+                fired = findings(traced, history, patient.context(), rows)
+                waiting = held.get((patient_id, rule.id))
+                if waiting is None and not _confirms(rule):
+                    found += fired
+                    continue
+                mine_latest = latest.get(patient_id, {}).get(rule.id)
+                may_hold = patient_id in phones
+                result = _confirmation(traced, history, rows, fired, waiting, mine_latest, may_hold)
+                found += result.write
+                if waiting is not None and result.settled is not None:
+                    settled.append((waiting, result.settled))
+                if result.hold is not None:
+                    if await self._ask(conn, patient, rule, result.hold, phones[patient_id], now):
+                        asked += 1
+                    else:
+                        found.append(result.hold)
             writes += self._writes(patient, found, latest)
         changes = await alerts.write(conn, writes)
         sms = {pid: patient.plan.notify.sms for pid, patient in plans.items()}
-        await self._notify(conn, changes, sms, self._clock())
+        await self._notify(conn, changes, sms, now)
+        opened = {(c.patient_id, c.rule_id): c.alert_id for c in changes}
+        for waiting, outcome in settled:
+            key = (waiting.patient_id, waiting.finding.rule_id)
+            alert_id = opened.get(key) if outcome is Outcome.CONFIRMED else None
+            await repository.settle_held(conn, waiting.id, outcome, now, alert_id)
+            CONFIRMATIONS.labels(outcome.value).inc()
         _count(changes)
-        return changes
+        return changes, asked
+
+    async def _ask(
+        self,
+        conn: Connection,
+        patient: PatientPlan,
+        rule: ReadingRule,
+        finding: Finding,
+        phone: str,
+        now: datetime,
+    ) -> bool:
+        """Hold the finding and ask the patient to re-measure; False if the rule holds one
+        already (another evaluation's, at the same moment): the caller raises it."""
+        assert not isinstance(rule, BaselineRule)
+        assert rule.confirm_within_minutes is not None
+        assert finding.key is not None
+        minutes = rule.confirm_within_minutes
+        held_id = await repository.hold(
+            conn, patient.patient_id, patient.version, finding, minutes, now
+        )
+        if held_id is None:
+            return False
+        text = self._request_text.format(what=finding.key.kind.replace("_", " "), minutes=minutes)
+        notification_id = await notifications.insert_confirmation_request(
+            conn, patient.patient_id, phone, text, now, now + timedelta(minutes=minutes)
+        )
+        await repository.requested(conn, held_id, notification_id)
+        CONFIRMATIONS.labels("held").inc()
+        logger.info("finding held for a repeat reading: rule %s", rule.id,
+                    extra={"patient_id": patient.patient_id})  # fmt: skip
+        return True
 
     async def _notify(
         self,
@@ -266,8 +381,8 @@ class RuleEngine:
         if self._notifier is not None and changes:
             await self._notifier.on_changes(conn, changes, plan_sms, now)
 
-    def _committed(self, changes: Sequence[AlertChange]) -> None:
-        if self._notifier is not None and changes:
+    def _committed(self, changes: Sequence[AlertChange], asked: int = 0) -> None:
+        if self._notifier is not None and (changes or asked):
             self._notifier.committed()
 
     def _writes(
@@ -302,18 +417,56 @@ class RuleEngine:
         }
 
 
-def _rules_to_check(plan: CarePlan, readings: Sequence[NewReading]) -> list[ReadingRule]:
+def _rules_to_check(
+    plan: CarePlan, readings: Sequence[NewReading], waiting: set[str]
+) -> list[ReadingRule]:
     """The plan's rules that these new readings could make fire: of their kinds, and not
     a threshold that none of them breaches (the sweeper's readings come without values:
-    all of their kinds' rules are checked)."""
+    all of their kinds' rules are checked). A rule holding a finding is checked all the
+    same: a repeat in range settles it."""
     kinds = {r.key.kind for r in readings}
     values = [r.values for r in readings if r.values is not None]
     known = len(values) == len(readings)
     return [
         rule
         for rule in plan.reading_rules()
-        if applies_to(rule, kinds) and (not known or may_fire(rule, values))
+        if applies_to(rule, kinds) and (not known or rule.id in waiting or may_fire(rule, values))
     ]
+
+
+def _confirms(rule: ReadingRule) -> bool:
+    return not isinstance(rule, BaselineRule) and rule.confirm_within_minutes is not None
+
+
+def _confirmation(
+    traced: Trace,
+    history: History,
+    rows: Sequence[int],
+    fired: Sequence[Finding],
+    waiting: HeldFinding | None,
+    latest: LatestAlert | None,
+    may_hold: bool,
+) -> Settlement:
+    """A confirming rule's (or held finding's) new readings through `confirmation.settle`.
+    A new reading measured before the held one is no repeat of it: its firing goes on."""
+    after = -np.inf if waiting is None else waiting.finding.at.timestamp()
+    new_rows = set(rows)
+    by_key = {f.key: f for f in fired}
+    points, waits_at = [], {}
+    for point in np.flatnonzero(traced.times > after):
+        key = history.keys[int(traced.rows[point])]
+        if int(traced.rows[point]) in new_rows:
+            points.append(Point(key.measured_at, by_key.get(key)))
+            if key in by_key:
+                waits_at[key] = _confirms(traced.rule) and waits(traced, history, int(point))
+
+    def can_hold(finding: Finding) -> bool:
+        waits_here = finding.key is not None and waits_at[finding.key]
+        return may_hold and waits_here and decide(finding, latest) is Action.OPEN
+
+    result = settle(points, None if waiting is None else waiting.finding, can_hold)
+    result.write = [f for f in fired if f.at.timestamp() <= after] + result.write
+    return result
 
 
 def _count(changes: Sequence[AlertChange]) -> None:

@@ -14,6 +14,7 @@ belongs to the same episode. One episode is one alert.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -26,10 +27,12 @@ import numpy.typing as npt
 from rpm.devices.model import ReadingKind
 from rpm.rules.plan import (
     READING_KINDS,
+    BaselineRule,
     CarePlan,
     ChangeRule,
     CountRule,
     Limit,
+    LimitRule,
     MeanRule,
     Measure,
     MissedRule,
@@ -152,10 +155,14 @@ class Trace:
     observed: tuple[Floats, ...]
     # Count rules: how many of the last `of_last` readings were beyond a limit.
     counts: Ints | None
+    # Baseline rules: the reading, and the baseline's mean and spread it was judged by.
+    baseline: tuple[Floats, Floats, Floats] | None = None
 
 
 def trace(rule: ReadingRule, history: History) -> Trace:
     rows = _applicable_rows(rule, history)
+    if isinstance(rule, BaselineRule):
+        return _baseline_trace(rule, history, rows)
     times = history.times[rows]
     columns = {m: history.columns[m][rows] for m in rule.measures}
     per_day = rule.per_day
@@ -214,6 +221,9 @@ def lookback_hours(rule: ReadingRule) -> float:
     """How much history before a reading the rule's evaluation needs: its window or
     cooldown, and a day more so that a running episode is seen as running."""
     window = rule.window_hours if isinstance(rule, MeanRule | ChangeRule | SlopeRule) else 0.0
+    if isinstance(rule, BaselineRule):
+        # The first reading of the recent window is judged against the period before it.
+        window = rule.learn_days * 24 + 2 * rule.recent_hours
     return max(window, rule.cooldown_hours) + 24.0
 
 
@@ -227,7 +237,7 @@ def _applicable_rows(rule: ReadingRule, history: History) -> Ints:
     return np.flatnonzero(present)
 
 
-def _observed(rule: ReadingRule, limit: Limit, times: Floats, values: Floats) -> Floats:
+def _observed(rule: LimitRule, limit: Limit, times: Floats, values: Floats) -> Floats:
     """What a limit is compared with at each point, in canonical units."""
     if isinstance(rule, ThresholdRule | CountRule):
         return values
@@ -320,6 +330,71 @@ def _slope_per_day(times: Floats, values: Floats, window_s: float, min_readings:
     return np.where(present & (n >= min_readings) & (spread > 1e-9), slope, np.nan)
 
 
+def _baseline_trace(rule: BaselineRule, history: History, rows: Ints) -> Trace:
+    """Page's CUSUM, one-sided: S = max(0, S + z - k) over the readings of the last
+    `recent_hours`, z being each reading's distance from the baseline in spreads, signed
+    with the rule's direction. Fires at S >= h; the episode runs while S > 0."""
+    times = history.times[rows]
+    values = history.columns[rule.measure][rows]
+    mean, spread = _baseline(rule, times, values)
+    sign = 1.0 if rule.direction == "up" else -1.0
+    with np.errstate(invalid="ignore"):
+        steps = sign * (values - mean) / spread - rule.allowance_sd
+    cusum = _windowed_cusum(times, steps, rule.recent_hours * 3600)
+    with np.errstate(invalid="ignore"):
+        fired = cusum >= rule.decision_sd - AT_LIMIT
+        held = cusum > 0
+    rank = np.where(fired, rule.severity.rank, 0).astype(np.int64)
+    starts, since = _episodes(times, fired, held | fired, rule.cooldown_hours)
+    return Trace(rule, rows, times, rank, starts, since, (cusum,), None, (values, mean, spread))
+
+
+def _baseline(rule: BaselineRule, times: Floats, values: Floats) -> tuple[Floats, Floats]:
+    """Each reading's baseline: the mean and standard deviation (at least the rule's
+    minimum spread) of the readings in [t - recent - learn, t - recent); NaN while that
+    holds fewer than `learn_readings`."""
+    recent = rule.recent_hours * 3600
+    begins = np.searchsorted(times, times - recent - rule.learn_days * SECONDS_PER_DAY, "left")
+    ends = np.searchsorted(times, times - recent, "left")
+    sums = np.concatenate(([0.0], np.cumsum(values)))
+    squares = np.concatenate(([0.0], np.cumsum(values * values)))
+    n = (ends - begins).astype(np.float64)
+    learned = n >= rule.learn_readings
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (sums[ends] - sums[begins]) / n
+        # Sample variance from the sums; rounding can make a constant's slightly negative.
+        variance = ((squares[ends] - squares[begins]) - n * mean * mean) / (n - 1)
+    spread = np.maximum(np.sqrt(np.maximum(variance, 0.0)), rule.canonical_min_spread())
+    return np.where(learned, mean, np.nan), np.where(learned, spread, np.nan)
+
+
+def _windowed_cusum(times: Floats, steps: Floats, window_s: float) -> Floats:
+    """At each point, the CUSUM started afresh at the window's first point (or after the
+    last point without a baseline): max(0, the largest sum of steps ending there). It
+    depends only on the window, so ingest and the dry run agree whatever history they
+    load. NaN where the point itself has no baseline."""
+    n = len(times)
+    sums = np.concatenate(([0.0], np.cumsum(np.nan_to_num(steps, nan=0.0))))
+    index = np.arange(n)
+    unlearned = np.maximum.accumulate(np.where(np.isnan(steps), index, -1))
+    first = np.maximum(_window_starts(times, window_s), unlearned + 1)
+    # The sum of steps j..i is sums[i + 1] - sums[j]: the CUSUM is sums[i + 1] less the
+    # lowest sums[j] for j in [first, i]. Both ends only move forward, so a monotonic queue
+    # finds each minimum in one pass (a CGM's 288 readings a day make a matrix too big).
+    lowest = np.empty(n)
+    queue: deque[int] = deque()
+    for i in range(n):
+        while queue and sums[queue[-1]] >= sums[i]:
+            queue.pop()
+        queue.append(i)
+        while queue and queue[0] < first[i]:
+            queue.popleft()
+        lowest[i] = sums[queue[0]] if queue else np.inf
+    with np.errstate(invalid="ignore"):
+        cusum = np.maximum(sums[1:] - lowest, 0.0)
+    return np.where(np.isnan(steps), np.nan, cusum)
+
+
 def _rolling_count(flags: Bools, last: int) -> Ints:
     sums = np.concatenate(([0], np.cumsum(flags, dtype=np.int64)))
     ends = np.arange(1, len(flags) + 1)
@@ -368,6 +443,8 @@ def findings(
 
 def _finding(trace: Trace, point: int, key: ReadingKey, context: Context) -> Finding:
     rule = trace.rule
+    if isinstance(rule, BaselineRule):
+        return _baseline_finding(trace, rule, point, key, context)
     severity = Severity.of_rank(int(trace.rank[point]))
     limit_no = _breached_limit(trace, point, severity)
     limit = rule.limits[limit_no]
@@ -413,6 +490,52 @@ def _finding(trace: Trace, point: int, key: ReadingKey, context: Context) -> Fin
         episode_since=datetime.fromtimestamp(float(trace.episode_since[point]), UTC),
         message=_sentence(text, context.plan_version, rule.advice),
     )
+
+
+def _baseline_finding(
+    trace: Trace, rule: BaselineRule, point: int, key: ReadingKey, context: Context
+) -> Finding:
+    assert trace.baseline is not None
+    values, mean, spread = (float(a[point]) for a in trace.baseline)
+    unit = rule.unit
+    factor = rule.canonical_min_spread() / rule.min_spread
+    since = float(trace.episode_since[point])
+    readings = int(((trace.times >= since) & (trace.times <= trace.times[point])).sum())
+    side = "above" if rule.direction == "up" else "below"
+    text = (
+        f"{rule.measure.label} {_show(values / factor, unit)} at"
+        f" {_local_time(key.measured_at, context.time_zone)} is part of a drift {side} the"
+        f" patient's own baseline of {rounded(mean / factor, unit)}"
+        f" ± {rounded(spread / factor, unit)} {unit} (the {span(rule.learn_days * 24)} before"
+        f" the last {span(rule.recent_hours)}; {_readings(readings)} since it began)"
+    )
+    return Finding(
+        rule_id=rule.id,
+        severity=rule.severity,
+        at=key.measured_at,
+        key=key,
+        starts_episode=bool(trace.starts[point]),
+        episode_since=datetime.fromtimestamp(since, UTC),
+        message=_sentence(text, context.plan_version, rule.advice),
+    )
+
+
+def _readings(n: int) -> str:
+    return "1 reading" if n == 1 else f"{n} readings"
+
+
+# Level 2 hypoglycaemia, < 54 mg/dL (3.0 mmol/L): clinically significant whatever the
+# plan calls it (ADA Standards of Care 2024, section 6), so it never waits for a repeat.
+LEVEL_2_HYPOGLYCAEMIA_MG_DL = 54.0
+
+
+def may_wait(rule: ReadingRule, severity: Severity, glucose_mg_dl: float) -> bool:
+    """Whether a firing may wait for the patient's repeat reading before it becomes an
+    alert: its rule asks for confirmation, it is not critical, and the reading is no
+    level 2 hypoglycaemia (NaN: no glucose in it)."""
+    if isinstance(rule, BaselineRule) or rule.confirm_within_minutes is None:
+        return False
+    return severity is not Severity.CRITICAL and not glucose_mg_dl < LEVEL_2_HYPOGLYCAEMIA_MG_DL
 
 
 def _breached_limit(trace: Trace, point: int, severity: Severity) -> int:
@@ -482,14 +605,34 @@ def dry_run(
     for rule in plan.reading_rules():
         traced = trace(rule, history)
         rows = [
-            int(r)
-            for r, begins, t in zip(traced.rows, traced.starts, traced.times, strict=True)
-            if begins and start <= t <= end
+            int(traced.rows[point])
+            for point in np.flatnonzero(traced.starts)
+            if start <= traced.times[point] <= end and not _unconfirmed(traced, history, int(point))
         ]
         raised += findings(traced, history, context, rows)
     for missed_rule in plan.missed_rules():
         raised += _missed_over(missed_rule, history, context, since, until)
     return sorted(raised, key=lambda f: (f.at, f.rule_id))
+
+
+def _unconfirmed(traced: Trace, history: History, point: int) -> bool:
+    """For the dry run: a firing that would have waited for a repeat, and whose next
+    reading, within the rule's confirmation window, did not fire (as if the patient had
+    been asked, and had re-measured when they did)."""
+    rule = traced.rule
+    if isinstance(rule, BaselineRule) or rule.confirm_within_minutes is None:
+        return False
+    following = point + 1
+    if following >= len(traced.times):
+        return False
+    within = traced.times[following] - traced.times[point] <= rule.confirm_within_minutes * 60
+    return bool(within and traced.rank[following] == 0 and waits(traced, history, point))
+
+
+def waits(traced: Trace, history: History, point: int) -> bool:
+    """Whether the firing at this point of the trace may wait for a repeat reading."""
+    glucose = float(history.columns[Measure.GLUCOSE][traced.rows[point]])
+    return may_wait(traced.rule, Severity.of_rank(int(traced.rank[point])), glucose)
 
 
 def _missed_over(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -120,6 +120,20 @@ class Op(StrEnum):
 _OP_SYMBOLS = {Op.AT_OR_ABOVE: "≥", Op.ABOVE: ">", Op.AT_OR_BELOW: "≤", Op.BELOW: "<"}
 
 
+def unit_factor(measure: Measure, given: str, per_day: bool = False) -> float:
+    """A unit of a measure in canonical units; raises ValueError naming what was wrong."""
+    canonical, factors = _UNITS[measure]
+    unit = given.strip()
+    if per_day:
+        if not unit.endswith(PER_DAY):
+            raise ValueError(f"a slope is per day: use e.g. {canonical}{PER_DAY}")
+        unit = unit.removesuffix(PER_DAY)
+    if unit not in factors:
+        accepted = ", ".join(u + (PER_DAY if per_day else "") for u in factors)
+        raise ValueError(f"unit {given!r} is not one for {measure}: use {accepted}")
+    return factors[unit]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -140,16 +154,7 @@ class Limit(_Strict):
 
     def factor(self, per_day: bool = False) -> float:
         """This limit's unit in canonical units; raises ValueError naming what was wrong."""
-        canonical, factors = _UNITS[self.measure]
-        unit = self.unit.strip()
-        if per_day:
-            if not unit.endswith(PER_DAY):
-                raise ValueError(f"a slope is per day: use e.g. {canonical}{PER_DAY}")
-            unit = unit.removesuffix(PER_DAY)
-        if unit not in factors:
-            accepted = ", ".join(u + (PER_DAY if per_day else "") for u in factors)
-            raise ValueError(f"unit {self.unit!r} is not one for {self.measure}: use {accepted}")
-        return factors[unit]
+        return unit_factor(self.measure, self.unit, per_day)
 
     def canonical_value(self, per_day: bool = False) -> float:
         return self.value * self.factor(per_day)
@@ -188,6 +193,12 @@ class _LimitRule(_Rule):
     limits: list[Limit] = Field(min_length=1)
     # Glucose rules may apply only to readings taken in these meal contexts.
     meal_contexts: list[MealContext] | None = None
+    # Ask the patient by SMS to re-measure, and raise the alert only if the repeat fires
+    # too or none comes within this many minutes. Never for a critical finding, nor for
+    # level 2 hypoglycaemia (`evaluate.may_wait`). Rules judging one reading only.
+    confirm_within_minutes: int | None = Field(default=None, ge=5, le=240)
+    # Whether the rule fires on one reading alone (so that a repeat can confirm it).
+    judges_one_reading: ClassVar[bool] = True
 
     @property
     def measures(self) -> tuple[Measure, ...]:
@@ -217,7 +228,22 @@ class _LimitRule(_Rule):
         if self.meal_contexts is not None and self.measures != (Measure.GLUCOSE,):
             raise ValueError(f"rule {self.id}: meal contexts apply to glucose limits only")
         self._check_bounds()
+        self._check_confirm()
         return self
+
+    def _check_confirm(self) -> None:
+        if self.confirm_within_minutes is None:
+            return
+        if not self.judges_one_reading:
+            raise ValueError(
+                f"rule {self.id}: confirmation is for rules that fire on one reading"
+                " (threshold, change); this one already needs several"
+            )
+        if all(limit.severity is Severity.CRITICAL for limit in self.limits):
+            raise ValueError(
+                f"rule {self.id}: a critical finding never waits for a repeat reading,"
+                " so confirmation would change nothing: remove confirm_within_minutes"
+            )
 
     def _check_value(self, where: str, limit: Limit, value: float) -> None:
         low, high = _LIMIT_RANGE[limit.measure]
@@ -274,6 +300,7 @@ class CountRule(_LimitRule):
     (`of_last` = `n`: n in a row)."""
 
     kind: Literal["count"] = "count"
+    judges_one_reading: ClassVar[bool] = False
     n: int = Field(ge=2, le=50)
     of_last: int = Field(ge=2, le=100)
 
@@ -298,6 +325,7 @@ class MeanRule(_LimitRule):
     """Fires when the mean of the readings in the window is beyond a limit."""
 
     kind: Literal["mean"] = "mean"
+    judges_one_reading: ClassVar[bool] = False
     window_hours: float = Field(gt=0, le=MAX_WINDOW_HOURS)
     # Fewer readings than this in the window make no mean worth alerting on.
     min_readings: int = Field(default=3, ge=1, le=500)
@@ -327,6 +355,7 @@ class SlopeRule(_LimitRule):
     a limit: a steady gain that no single day's change shows."""
 
     kind: Literal["slope"] = "slope"
+    judges_one_reading: ClassVar[bool] = False
     window_hours: float = Field(gt=0, le=MAX_WINDOW_HOURS)
     min_readings: int = Field(default=4, ge=3, le=500)
 
@@ -371,7 +400,84 @@ class MissedRule(_Rule):
         return list(dict.fromkeys(expects))
 
 
-ReadingRule = ThresholdRule | CountRule | MeanRule | ChangeRule | SlopeRule
+class BaselineRule(_Rule):
+    """Fires when a patient's readings drift from their own recent level: Page's
+    one-sided CUSUM of the readings of the last `recent_hours`, each standardised by the
+    mean and spread of the `learn_days` before it (Page, "Continuous inspection schemes",
+    Biometrika 1954;41:100-115). Silent until that period holds `learn_readings`.
+
+    With a steady baseline, a shift of d spreads (d > allowance) fires after
+    ceil(decision / (d - allowance)) readings within `recent_hours`; with the defaults
+    (0.5, 5) an unshifted patient's one-sided false-alarm interval is about 930 readings,
+    a 1-spread shift is caught in about 10, a 2-spread one in about 4 (Montgomery,
+    Introduction to Statistical Quality Control, 8th ed., section 9.1, table 9.3).
+    """
+
+    kind: Literal["baseline"] = "baseline"
+    measure: Measure
+    direction: Literal["up", "down"]
+    # The spread never counts as smaller than this, in `unit`: a patient whose readings
+    # barely vary (or a constant test signal) would otherwise alert on a device's noise.
+    min_spread: float = Field(gt=0)
+    unit: str = Field(description="min_spread's unit: one of the measure's (mmHg, lb, ...)")
+    learn_days: float = Field(default=14, ge=3, le=60)
+    learn_readings: int = Field(default=10, ge=5, le=500)
+    # The readings judged at once; they are kept out of the baseline they are judged
+    # against, so a drift cannot hide by moving it.
+    recent_hours: float = Field(default=72, gt=0, le=14 * 24)
+    # CUSUM's k and h, in spreads (standard deviations).
+    allowance_sd: float = Field(default=0.5, gt=0, le=3)
+    decision_sd: float = Field(default=5.0, gt=0, le=20)
+    severity: Severity = Severity.WARNING
+    meal_contexts: list[MealContext] | None = None
+
+    # No fixed limit to edit or draw: the limit is the patient's own baseline.
+    limits: ClassVar[tuple[Limit, ...]] = ()
+
+    @property
+    def measures(self) -> tuple[Measure, ...]:
+        return (self.measure,)
+
+    @property
+    def per_day(self) -> bool:
+        return False
+
+    @property
+    def held_against(self) -> str:
+        return (
+            f"the patient's own baseline ({self.direction}; the last {span(self.recent_hours)}"
+            f" against the {span(self.learn_days * 24)} before)"
+        )
+
+    def canonical_min_spread(self) -> float:
+        return self.min_spread * unit_factor(self.measure, self.unit)
+
+    @model_validator(mode="after")
+    def _check_baseline(self) -> Self:
+        where = f"rule {self.id} ({self.measure})"
+        try:
+            spread = self.canonical_min_spread()
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        largest = _CHANGE_RANGE[self.measure]
+        if spread > largest / 5:
+            raise ValueError(
+                f"{where}: a minimum spread of {number(self.min_spread)} {self.unit} is wider"
+                f" than any patient's (at most {number(largest / 5)}"
+                f" {self.measure.canonical_unit})"
+            )
+        if self.learn_readings > self.learn_days * 24:
+            raise ValueError(
+                f"{where}: {self.learn_readings} readings cannot be learned in"
+                f" {number(self.learn_days)} days at one an hour: lower learn_readings"
+            )
+        if self.meal_contexts is not None and self.measure is not Measure.GLUCOSE:
+            raise ValueError(f"rule {self.id}: meal contexts apply to glucose only")
+        return self
+
+
+LimitRule = ThresholdRule | CountRule | MeanRule | ChangeRule | SlopeRule
+ReadingRule = LimitRule | BaselineRule
 Rule = Annotated[ReadingRule | MissedRule, Field(discriminator="kind")]
 
 

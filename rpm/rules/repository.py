@@ -1,17 +1,19 @@
-"""The rule engine's SQL: its durable queue of readings to evaluate, and the history
-query that loads every affected patient's recent readings in one statement."""
+"""The rule engine's SQL: its durable queue of readings to evaluate, the history query
+that loads every affected patient's recent readings in one statement, and the findings
+held until a patient's repeat reading (`alert_confirmation`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
 from rpm.devices.model import ReadingKind
-from rpm.rules.evaluate import HistoryRow, ReadingKey
+from rpm.rules.evaluate import Finding, HistoryRow, ReadingKey
 from rpm.rules.plan import MissedRule, Severity
 
 Connection = AsyncConnection[TupleRow]
@@ -200,3 +202,106 @@ async def missed_candidates(conn: Connection, now: datetime) -> list[MissedCandi
             )
         )
     return found
+
+
+@dataclass(frozen=True)
+class HeldFinding:
+    """A finding held in `alert_confirmation` until the patient's repeat reading."""
+
+    id: int
+    patient_id: int
+    plan_version: int
+    within_minutes: int
+    due_at: datetime
+    finding: Finding
+
+
+_HELD = (
+    "SELECT id, patient_id, plan_version, within_minutes, due_at, rule_id, severity,"
+    " device_id, kind, measured_at, episode_since, message FROM alert_confirmation"
+    " WHERE settled_at IS NULL"
+)
+
+
+def _held(row: tuple[Any, ...]) -> HeldFinding:
+    (id_, pid, version, minutes, due, rule_id, severity, device, kind, at, since, message) = row
+    key = ReadingKey(device, kind, at)
+    finding = Finding(rule_id, Severity(severity), at, key, True, since, message)
+    return HeldFinding(id_, pid, version, minutes, due, finding)
+
+
+async def held_findings(conn: Connection, patient_ids: Sequence[int]) -> list[HeldFinding]:
+    """The patients' findings waiting for a repeat, locked: the check skips them while
+    an evaluation settles them, and an evaluation waits for the check's settlement."""
+    cursor = await conn.execute(
+        _HELD + " AND patient_id = ANY(%s) FOR UPDATE",
+        [list(patient_ids)],
+    )
+    return [_held(row) for row in await cursor.fetchall()]
+
+
+async def overdue_findings(conn: Connection, now: datetime, limit: int) -> list[HeldFinding]:
+    """Held findings whose window has passed, for this checker alone (SKIP LOCKED)."""
+    cursor = await conn.execute(
+        _HELD + " AND due_at <= %s ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED",
+        [now, limit],
+    )
+    return [_held(row) for row in await cursor.fetchall()]
+
+
+async def hold(
+    conn: Connection, patient_id: int, plan_version: int, finding: Finding, minutes: int,
+    now: datetime,
+) -> int | None:  # fmt: skip
+    """Hold a finding; None if the rule already holds one (another evaluation's, at once)."""
+    assert finding.key is not None
+    cursor = await conn.execute(
+        "INSERT INTO alert_confirmation (patient_id, rule_id, plan_version, severity,"
+        " device_id, kind, measured_at, episode_since, message, within_minutes, requested_at,"
+        " due_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (patient_id, rule_id) WHERE settled_at IS NULL DO NOTHING RETURNING id",
+        [
+            patient_id,
+            finding.rule_id,
+            plan_version,
+            finding.severity.value,
+            finding.key.device_id,
+            finding.key.kind,
+            finding.at,
+            finding.episode_since,
+            finding.message,
+            minutes,
+            now,
+            now + timedelta(minutes=minutes),
+        ],
+    )
+    row = await cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
+async def requested(conn: Connection, held_id: int, notification_id: int) -> None:
+    await conn.execute(
+        "UPDATE alert_confirmation SET notification_id = %s WHERE id = %s",
+        [notification_id, held_id],
+    )
+
+
+async def settle_held(
+    conn: Connection, held_id: int, outcome: str, now: datetime, alert_id: int | None
+) -> None:
+    await conn.execute(
+        "UPDATE alert_confirmation SET outcome = %s, settled_at = %s, alert_id = %s"
+        " WHERE id = %s AND settled_at IS NULL",
+        [outcome, now, alert_id, held_id],
+    )
+
+
+async def reminder_phones(conn: Connection, patient_ids: Sequence[int]) -> dict[int, str]:
+    """The number of each active patient who consented to SMS (for adherence reminders,
+    and so to being asked to re-measure)."""
+    cursor = await conn.execute(
+        "SELECT id, reminder_phone FROM patient WHERE id = ANY(%s)"
+        " AND reminders_opted_in_at IS NOT NULL AND status = 'active'",
+        [list(patient_ids)],
+    )
+    return {int(pid): phone for pid, phone in await cursor.fetchall()}

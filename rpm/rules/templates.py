@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from rpm.devices.model import ReadingKind
 from rpm.rules.plan import (
+    BaselineRule,
     CarePlan,
     ChangeRule,
     Limit,
@@ -189,6 +190,86 @@ DIABETES: tuple[ReadingRule, ...] = (
 )
 
 
+# The personal variants: the same guideline limits, with fewer alerts a nurse cannot act
+# on. A single non-critical reading waits for the patient's repeat (never a crisis, nor
+# level 2 hypoglycaemia), and each adds a rule on the patient's own baseline.
+PAGE_CUSUM = (
+    "Page's CUSUM (Page, Biometrika 1954;41:100-115) against the patient's own mean and"
+    " spread; k = 0.5, h = 5 spreads (Montgomery, Introduction to Statistical Quality"
+    " Control, 8th ed., 9.1). A local default: review after the first months"
+)
+AHA_REMEASURE = (
+    "Measurement of Blood Pressure in Humans: AHA Scientific Statement (Muntner et al.,"
+    " Hypertension 2019;73:e35-e66): home readings are repeated and averaged, one is not"
+    " enough to act on"
+)
+REWEIGH = "HFSA patient guidance on daily weights (same scale, same clothes, after voiding)"
+SECOND_DROP = (
+    "Hortensius et al., Diabetes Care 2011;34:556-560: sugar on unwashed fingers reads"
+    " falsely high; wash the hands and measure again"
+)
+
+
+def _confirmed(rule: ReadingRule, minutes: int, why: str) -> ReadingRule:
+    """The rule, asking for a repeat reading within `minutes` before it alerts."""
+    document = rule.model_dump(mode="json")
+    document.update(confirm_within_minutes=minutes, source=f"{document['source']}; repeat: {why}")
+    return type(rule).model_validate(document)
+
+
+def _baseline(rule_id: str, title: str, measure: Measure, spread: float, unit: str,
+              **more: object) -> BaselineRule:  # fmt: skip
+    return BaselineRule.model_validate(
+        {
+            "id": rule_id,
+            "title": title,
+            "measure": measure,
+            "direction": "up",
+            # The floor is about a home device's noise: a steadier patient is not held to it.
+            "min_spread": spread,
+            "unit": unit,
+            "advice": "A gradual change from the patient's own usual level: review at the"
+            " next contact rather than at once.",
+            "source": PAGE_CUSUM,
+            **more,
+        }
+    )
+
+
+_BY_ID = {rule.id: rule for rule in (*HYPERTENSION, *HEART_FAILURE, *DIABETES)}
+
+HYPERTENSION_PERSONAL: tuple[ReadingRule, ...] = (
+    _BY_ID["bp_crisis"],
+    _BY_ID["bp_sustained_stage2"],
+    _confirmed(_BY_ID["systolic_low"], 30, AHA_REMEASURE),
+    _confirmed(_BY_ID["pulse_out_of_range"], 30, AHA_REMEASURE),
+    _baseline("systolic_drift", "Systolic above the patient's usual", Measure.SYSTOLIC, 5, "mmHg"),
+)
+
+HEART_FAILURE_PERSONAL: tuple[ReadingRule, ...] = (
+    _confirmed(_BY_ID["weight_gain_day"], 60, REWEIGH),
+    # A week's gain is already judged against several days' weights: no repeat.
+    _BY_ID["weight_gain_week"],
+    _baseline("weight_drift", "Weight above the patient's usual", Measure.WEIGHT, 1, "lb"),
+)
+
+DIABETES_PERSONAL: tuple[ReadingRule, ...] = (
+    # Hypoglycaemia does not wait: the patient treats and re-checks in 15 minutes anyway,
+    # and the nurse should know now.
+    _BY_ID["glucose_low"],
+    _confirmed(_BY_ID["glucose_high"], 30, SECOND_DROP),
+    _baseline(
+        "fasting_glucose_drift",
+        "Fasting glucose above the patient's usual",
+        Measure.GLUCOSE,
+        10,
+        "mg/dL",
+        meal_contexts=["fasting"],
+        learn_readings=7,
+    ),
+)
+
+
 @dataclass(frozen=True)
 class Template:
     name: str
@@ -206,6 +287,27 @@ TEMPLATES = {
         # Daily weights are the point of heart-failure monitoring: two missed days matter.
         Template("heart_failure", "Heart failure", HEART_FAILURE, ReadingKind.BODY_WEIGHT, 2),
         Template("diabetes", "Diabetes (ADA)", DIABETES, ReadingKind.BLOOD_GLUCOSE, 2),
+        Template(
+            "hypertension_personal",
+            "Hypertension (AHA), repeat readings and personal baseline",
+            HYPERTENSION_PERSONAL,
+            ReadingKind.BLOOD_PRESSURE,
+            3,
+        ),
+        Template(
+            "heart_failure_personal",
+            "Heart failure, repeat readings and personal baseline",
+            HEART_FAILURE_PERSONAL,
+            ReadingKind.BODY_WEIGHT,
+            2,
+        ),
+        Template(
+            "diabetes_personal",
+            "Diabetes (ADA), repeat readings and personal baseline",
+            DIABETES_PERSONAL,
+            ReadingKind.BLOOD_GLUCOSE,
+            2,
+        ),
     )
 }
 

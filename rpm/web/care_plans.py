@@ -1,9 +1,11 @@
-"""A patient's care plan: its limits, its versions (who changed it, when, why) and the last
-change; for care managers, an editor of the limits with a preview of what the proposed
-plan would have raised over the last 30 days, before it is saved as a new version.
+"""A patient's care plan: its limits, what its alerts led to (the nurses' resolve outcomes,
+with a suggestion where a rule's were mostly not actionable), its versions (who changed
+it, when, why) and the last change; for care managers, an editor of the limits with a
+preview of what the proposed plan would have raised over the last 30 days, before it is
+saved as a new version.
 
 Reads, the dry run and the save go through the API's own functions (`read_current_plan`,
-`read_plan_versions`, `read_plan_version`, `read_plan_diff`, `dry_run_plan`,
+`read_plan_outcomes`, `read_plan_versions`, `read_plan_version`, `read_plan_diff`, `dry_run_plan`,
 `replace_plan`), so the page sees, refuses and audits exactly as `/api/v1` does. The form
 carries the version it was made from (`based_on_version`): a save after someone else's
 is refused with the API's 409 sentence, never merged silently.
@@ -22,6 +24,7 @@ from rpm.api.care_plans import (
     dry_run_plan,
     read_current_plan,
     read_plan_diff,
+    read_plan_outcomes,
     read_plan_version,
     read_plan_versions,
     replace_plan,
@@ -162,6 +165,7 @@ async def _page(
         "current": current,
         "versions": versions,
         "last_change": last_change,
+        "outcomes": await read_plan_outcomes(conn, principal, record, patient_id),
         "editing": editing,
         "rules": plan_form.limit_fields(editing.plan, entered),
         "other_rules": plan_form.other_rules(editing.plan),

@@ -15,7 +15,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rpm.rules.plan import CarePlan, Limit, Measure, MissedRule, Op, Severity, number
+from rpm.rules.plan import (
+    BaselineRule,
+    CarePlan,
+    Limit,
+    Measure,
+    MissedRule,
+    Op,
+    Severity,
+    number,
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ def limit_fields(plan: CarePlan, entered: Mapping[str, str] | None = None) -> li
     entered = entered or {}
     rules = []
     for rule in plan.rules:
-        if isinstance(rule, MissedRule):
+        if isinstance(rule, MissedRule | BaselineRule):
             continue
         fields = []
         for n, limit in enumerate(rule.limits):
@@ -73,8 +82,13 @@ def limit_fields(plan: CarePlan, entered: Mapping[str, str] | None = None) -> li
 
 
 def other_rules(plan: CarePlan) -> list[str]:
-    """The rules without limits (missed readings), named: the form does not change them."""
-    return [f"{rule.title or rule.id} ({rule.id})" for rule in plan.missed_rules()]
+    """The rules without fixed limits (missed readings, a personal baseline), named: the
+    form does not change them."""
+    return [
+        f"{rule.title or rule.id} ({rule.id})"
+        for rule in plan.rules
+        if rule.enabled and isinstance(rule, MissedRule | BaselineRule)
+    ]
 
 
 class FormRefused(ValueError):

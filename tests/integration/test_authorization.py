@@ -115,6 +115,8 @@ TABLE = [
           query={"from": "1", "to": "1"}),
     Route("POST", "/api/v1/patients/{patient}/care-plan/dry-run", "C", {"plan": PLAN},
           scoped=True),
+    Route("GET", "/api/v1/patients/{patient}/care-plan/outcomes", ANYONE_SIGNED_IN,
+          scoped=True),
     # Care teams: clinicians read their own; admins manage (and read all).
     Route("POST", "/api/v1/staff", "A",
           {"username": "{unique}", "display_name": "Test Nurse", "role": "nurse"}),

@@ -156,7 +156,14 @@ def test_enrolment_from_templates_makes_version_1_with_sources(
     assert {"bp_crisis", "glucose_low", "glucose_high", "missed_readings"} <= rules.keys()
     assert all(rule["source"] for rule in rules.values())
     templates = service.get("/api/v1/care-plan-templates").json()
-    assert [t["name"] for t in templates] == ["hypertension", "heart_failure", "diabetes"]
+    assert [t["name"] for t in templates] == [
+        "hypertension",
+        "heart_failure",
+        "diabetes",
+        "hypertension_personal",
+        "heart_failure_personal",
+        "diabetes_personal",
+    ]
 
 
 @pytest.mark.parametrize(

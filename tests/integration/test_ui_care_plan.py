@@ -15,7 +15,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.integration.conftest import Clinic
-from tests.support import TEST_PASSWORD, add_readings, add_user, browser_csrf, browser_sign_in
+from tests.support import (
+    TEST_PASSWORD,
+    add_readings,
+    add_user,
+    bearer,
+    browser_csrf,
+    browser_sign_in,
+)
 
 NOW = datetime.now(UTC)
 
@@ -97,6 +104,7 @@ def test_the_plan_page_for_a_nurse_reads_and_refuses_changes(
         ("read", "patient", path, patient),
         ("read", "care_plan", path, patient),
         ("read", "care_plan_versions", path, patient),
+        ("read", "alert_outcomes", path, patient),
     ]
 
     # A nurse may not preview or save: 403, audited, nothing saved.
@@ -248,3 +256,73 @@ def test_save_makes_a_new_version_and_a_stale_form_is_refused_in_words(
     assert f'<a href="{path}">open version 2, the plan in force</a>' in text
     assert re.search(r'name="limit:bp_crisis:0"[^>]* value="175"', text)
     assert _version(db_url, patient) == 2
+
+
+def _resolved(ui_client: TestClient, db_url: str, patient: int, rule: str, outcome: str) -> None:
+    """An alert as the rule engine opens it, resolved by nurse-1 through the API."""
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "INSERT INTO alert (patient_id, rule_id, plan_version, severity, message,"
+            " latest_message, first_triggered_at, last_triggered_at, occurrences, opened_at)"
+            " VALUES (%s, %s, 1, 'critical', 'm', 'm', now(), now(), 1, now()) RETURNING id",
+            [patient, rule],
+        ).fetchone()
+    assert row is not None
+    answer = ui_client.post(
+        f"/api/v1/alerts/{row[0]}/resolve",
+        json={"outcome": outcome, "note": "called"},
+        headers=bearer(ui_client, "nurse-1", TEST_PASSWORD),
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_the_nurses_outcomes_per_rule_and_a_suggestion_for_a_rule_mostly_not_actionable(
+    ui_client: TestClient, db_url: str, clinic: Clinic, patient: int
+) -> None:
+    for outcome in ["measurement_or_device_error"] * 4 + ["no_action_needed", "patient_contacted"]:
+        _resolved(ui_client, db_url, patient, "systolic_low", outcome)
+    for outcome in ["measurement_or_device_error"] * 5:
+        _resolved(ui_client, db_url, patient, "bp_crisis", outcome)
+    _resolved(ui_client, db_url, patient, "pulse_out_of_range", "medication_adjusted")
+    _resolved(ui_client, db_url, patient, "retired_rule", "no_action_needed")
+
+    manager = bearer(ui_client, "manager-1", TEST_PASSWORD)
+    found = ui_client.get(f"/api/v1/patients/{patient}/care-plan/outcomes", headers=manager)
+    assert found.status_code == 200, found.text
+    body = found.json()
+    assert (body["resolved"], body["not_actionable"]) == (13, 11)
+    rules = {rule["rule_id"]: rule for rule in body["rules"]}
+    low = rules["systolic_low"]
+    assert (low["resolved"], low["not_actionable"]) == (6, 5)
+    assert low["outcomes"]["measurement_or_device_error"] == 4
+    assert low["outcomes"]["referred_to_emergency_care"] == 0
+    assert low["suggestion"] == (
+        "5 of its 6 resolved alerts were not actionable, most of them measurement or device"
+        " errors: ask the patient for a repeat reading before alerting (confirmation), or"
+        " check their device."
+    )
+    # A crisis never waits for a repeat: the device, then.
+    assert rules["bp_crisis"]["suggestion"] == (
+        "5 of its 5 resolved alerts were not actionable, most of them measurement or device"
+        " errors: check the patient's device and how they measure."
+    )
+    assert rules["pulse_out_of_range"]["suggestion"] is None  # one alert, and actionable
+    assert rules["retired_rule"]["in_plan"] is False
+    assert rules["missed_readings"]["resolved"] == 0
+    old = ui_client.get(f"/api/v1/patients/{patient}/care-plan/outcomes?days=0", headers=manager)
+    assert old.status_code == 422
+
+    # The care manager's page: the table and the suggestions; a nurse sees the table only.
+    browser_sign_in(ui_client, "manager-1")
+    text = html.unescape(ui_client.get(f"/ui/patients/{patient}/care-plan").text)
+    assert "13 alerts resolved,\n  11 of them not actionable" in text
+    assert re.search(r'<tr id="outcomes-systolic_low">\s*<th scope="row">Low blood pressure</th>'
+                     r"\s*<td>6</td>\s*<td>1</td>\s*<td>0</td>\s*<td>0</td>\s*<td>4</td>"
+                     r"\s*<td>1</td>", text)  # fmt: skip
+    assert 'retired_rule <span class="muted">(no longer in the plan)</span>' in text
+    assert '<tr id="outcomes-missed_readings">' not in text
+    assert "<strong>Low blood pressure</strong>: 5 of its 6 resolved alerts" in text
+    browser_sign_in(ui_client, "nurse-1")
+    text = html.unescape(ui_client.get(f"/ui/patients/{patient}/care-plan").text)
+    assert '<tr id="outcomes-systolic_low">' in text
+    assert 'id="suggestions"' not in text

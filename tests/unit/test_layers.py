@@ -21,6 +21,8 @@ PURE = {
     "rpm.rules.templates",
     "rpm.rules.evaluate",
     "rpm.rules.policy",
+    "rpm.rules.confirmation",
+    "rpm.alerts.feedback",
     "rpm.alerts.lifecycle",
     "rpm.alerts.routing",
     "rpm.auth.access",

@@ -104,3 +104,12 @@ def test_a_versions_changes_in_words() -> None:
         "missed_readings: expects 'blood_pressure' → 'blood_pressure', 'body_weight'",
     ]
     assert changes(diff(PLAN, PLAN)) == []
+
+
+def test_a_baseline_rule_has_no_fields_and_is_named_among_the_others() -> None:
+    plan = plan_from_templates(["hypertension_personal"])
+    assert "systolic_drift" not in [rule.rule_id for rule in limit_fields(plan)]
+    assert other_rules(plan) == [
+        "Systolic above the patient's usual (systolic_drift)",
+        "Missed readings (missed_readings)",
+    ]
