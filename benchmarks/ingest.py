@@ -65,7 +65,7 @@ POLL_S = 0.1
 DISTURBED_CORES = 0.25
 
 SERVICE_CLIENT_ID = "rpm-bench-service"
-SERVICE_GROUP = "rpm"  # the service's default RPM_MQTT_SHARED_GROUP
+SERVICE_GROUP = "rpm"  # as a scaled-out service would set RPM_MQTT_SHARED_GROUP
 BARE_CLIENT_ID = "rpm-bench-bare"
 # Another share group, so that one publication fills both sessions.
 BARE_GROUP = "bench-bare"

@@ -126,7 +126,9 @@ def create_app(wiring: Wiring) -> FastAPI:
             ConsumerOptions(
                 client_id=settings.mqtt.client_id,
                 keepalive_s=settings.mqtt.keepalive_s,
-                shared_group=None if wiring.broker_is_embedded else settings.mqtt.shared_group,
+                shared_group=None
+                if wiring.broker_is_embedded
+                else settings.mqtt.shared_group or None,
                 # The embedded broker (amqtt) speaks MQTT 3.1.1 only.
                 protocol=aiomqtt.ProtocolVersion.V311
                 if wiring.broker_is_embedded

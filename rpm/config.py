@@ -85,8 +85,14 @@ class MqttSettings(_Area):
         max_length=23,
         description="MQTT client id; unique per process and stable across its restarts.",
     )
+    # Plain by default: a shared subscription is for scale-out only, and on a broker that
+    # drops shared subscriptions across its restart (Mosquitto before 2.0.12) it loses
+    # what devices publish until the consumer subscribes again (docs/mqtt-consumer.md).
     shared_group: str = Field(
-        "rpm", pattern=r"^[A-Za-z0-9_-]+$", description="MQTT shared-subscription group."
+        "",
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="MQTT shared-subscription group of processes sharing the device stream;"
+        " empty: a plain subscription (one process).",
     )
     keepalive_s: int = Field(30, ge=5)
     session_expiry_s: int = Field(
