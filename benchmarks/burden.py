@@ -65,6 +65,9 @@ PlanFactory = Callable[[Sequence[str]], CarePlan]
 # their conditions (the template names). Another set to compare is one more line.
 TEMPLATE_SETS: dict[str, PlanFactory] = {
     "today": plan_from_templates,
+    # The personal variants' baseline rules and repeats; the replay does not hold findings
+    # for a repeat reading (confirmation is not replayed), so their alerts are an upper bound.
+    "personal": lambda names: plan_from_templates([f"{name}_personal" for name in names]),
 }
 PLAN_VERSION = 1
 # When the nurse resolves an alert, after it opened: critical ones at once, high ones
@@ -265,7 +268,7 @@ def _batch_findings(
 ) -> list[Finding]:
     """`RuleEngine._evaluate` for one patient's batch, on the readings stored by `now`."""
     new = [NewReading(store.patient.number, store.keys[i], store.row(i)) for i in rows]
-    rules = _rules_to_check(plan, new)
+    rules = _rules_to_check(plan, new, set())  # no finding held: confirmation is not replayed
     if not rules:
         return []
     first, last = float(store.times[rows[0]]), float(store.times[rows[-1]])
