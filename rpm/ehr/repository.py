@@ -128,7 +128,8 @@ WITH claimed AS (
 )
 SELECT c.id, c.endpoint_id, c.attempts, r.patient_id, c.device_id, d.serial, c.kind,
        c.measured_at, r.measured_utc_offset_min, r.received_at, r.systolic_mmhg,
-       r.diastolic_mmhg, r.pulse_bpm, r.weight_kg, r.glucose_mg_dl, pt.external_ref
+       r.diastolic_mmhg, r.pulse_bpm, r.weight_kg, r.glucose_mg_dl, r.meal_context,
+       pt.external_ref
 FROM claimed c
 JOIN device d ON d.id = c.device_id
 LEFT JOIN reading r

@@ -206,33 +206,66 @@ def decode_cursor(token: str, patient_id: int) -> Position:
     return position
 
 
-def search_url(
-    base: str, patient_id: int, dates: Sequence[str], count: int, cursor: str | None = None
-) -> str:
+def tokens(values: Iterable[str], system: str | None) -> set[str]:
+    """The codes that comma-separated tokens (`code`, `system|code`, `|code`) ask for,
+    of `system` (None: codes of no system); those of another system match nothing."""
+    codes = set()
+    for value in values:
+        for token in value.split(","):
+            named, bar, code = token.rpartition("|")
+            if not code:
+                raise SearchError(f"{value!r}: a token needs its code (system|code or code)")
+            if not bar or named == (system or ""):
+                codes.add(code)
+    return codes
+
+
+def ids(values: Iterable[str]) -> set[str]:
+    """The ids `_id` asks for (comma-separated, repeatable: any of them)."""
+    return {token for value in values for token in value.split(",") if token}
+
+
+def row_ids(values: Iterable[str]) -> set[int]:
+    """The `_id`s of a resource whose ids are row numbers; others match nothing."""
+    return {int(i) for i in ids(values) if i.isascii() and i.isdigit() and 0 < int(i) <= _MAX_ID}
+
+
+def row_cursor(token: str) -> int:
+    """Where the previous page of a search by id ended (the last id sent)."""
+    if not (token.isascii() and token.isdigit() and int(token) <= _MAX_ID):
+        raise SearchError(
+            "_cursor is not a page of this search: follow the Bundle's `next` link as it is"
+        )
+    return int(token)
+
+
+def search_url(base: str, resource_type: str, query: Sequence[tuple[str, str | int]]) -> str:
     """The address of a search (a Bundle's `self` or `next` link), as it was understood."""
-    query: list[tuple[str, str | int]] = [("patient", patient_id)]
-    query += [("date", value) for value in dates]
-    query.append(("_count", count))
-    if cursor is not None:
-        query.append(("_cursor", cursor))
-    return f"{base}/Observation?{urlencode(query, safe=':')}"
+    return f"{base}/{resource_type}?{urlencode(query, safe=':|,')}"
 
 
 def searchset(
-    base: str, resources: Sequence[dict[str, Any]], self_url: str, next_url: str | None
+    base: str,
+    resources: Sequence[dict[str, Any]],
+    self_url: str,
+    next_url: str | None,
+    included: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """A page of search results: a searchset Bundle with its `self` and `next` links."""
+    """A page of search results: a searchset Bundle with its `self` and `next` links, the
+    matches then what `_include` brought."""
     links = [{"relation": "self", "url": self_url}]
     if next_url is not None:
         links.append({"relation": "next", "url": next_url})
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "link": links}
-    if resources:  # FHIR's JSON has no empty arrays
+    entries = [(resource, "match") for resource in resources]
+    entries += [(resource, "include") for resource in included]
+    if entries:  # FHIR's JSON has no empty arrays
         bundle["entry"] = [
             {
                 "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
                 "resource": resource,
-                "search": {"mode": "match"},
+                "search": {"mode": mode},
             }
-            for resource in resources
+            for resource, mode in entries
         ]
     return bundle

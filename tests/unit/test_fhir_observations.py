@@ -13,8 +13,16 @@ from hypothesis import strategies as st
 
 from rpm.devices.codecs import decode_readings
 from rpm.devices.model import Reading, ReadingKind
-from rpm.fhir.observations import Measurement, Position, observations, observations_after
-from tests.fhir_checks import check_observation
+from rpm.fhir.observations import (
+    Measurement,
+    ObservationKey,
+    Position,
+    observation_id,
+    observation_key,
+    observations,
+    observations_after,
+)
+from tests.fhir_checks import FHIR_ID, check_observation
 
 RECEIVED = datetime(2026, 11, 24, 13, 0, tzinfo=UTC)
 
@@ -34,6 +42,7 @@ def _measurement(reading: Reading, serial: str = "DEV-1") -> Measurement:
         pulse_bpm=reading.pulse_bpm,
         weight_kg=reading.weight_kg,
         glucose_mg_dl=reading.glucose_mg_dl,
+        meal_context=None if reading.meal_context is None else reading.meal_context.value,
     )
 
 
@@ -182,16 +191,21 @@ def test_fractions_of_a_second_are_kept() -> None:
     assert observation["effectiveDateTime"] == "2026-11-24T07:30:00.250000-05:00"
 
 
-def test_ids_are_the_readings_identity_whatever_the_export() -> None:
-    """Same reading, same id (and identifier), whichever patient view or clock wrote it;
-    another device, kind or instant, another id."""
+def _identifiers(reading: Measurement) -> list[str]:
+    return [o["identifier"][0]["value"] for o in observations(reading)]
+
+
+def test_identifiers_are_the_readings_identity_whatever_the_export() -> None:
+    """Same reading, same identifier (and id), whichever patient view or clock wrote it;
+    another device serial, kind or instant, another identifier."""
     reading = _decoded(CASES["blood pressure with a pulse"][0])
-    ids = [o["id"] for o in observations(reading)]
-    assert [o["id"] for o in observations(reading)] == ids
+    identifiers, ids = _identifiers(reading), [o["id"] for o in observations(reading)]
+    assert _identifiers(reading) == identifiers
     in_utc = Measurement(
         **{**vars(reading), "measured_at": reading.measured_at.astimezone(UTC),
            "measured_utc_offset_min": 0, "received_at": RECEIVED + timedelta(hours=1)}
     )  # fmt: skip
+    assert _identifiers(in_utc) == identifiers
     assert [o["id"] for o in observations(in_utc)] == ids
     others = [
         Measurement(**{**vars(reading), "device_serial": "DEV-2"}),
@@ -199,7 +213,57 @@ def test_ids_are_the_readings_identity_whatever_the_export() -> None:
         Measurement(**{**vars(reading), "kind": "heart_rate"}),
     ]
     for other in others:
-        assert {o["id"] for o in observations(other)}.isdisjoint(ids)
+        assert set(_identifiers(other)).isdisjoint(identifiers)
+
+
+def test_an_id_names_its_readings_key_and_part() -> None:
+    """The id is the reading's primary key (device, kind, instant) and the part: a read
+    finds the reading from it; anything else names nothing."""
+    reading = _decoded(CASES["blood pressure with a pulse"][0])
+    panel, pulse = observations(reading)
+    assert panel["id"] == "bp-3-1795523400000000"
+    assert pulse["id"] == "bp-pulse-3-1795523400000000"
+    assert observation_key(panel["id"]) == ObservationKey(
+        3, "blood_pressure", reading.measured_at, 0
+    )
+    assert observation_key(pulse["id"]) == ObservationKey(
+        3, "blood_pressure", reading.measured_at, 1
+    )
+    early = datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    assert observation_id(9, "body_weight", early, 0) == "wt-9--1"
+    assert observation_key("wt-9--1") == ObservationKey(9, "body_weight", early, 0)
+    for text in ("bp-0-1", "xx-3-1", "bp-3-", "bp-3-1.5", "42", "bp-3-99999999999999999999"[:24],
+                 "wt-3-9" * 3):  # fmt: skip
+        assert observation_key(text) is None, text
+
+
+@given(
+    device_id=st.integers(1, 2**63 - 1),
+    kind=st.sampled_from([k.value for k in ReadingKind]),
+    measured_at=st.datetimes(
+        min_value=datetime(1900, 1, 1), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+    ),
+)
+def test_every_id_names_its_key_again(device_id: int, kind: str, measured_at: datetime) -> None:
+    for part in (0, 1) if kind == "blood_pressure" else (0,):
+        text = observation_id(device_id, kind, measured_at, part)
+        assert FHIR_ID.fullmatch(text), text
+        assert observation_key(text) == ObservationKey(device_id, kind, measured_at, part)
+
+
+def test_a_glucose_readings_meal_context_is_a_component_coded_as_the_phd_ig_has_it() -> None:
+    payload = {"kind": "blood_glucose", "measured_at": AT, "glucose": 97, "unit": "mg/dL"}
+    expected = {"fasting": "8417876", "before_meal": "8417868", "after_meal": "8417872",
+                "bedtime": "8417908", "random": "8417880"}  # fmt: skip
+    for meal, code in expected.items():
+        reading = Measurement(**{**vars(_decoded(payload)), "meal_context": meal})
+        (observation,) = observations(reading)
+        check_observation(observation)
+        (component,) = observation["component"]
+        assert component["code"]["coding"][0]["code"] == "8417864"
+        assert component["valueCodeableConcept"]["coding"][0]["code"] == code
+    (without,) = observations(_decoded(payload))
+    assert "component" not in without
 
 
 def test_a_kind_without_an_observation_is_refused() -> None:

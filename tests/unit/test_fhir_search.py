@@ -22,8 +22,11 @@ from rpm.fhir.search import (
     decode_cursor,
     encode_cursor,
     patient_reference,
+    row_cursor,
+    row_ids,
     search_url,
     searchset,
+    tokens,
     window,
 )
 from tests.fhir_checks import check_searchset
@@ -248,12 +251,13 @@ def test_a_cursor_of_another_search_or_of_nothing_is_refused(token: str) -> None
 
 def test_a_searchset_bundle_with_its_links() -> None:
     base = "https://rpm.example/fhir"
-    self_url = search_url(base, 7, ["ge2026-11-01T00:00:00+01:00", "lt2026-12"], 2)
+    dates = [("date", "ge2026-11-01T00:00:00+01:00"), ("date", "lt2026-12")]
+    self_url = search_url(base, "Observation", [("patient", 7), *dates, ("_count", 2)])
     assert self_url == (
         "https://rpm.example/fhir/Observation?patient=7&date=ge2026-11-01T00:00:00%2B01:00"
         "&date=lt2026-12&_count=2"
     )
-    next_url = search_url(base, 7, [], 2, "abc=")
+    next_url = search_url(base, "Observation", [("patient", 7), ("_count", 2), ("_cursor", "abc=")])
     assert next_url == "https://rpm.example/fhir/Observation?patient=7&_count=2&_cursor=abc%3D"
     empty = searchset(base, [], self_url, None)
     assert "entry" not in empty  # FHIR's JSON has no empty arrays
@@ -262,3 +266,35 @@ def test_a_searchset_bundle_with_its_links() -> None:
     paged = searchset(base, [], self_url, next_url)
     check_searchset(paged)
     assert paged["link"][1] == {"relation": "next", "url": next_url}
+
+
+def test_tokens_of_a_system_and_of_none() -> None:
+    """`code`, `system|code` and `|code` (no system), comma-separated: any of them; a
+    token of another system matches nothing; one without its code is refused."""
+    loinc = "http://loinc.org"
+    assert tokens(["8867-4,http://loinc.org|29463-7", "|41653-7"], loinc) == {
+        "8867-4", "29463-7"
+    }  # fmt: skip
+    assert tokens(["http://snomed.info/sct|364075005"], loinc) == set()
+    assert tokens(["MRN-1", "|MRN-2", "urn:other|MRN-3"], None) == {"MRN-1", "MRN-2"}
+    with pytest.raises(SearchError, match="needs its code"):
+        tokens(["http://loinc.org|"], loinc)
+
+
+def test_row_ids_and_their_cursor() -> None:
+    """Ids of rows: what is no row's id matches nothing; a cursor that is not one is
+    refused."""
+    assert row_ids(["1,2", "3", "x,0,-4,99999999999999999999"]) == {1, 2, 3}
+    assert row_cursor("41") == 41
+    for token in ("", "x", "-1", "99999999999999999999"):
+        with pytest.raises(SearchError, match="`next` link"):
+            row_cursor(token)
+
+
+def test_an_included_resource_follows_the_matches() -> None:
+    base = "https://rpm.example/fhir"
+    patient = {"resourceType": "Patient", "id": "7"}
+    bundle = searchset(base, [], "self", None, [patient])
+    assert bundle["entry"] == [
+        {"fullUrl": f"{base}/Patient/7", "resource": patient, "search": {"mode": "include"}}
+    ]

@@ -1,0 +1,174 @@
+"""What rpm's FHIR API serves: the one table the router takes its resource types and
+search parameters from, and the CapabilityStatement (`GET /fhir/metadata`) written from
+it, so that the statement cannot promise what is not served. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+FHIR_VERSION = "4.0.1"
+
+
+@dataclass(frozen=True)
+class SearchParameter:
+    name: str
+    # FHIR's search parameter type: token, date, reference, ...
+    type: str
+    documentation: str
+    # Its definition among FHIR's own (http://hl7.org/fhir/SearchParameter/...).
+    definition: str
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    name: str
+    documentation: str
+    search: tuple[SearchParameter, ...]
+    includes: tuple[str, ...] = ()
+    # `_sort` values taken (only ascending by date: the order pages are kept in).
+    sorts: tuple[str, ...] = ()
+
+    def parameters(self) -> frozenset[str]:
+        """Every query parameter its search takes: search parameters, then the result
+        parameters (`_count`, `_include`, `_sort`) and the page cursor of `next` links."""
+        taken = {p.name for p in self.search} | {"_count", "_cursor"}
+        if self.includes:
+            taken.add("_include")
+        if self.sorts:
+            taken.add("_sort")
+        return frozenset(taken)
+
+
+def _common(name: str) -> tuple[SearchParameter, ...]:
+    return (
+        SearchParameter(
+            "_id", "token", "One id or several, comma-separated",
+            "http://hl7.org/fhir/SearchParameter/Resource-id",
+        ),
+        SearchParameter(
+            "_lastUpdated", "date",
+            f"When the {name} last changed (prefixes as for dates; a date without a time is"
+            " on the patient's clock in a patient's search, else in UTC)",
+            "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
+        ),
+    )  # fmt: skip
+
+
+def _patient(definition: str, documentation: str) -> SearchParameter:
+    return SearchParameter("patient", "reference", documentation, definition)
+
+
+RESOURCES: tuple[ResourceType, ...] = (
+    ResourceType(
+        "Observation",
+        "A patient's single readings (category vital-signs, LOINC, UCUM), oldest first",
+        (
+            *_common("Observation"),
+            _patient(
+                "http://hl7.org/fhir/SearchParameter/clinical-patient",
+                "Required: the patient, 123 or Patient/123",
+            ),
+            SearchParameter(
+                "date",
+                "date",
+                "When measured; repeatable, all must hold (eq, ne, gt, ge, lt, le)",
+                "http://hl7.org/fhir/SearchParameter/clinical-date",
+            ),
+            SearchParameter(
+                "code",
+                "token",
+                "LOINC codes, comma-separated: 8867-4 or http://loinc.org|8867-4",
+                "http://hl7.org/fhir/SearchParameter/clinical-code",
+            ),
+        ),
+        includes=("Observation:patient", "Observation:device"),
+        sorts=("date",),
+    ),
+    ResourceType(
+        "Patient",
+        "The enrolled patients of the user's care teams; the clinic's reference (an MRN)"
+        " is the identifier",
+        (
+            *_common("Patient"),
+            SearchParameter(
+                "identifier",
+                "token",
+                "The clinic's reference: MRN-1 or |MRN-1",
+                "http://hl7.org/fhir/SearchParameter/Patient-identifier",
+            ),
+        ),
+    ),
+    ResourceType(
+        "Device",
+        "Registered devices, with the patient who has each now",
+        (
+            *_common("Device"),
+            _patient(
+                "http://hl7.org/fhir/SearchParameter/Device-patient",
+                "The patient who has the device now",
+            ),
+        ),
+    ),
+    ResourceType(
+        "Flag",
+        "Open (and acknowledged) alerts: a search lists those; a resolved alert is read as"
+        " an inactive Flag",
+        (
+            *_common("Flag"),
+            _patient("http://hl7.org/fhir/SearchParameter/clinical-patient", "The patient"),
+        ),
+    ),
+)
+BY_NAME = {resource.name: resource for resource in RESOURCES}
+
+
+def capability_statement(base: str, version: str, date: datetime) -> dict[str, Any]:
+    """rpm's FHIR server as it is: read and search-type of each resource type, each
+    search parameter and `_include` of the table."""
+    resources = []
+    for resource in RESOURCES:
+        entry: dict[str, Any] = {
+            "type": resource.name,
+            "documentation": resource.documentation,
+            "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "versioning": "versioned",
+            "readHistory": False,
+            "updateCreate": False,
+            "searchParam": [
+                {
+                    "name": p.name,
+                    "definition": p.definition,
+                    "type": p.type,
+                    "documentation": p.documentation,
+                }
+                for p in resource.search
+            ],
+        }
+        if resource.includes:
+            entry["searchInclude"] = list(resource.includes)
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": date.isoformat(),
+        "kind": "instance",
+        "software": {"name": "rpm", "version": version},
+        "implementation": {"description": "rpm remote patient monitoring", "url": base},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": "Read-only. `_count` pages (at most 1000 a page), `_sort`"
+                " takes date (Observation, oldest first), and every refusal is an"
+                " OperationOutcome.",
+                "security": {
+                    "description": "Authorization: Bearer <token or API key>; a user sees"
+                    " the patients of their care teams only"
+                },
+                "resource": resources,
+            }
+        ],
+    }
