@@ -87,9 +87,9 @@ def test_the_patient_page_charts_each_kind_of_reading_with_the_plans_limits(
     bp_chart = text[text.index('id="chart-blood_pressure"') : text.index('id="chart-body_weight"')]
     limits = {
         html.unescape(label): float(y)
-        for y, label in re.findall(
-            r'<g class="threshold threshold-[a-z]+" data-rule="[a-z0-9_]+">\s*<line [^>]*'
-            r'y1="([\d.]+)"[^>]*/>\s*<text [^>]*>([^<]+)</text>',
+        for label, y in re.findall(
+            r'<g class="threshold threshold-[a-z]+" data-rule="[a-z0-9_]+">\s*'
+            r'<title>([^<]+)</title>\s*<line [^>]*y1="([\d.]+)"',
             bp_chart,
         )
     }
