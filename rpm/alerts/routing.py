@@ -259,14 +259,15 @@ def plan_dispatch(
 
 def body(send: Send, sms_template: str, digest_template: str, public_url: str) -> str:
     """The SMS text: the alert's number, severity and a link; never patient data. A
-    reminder's text was written with it."""
+    reminder's text was written with it. The link is the UI's page (a phone opens it,
+    signing in first), not the API's, which answers a browser with a bare 401."""
     if send.body is not None:
         return send.body
     base = public_url.rstrip("/")
     if send.counted:
         return digest_template.format(
-            count=len(send.counted) + 1, critical=send.critical, link=f"{base}/api/v1/alerts"
+            count=len(send.counted) + 1, critical=send.critical, link=f"{base}/ui/worklist"
         )
     return sms_template.format(
-        severity=send.severity, alert_id=send.alert_id, link=f"{base}/api/v1/alerts/{send.alert_id}"
+        severity=send.severity, alert_id=send.alert_id, link=f"{base}/ui/alerts/{send.alert_id}"
     )

@@ -146,11 +146,12 @@ def _plan_limits(plan: CarePlan, measures: set[Measure]) -> tuple[list[Threshold
 # 768 px (a tablet held upright) it is drawn at about its own size.
 WIDTH = 720
 HEIGHT = 260
-_LEFT, _RIGHT, _TOP, _BOTTOM = 52, 12, 14, 30
-# Threshold labels closer than this are moved apart (the lines stay where they are).
-_LABEL_GAP = 14
-# A label under its line: its baseline this far below it.
-_LABEL_BELOW = 14
+# The right margin holds the limits' tags (their values), beside the plot: never over a
+# reading. Their words are in the legend under the chart.
+_LEFT, _RIGHT, _TOP, _BOTTOM = 52, 56, 14, 30
+# Tags closer than this are moved apart (the lines stay where they are): room for the
+# phone's larger text (rpm.css draws the chart's text at 22 units below 40rem).
+_LABEL_GAP = 22
 _Y_TICKS = 7
 _DAY = timedelta(days=1)
 
@@ -191,7 +192,10 @@ class Line:
 class ThresholdLine:
     threshold: Threshold
     y: float
+    # Where its tag (`tag`, the limit's value) sits in the right margin: at its line, or
+    # moved off it to keep tags apart.
     label_y: float
+    tag: str
 
     @property
     def label(self) -> str:
@@ -325,13 +329,10 @@ def chart(
         )
         for metric in spec.metrics
     ]
-    # A label on the side of its line where the readings it is about lie: above an upper
-    # limit, below a lower one (so a low and a high limit at one value do not collide).
-    wanted = sorted(
-        ((y(t.value) + (-4 if t.upward else _LABEL_BELOW), t) for t in shown),
-        key=lambda pair: pair[0],
-    )
-    label_ys = _spread([at for at, _ in wanted], top + 10, bottom - 4)
+    # Top to bottom; at one value, the upper limit's tag above the lower one's (each on
+    # the side where the readings it is about lie).
+    wanted = sorted(((y(t.value), t) for t in shown), key=lambda p: (p[0], not p[1].upward))
+    label_ys = _spread([at for at, _ in wanted], top, bottom)
     return Chart(
         kind,
         spec.title,
@@ -340,7 +341,10 @@ def chart(
         until,
         bucket,
         lines,
-        [ThresholdLine(t, y(t.value), at) for (_, t), at in zip(wanted, label_ys, strict=True)],
+        [
+            ThresholdLine(t, y(t.value), at, rounded(t.value, spec.unit))
+            for (_, t), at in zip(wanted, label_ys, strict=True)
+        ],
         undrawn,
         [Tick(x(at), label) for at, label in _days(since, until)],
         [Tick(y(v), number(round(v, 6))) for v in _steps(low, high, step)],

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import jinja2
 from fastapi import Depends, FastAPI, Request
@@ -289,9 +290,26 @@ def _page_or(api_handler: Any) -> ExceptionHandler:
     return handle
 
 
+def local_page(path: str | None) -> str | None:
+    """`path` if it is one of the UI's own pages (where sign-in may return to); None for
+    anything else: another site ("//evil.example", "https://..."), a backslash some
+    browsers read as a slash, a control character."""
+    if not path or not path.startswith(f"{PREFIX}/") or path.startswith(f"{PREFIX}/static/"):
+        return None
+    if "\\" in path or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        return None
+    return path
+
+
 async def _signed_out(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SignedOut)
-    login = f"{PREFIX}/login" + (f"?ended={exc.reason}" if exc.reason else "")
+    params = {"ended": exc.reason} if exc.reason else {}
+    if request.method == "GET" and not is_htmx(request):
+        # Back to this page after signing in (an SMS's link to an alert, say).
+        query = f"?{request.url.query}" if request.url.query else ""
+        if (back := local_page(request.url.path + query)) and back != f"{PREFIX}/":
+            params["next"] = back
+    login = f"{PREFIX}/login" + (f"?{urlencode(params)}" if params else "")
     response: Response
     if is_htmx(request):
         # htmx follows HX-Redirect whatever the status; 401 tells everyone else.

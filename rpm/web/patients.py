@@ -141,5 +141,6 @@ async def alert_page(
     if detail.alert.assigned_to is not None:
         staff_ids.add(detail.alert.assigned_to)
     staff = await care_teams.staff_by_ids(conn, staff_ids)
-    context = {"detail": detail, "patient": patient, "staff": staff}
+    may_act = user.principal.may(Permission.ACT_ON_ALERTS)
+    context = {"detail": detail, "patient": patient, "staff": staff, "may_act": may_act}
     return render(request, user, "alert.html", context)

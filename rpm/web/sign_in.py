@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from rpm.api.auth import audited_sign_in
@@ -22,6 +23,7 @@ from rpm.web.deps import (
     browser_user,
     check_same_origin,
     clear_session_cookie,
+    local_page,
     render,
     set_session_cookie,
     settings_of,
@@ -40,6 +42,8 @@ async def home(request: Request, conn: Conn) -> Response:
     if COOKIE not in request.cookies and _JUST_SIGNED_IN in request.query_params:
         return _form(request, cookie_refused=True)
     user = await browser_user(request, conn)
+    if back := local_page(request.query_params.get("next")):
+        return RedirectResponse(back, 303)
     first = next((p for p in PAGES if user.principal.may(p.permission)), None)
     if first is None:
         raise Forbidden(f"the UI has no page for the role {user.principal.role.value} yet")
@@ -47,8 +51,12 @@ async def home(request: Request, conn: Conn) -> Response:
 
 
 @router.get("/login")
-async def login_form(request: Request, ended: str | None = None) -> HTMLResponse:
-    return _form(request, ended=ended)
+async def login_form(
+    request: Request,
+    ended: str | None = None,
+    then: Annotated[str | None, Query(alias="next")] = None,
+) -> HTMLResponse:
+    return _form(request, ended=ended, back=local_page(then))
 
 
 @router.post("/login")
@@ -57,20 +65,23 @@ async def login(
     conn: Conn,
     username: Annotated[str, Form(max_length=64)],
     password: Annotated[str, Form(max_length=256)],
+    then: Annotated[str, Form(alias="next", max_length=2000)] = "",
 ) -> Response:
     """Throttled, refused and audited as the API's sign-in is (`audited_sign_in`)."""
     check_same_origin(request)
     await refuse_nul_in_form(request)
+    back = local_page(then)
     try:
         signed_in = await audited_sign_in(request, conn, username, password, "browser")
     except auth_service.SignInRefused as exc:
-        return _form(request, error=str(exc), username=username, status_code=401)
+        return _form(request, error=str(exc), username=username, back=back, status_code=401)
     except auth_service.SignInLocked as exc:
         retry_after = str(exc.retry_after_s(datetime.now(UTC)))
         return _form(
             request,
             error=str(exc),
             username=username,
+            back=back,
             status_code=429,
             headers={"Retry-After": retry_after},
         )
@@ -79,7 +90,8 @@ async def login(
         # A new sign-in on this browser: the session it had ends, not lingers.
         async with conn.transaction():
             await users.end_session(conn, previous)
-    response = RedirectResponse(f"{PREFIX}/?{_JUST_SIGNED_IN}=1", 303)
+    query = urlencode({_JUST_SIGNED_IN: 1} | ({"next": back} if back else {}))
+    response = RedirectResponse(f"{PREFIX}/?{query}", 303)
     set_session_cookie(response, signed_in.token, settings_of(request))
     return response
 
@@ -103,6 +115,7 @@ def _form(
     error: str | None = None,
     username: str = "",
     cookie_refused: bool = False,
+    back: str | None = None,
     status_code: int = 200,
     headers: dict[str, str] | None = None,
 ) -> HTMLResponse:
@@ -118,5 +131,6 @@ def _form(
         "error": error,
         "username": username,
         "cookie_refused": cookie_refused,
+        "next": back,
     }
     return render(request, None, "login.html", context, status_code, headers)

@@ -42,6 +42,7 @@ from rpm.web.deps import (
     BrowserReadsPatients,
     BrowserUser,
     is_htmx,
+    local_page,
     render,
     session_ended,
     streaming_user,
@@ -235,9 +236,15 @@ async def _events(
 
 @router.post("/alerts/{alert_id}/acknowledge")
 async def acknowledge(
-    request: Request, conn: Conn, user: BrowserActsOnAlerts, record: BrowserAudit, alert_id: int
+    request: Request,
+    conn: Conn,
+    user: BrowserActsOnAlerts,
+    record: BrowserAudit,
+    alert_id: int,
+    back: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    return await _act(request, conn, user, record, alert_id, Acknowledge())
+    """From the worklist's row (htmx) or the alert's page (a plain post, `back` to it)."""
+    return await _act(request, conn, user, record, alert_id, Acknowledge(), local_page(back))
 
 
 @router.post("/alerts/{alert_id}/assign")
@@ -272,10 +279,11 @@ async def _act(
     record: AuditTrail,
     alert_id: int,
     command: Command,
+    back: str | None = None,
 ) -> Response:
     """The alert's row after the command; a refusal (already resolved, not in the team)
-    in the row, in words. Without htmx (a plain form post): back to the worklist, or a
-    page saying why not."""
+    in the row, in words. Without htmx (a plain form post): `back` (the worklist if
+    None), or a page saying why not."""
     try:
         alert = await act_on_alert(conn, user.principal, record, alert_id, command)
         refusal, status = None, 200
@@ -287,7 +295,7 @@ async def _act(
         alert = await alerts.get(conn, alert_id)
         await record("read", "alert", alert_id, [alert.patient_id])
     if not is_htmx(request):
-        return RedirectResponse(WORKLIST, 303)
+        return RedirectResponse(back or WORKLIST, 303)
     (row,) = await _rows(conn, [alert])
     context = {"row": row, "refusal": refusal, **_row_context(user)}
     return render(request, user, "_alert_row.html", context, status)

@@ -158,16 +158,18 @@ def _on_console(errors: list[str]) -> Any:
     return record
 
 
-OpenPage = Callable[[int], BrowserPage]
+# (width, and optionally height) in CSS pixels.
+OpenPage = Callable[..., BrowserPage]
 
 
 @pytest.fixture
 def open_page(chromium: Browser, request: pytest.FixtureRequest) -> Iterator[OpenPage]:
-    """Opens a page this many CSS pixels wide; each in a browser context of its own."""
+    """Opens a page this many CSS pixels wide (and high); each in a browser context of its
+    own."""
     contexts: list[BrowserContext] = []
 
-    def open_one(width: int) -> BrowserPage:
-        context = chromium.new_context(viewport={"width": width, "height": 900})
+    def open_one(width: int, height: int = 900) -> BrowserPage:
+        context = chromium.new_context(viewport={"width": width, "height": height})
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(10_000)

@@ -51,7 +51,9 @@ def test_a_care_manager_reads_a_chart_then_previews_and_saves_a_lower_limit(
     expect(chart).to_be_visible()
     crisis = chart.locator("g.threshold[data-rule='bp_crisis']")
     expect(crisis.locator("line")).to_have_count(2)
-    expect(crisis.first.locator("text")).to_have_text("Critical ≥ 180 mmHg systolic")
+    # Its value beside the plot, its words in the line's title and the legend.
+    expect(crisis.first.locator("text")).to_have_text("180")
+    expect(crisis.first.locator("title")).to_have_text("Critical ≥ 180 mmHg systolic")
     expect(chart.locator(".series-1 circle")).to_have_count(28)
     # The page fits the tablet: nothing scrolls sideways.
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")

@@ -141,7 +141,7 @@ def test_a_crisis_reading_texts_the_on_call_nurse_and_twilio_reports_delivery(
         [sms] = twilio.wait_for(1)
         alert = client.get(f"/api/v1/patients/{patient}/alerts").json()["alerts"][0]
         assert sms.to == NURSE_PHONE
-        link = f"{PUBLIC}/api/v1/alerts/{alert['id']}"
+        link = f"{PUBLIC}/ui/alerts/{alert['id']}"
         assert sms.body == f"RPM critical alert #{alert['id']}: open the worklist {link}"
         assert "Test" not in sms.body
         assert "186" not in sms.body

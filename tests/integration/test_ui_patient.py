@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from rpm.web import patients as patients_ui
 from tests.integration.conftest import Clinic
-from tests.support import add_alert, add_readings, browser_csrf, browser_sign_in
+from tests.support import TEST_PASSWORD, add_alert, add_readings, browser_csrf, browser_sign_in
 
 NOW = datetime.now(UTC)
 
@@ -87,9 +87,9 @@ def test_the_patient_page_charts_each_kind_of_reading_with_the_plans_limits(
     bp_chart = text[text.index('id="chart-blood_pressure"') : text.index('id="chart-body_weight"')]
     limits = {
         html.unescape(label): float(y)
-        for y, label in re.findall(
-            r'<g class="threshold threshold-[a-z]+" data-rule="[a-z0-9_]+">\s*<line [^>]*'
-            r'y1="([\d.]+)"[^>]*/>\s*<text [^>]*>([^<]+)</text>',
+        for label, y in re.findall(
+            r'<g class="threshold threshold-[a-z]+" data-rule="[a-z0-9_]+">\s*'
+            r'<title>([^<]+)</title>\s*<line [^>]*y1="([\d.]+)"',
             bp_chart,
         )
     }
@@ -224,3 +224,55 @@ def test_the_patients_list_holds_the_teams_patients_paged_and_found_by_reference
     # Each page's read is audited with a row per patient shown.
     reads = [row for row in _audited(db_url) if row[1] == "patients"]
     assert [row[3] for row in reads] == [*mine[:2], mine[2], mine[1], None]
+
+
+def test_an_sms_link_signs_in_then_opens_the_alert_and_acknowledges_it_there(
+    ui_client: TestClient, db_url: str, clinic: Clinic
+) -> None:
+    patient = clinic.first.patient("MRN-A1")
+    alert = add_alert(db_url, patient, "bp_crisis", "critical", "BP 185/95", timedelta(minutes=3))
+    # The SMS's link, not signed in: the sign-in form, which comes back to it.
+    opened = ui_client.get(f"/ui/alerts/{alert}", follow_redirects=False)
+    assert opened.status_code == 303
+    login = opened.headers["Location"]
+    assert login == f"/ui/login?next=%2Fui%2Falerts%2F{alert}"
+    form = ui_client.get(login).text
+    assert f'<input type="hidden" name="next" value="/ui/alerts/{alert}">' in form
+    signed_in = ui_client.post(
+        "/ui/login",
+        data={"username": "nurse-1", "password": TEST_PASSWORD, "next": f"/ui/alerts/{alert}"},
+        follow_redirects=False,
+    )
+    assert signed_in.headers["Location"] == f"/ui/?signed_in=1&next=%2Fui%2Falerts%2F{alert}"
+    home = ui_client.get(signed_in.headers["Location"], follow_redirects=False)
+    assert home.headers["Location"] == f"/ui/alerts/{alert}"
+
+    page = ui_client.get(f"/ui/alerts/{alert}").text
+    assert f'<button type="submit" id="acknowledge-{alert}">Acknowledge' in page
+    acknowledged = ui_client.post(
+        f"/ui/alerts/{alert}/acknowledge",
+        data={"csrf_token": browser_csrf(db_url, "nurse-1"), "back": f"/ui/alerts/{alert}"},
+        follow_redirects=False,
+    )
+    assert acknowledged.headers["Location"] == f"/ui/alerts/{alert}"
+    after = ui_client.get(f"/ui/alerts/{alert}").text
+    assert "Acknowledged by nurse-1" in after
+    assert f'id="acknowledge-{alert}"' not in after
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    ["//evil.example/ui/", "https://evil.example/ui/x", "/api/v1/alerts/1", "/ui/\\evil", ""],
+)
+def test_sign_in_returns_only_to_the_uis_own_pages(
+    ui_client: TestClient, db_url: str, clinic: Clinic, elsewhere: str
+) -> None:
+    assert 'name="next" value=' not in ui_client.get(f"/ui/login?next={elsewhere}").text
+    signed_in = ui_client.post(
+        "/ui/login",
+        data={"username": "nurse-1", "password": TEST_PASSWORD, "next": elsewhere},
+        follow_redirects=False,
+    )
+    assert signed_in.headers["Location"] == "/ui/?signed_in=1"
+    home = ui_client.get(f"/ui/?next={elsewhere}", follow_redirects=False)
+    assert home.headers["Location"] == "/ui/worklist"

@@ -119,7 +119,7 @@ def test_a_burst_becomes_singles_then_one_digest_most_severe_first() -> None:
         "{count} ({critical}) {link}",
         "https://rpm.example/",
     )
-    assert digest == "3 (1) https://rpm.example/api/v1/alerts"
+    assert digest == "3 (1) https://rpm.example/ui/worklist"
 
 
 def test_a_full_window_defers_until_a_slot_frees_and_expired_rows_are_dropped() -> None:

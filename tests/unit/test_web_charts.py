@@ -95,12 +95,30 @@ def test_labels_at_one_value_do_not_collide() -> None:
     at_90 = [line for line in drawn.thresholds if "90 mmHg" in line.label]
     assert len(at_90) == 2
     assert at_90[0].y == at_90[1].y
-    # The lower limit's label is under its line, the upper one's above it.
+    # The upper limit's tag above the lower one's, both saying the value.
     low = next(line for line in at_90 if "<" in line.label)
     high = next(line for line in at_90 if "≥" in line.label)
-    assert high.label_y < low.y < low.label_y
+    assert high.label_y < low.label_y
+    assert (high.tag, low.tag) == ("90", "90")
     ys = sorted(line.label_y for line in drawn.thresholds)
-    assert all(b - a >= 14 for a, b in itertools.pairwise(ys))
+    assert all(b - a >= 22 for a, b in itertools.pairwise(ys))
+    assert all(drawn.top <= y <= drawn.bottom for y in ys)
+
+
+def test_limit_tags_sit_in_the_margin_right_of_every_reading() -> None:
+    drawn = chart(
+        ReadingKind.BLOOD_PRESSURE,
+        _series(_bp(1, 185, 95), _bp(2, 140, 90)),
+        plan_from_templates(["hypertension"]),
+        SINCE,
+        UNTIL,
+        HOUR,
+    )
+    marks = [m.x for line in drawn.lines for m in line.marks]
+    assert drawn.thresholds
+    assert max(marks) <= drawn.right < drawn.width - 48
+    # The tags start right of the plot (the template writes them at right + 5).
+    assert all(line.tag.replace(".", "").isdigit() for line in drawn.thresholds)
 
 
 def test_a_limit_in_another_unit_is_drawn_at_its_value_in_the_charts_unit() -> None:
