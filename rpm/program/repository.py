@@ -101,6 +101,24 @@ async def reading_days(
     return dict(days)
 
 
+async def episode_reading_days(
+    conn: Connection,
+    patient_id: int,
+    time_zone: str,
+    episode: Episode,
+    start: datetime,
+    end: datetime,
+) -> dict[str, set[date]]:
+    """Per device kind, the local days with a reading in [start, end) within the episode:
+    the one query adherence and billing both count by, so the patient page cannot show
+    two numbers for one fact. A reading before the episode began (earlier on its first
+    day, or in the previous episode) is not the episode's."""
+    start = max(start, episode.started_at)
+    if episode.ended_at is not None:
+        end = min(end, episode.ended_at)
+    return await reading_days(conn, patient_id, time_zone, start, end)
+
+
 # The last single reading of each reading kind of patient `{patient}`, each found through
 # the patient-kind-time index rather than by reading the patient's whole history.
 _LAST_OF_EACH_KIND = """
@@ -149,7 +167,8 @@ async def current_periods(
     days = _days_query(
         source or await day_source(conn),
         "DISTINCT (q.at AT TIME ZONE c.time_zone)::date",
-        "q.patient_id = c.patient_id"
+        # From the episode's start, as `episode_reading_days` counts for the patient page.
+        "q.patient_id = c.patient_id AND q.at >= c.started_at"
         " AND q.at >= (c.period_first::timestamp AT TIME ZONE c.time_zone)"
         " AND q.at < ((c.period_first + 30)::timestamp AT TIME ZONE c.time_zone)",
     )

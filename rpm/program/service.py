@@ -41,8 +41,8 @@ async def patient_adherence(
     zone = time_zone(patient.time_zone)
     today = local_day(now, zone)
     period = period_on(episode.started_at, max(today, local_day(episode.started_at, zone)), zone)
-    days = await repository.reading_days(
-        conn, patient.id, patient.time_zone, period.starts_at, min(period.ends_at, now)
+    days = await repository.episode_reading_days(
+        conn, patient.id, patient.time_zone, episode, period.starts_at, min(period.ends_at, now)
     )
     last = await repository.last_readings(conn, patient.id)
     every_day = _any_kind(days)
@@ -122,8 +122,8 @@ async def patient_billing(
         # Only what happened within the episode counts for its periods: a discharge ends
         # the last one, and what follows a re-activation belongs to the next episode.
         until = min(episode.ended_at or now, now)
-        days = await repository.reading_days(
-            conn, patient.id, patient.time_zone, episode.started_at, until
+        days = await repository.episode_reading_days(
+            conn, patient.id, patient.time_zone, episode, episode.started_at, until
         )
         every_day = _any_kind(days)
         physician = [e for e in entries if e.by_physician]

@@ -705,3 +705,31 @@ def test_reminder_consent_needs_a_phone_shows_only_its_last_digits_and_keeps_its
         "change",
     ]
     assert not any("555555014" in text for _, text in details)
+
+
+def test_adherence_and_billing_count_the_same_days_from_the_episode_s_start(
+    ui_client: TestClient, db_url: str, clinic: Clinic, nurse: Headers
+) -> None:
+    """A reading earlier on the enrolment day, before the episode began, is not the
+    episode's: both sections of the patient page leave it out (they showed 1 and 0)."""
+    today = _today()
+    patient = clinic.first.patient("MRN-SAME")
+    clinic.first.device("CUFF-SAME", "blood_pressure_cuff", patient)
+    first_day = today - timedelta(days=3)
+    _began(db_url, patient, _local(first_day, 12))
+    add_readings(
+        db_url,
+        "CUFF-SAME",
+        patient,
+        "blood_pressure",
+        [
+            (_local(first_day, 8), BLOOD_PRESSURE),
+            (_local(today - timedelta(days=1), 8), BLOOD_PRESSURE),
+        ],
+    )
+
+    adherence = _ok(ui_client.get(f"/api/v1/patients/{patient}/adherence", headers=nurse))
+    billing = _ok(ui_client.get(f"/api/v1/patients/{patient}/billing", headers=nurse))
+
+    assert adherence["overall"]["days_with_readings"] == 1
+    assert billing["periods"][0]["days_with_readings"] == 1
