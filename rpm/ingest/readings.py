@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from psycopg import AsyncConnection, sql
-from psycopg.rows import TupleRow, class_row
+from psycopg.rows import TupleRow
 
 Connection = AsyncConnection[TupleRow]
 
@@ -20,7 +20,10 @@ class StoredReading:
     device_id: int
     device_serial: str
     kind: str
+    # In UTC; `measured_at_local` is the same instant on the device's own clock, as it
+    # sent it ("07:30 at home" stays 07:30-06:00), None when it sent no offset.
     measured_at: datetime
+    measured_at_local: datetime | None
     received_at: datetime
     systolic_mmhg: float | None
     diastolic_mmhg: float | None
@@ -51,9 +54,11 @@ async def for_patient(
     limit: int,
 ) -> list[StoredReading]:
     """Newest first, by key: a page after `after` costs what the first does."""
-    async with conn.cursor(row_factory=class_row(StoredReading)) as cursor:
+    async with conn.cursor() as cursor:
         await cursor.execute(
             "SELECT r.device_id, d.serial AS device_serial, r.kind, r.measured_at,"
+            # The device's offset, in minutes: a timestamptz keeps none (`_on_its_clock`).
+            " r.measured_utc_offset_min,"
             " r.received_at, r.systolic_mmhg, r.diastolic_mmhg, r.pulse_bpm, r.weight_kg,"
             " r.glucose_mg_dl, r.meal_context, r.statistic, r.source"
             " FROM reading r JOIN device d ON d.id = r.device_id"
@@ -75,7 +80,20 @@ async def for_patient(
                 "limit": limit,
             },
         )
-        return await cursor.fetchall()
+        return [
+            StoredReading(device, serial, kind, at, _on_its_clock(at, offset), *rest)
+            for device, serial, kind, at, offset, *rest in await cursor.fetchall()
+        ]
+
+
+# What an RFC 3339 offset (and Python's timezone) can carry.
+_MAX_OFFSET = timedelta(hours=23, minutes=59)
+
+
+def _on_its_clock(at: datetime, offset_min: int | None) -> datetime | None:
+    if offset_min is None or abs(timedelta(minutes=offset_min)) > _MAX_OFFSET:
+        return None
+    return at.astimezone(timezone(timedelta(minutes=offset_min)))
 
 
 async def kinds_of(conn: Connection, patient_id: int, kinds: Sequence[str]) -> list[str]:

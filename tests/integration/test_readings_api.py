@@ -119,3 +119,21 @@ def test_a_series_buckets_single_readings_and_leaves_summaries_out(
         path, params={"kind": "blood_pressure", "since": window["until"], "until": window["since"]}
     )
     assert backwards.status_code == 422
+
+
+def test_each_reading_also_gives_the_time_on_the_device_s_own_clock(
+    admin: TestClient, db_url: str, patient: int
+) -> None:
+    """"07:30 at home stays 07:30": the offset the device sent comes back beside UTC."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE reading SET measured_utc_offset_min = -360"
+            " WHERE kind = 'body_weight' AND patient_id = %s",
+            [patient],
+        )
+    readings = _get(admin, f"/api/v1/patients/{patient}/readings", kind="body_weight")
+    (weight,) = readings["readings"]
+    assert weight["measured_at"] == "2026-11-01T06:00:00Z"
+    assert weight["measured_at_local"] == "2026-11-01T00:00:00-06:00"
+    cuff = _get(admin, f"/api/v1/patients/{patient}/readings", kind="blood_pressure", limit=1)
+    assert cuff["readings"][0]["measured_at_local"] is None  # no offset sent
