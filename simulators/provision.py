@@ -16,7 +16,7 @@ import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -77,7 +77,7 @@ def provision(
     ids: dict[str, int] = {}
     new_patients = new_devices = 0
     for patient in simulation.patients:
-        patient_id, created = _patient(api, patient, care_team_id)
+        patient_id, created = _patient(api, patient, care_team_id, assigned_at)
         ids[patient.ref] = patient_id
         new_patients += created
         for device in patient.devices:
@@ -139,7 +139,12 @@ def _team_named(api: _Api, name: str) -> int | None:
         after = int(page[-1]["id"])
 
 
-def _patient(api: _Api, patient: SimPatient, care_team_id: int | None) -> tuple[int, bool]:
+def _patient(
+    api: _Api, patient: SimPatient, care_team_id: int | None, assigned_at: datetime
+) -> tuple[int, bool]:
+    # Enrolled when their devices were given (before their first simulated reading), so
+    # that adherence and billing count the readings; the API takes at most 90 days back.
+    enrolled_at = max(assigned_at, datetime.now(UTC) - timedelta(days=89))
     status, body = api.call(
         "POST",
         "/api/v1/patients",
@@ -151,6 +156,7 @@ def _patient(api: _Api, patient: SimPatient, care_team_id: int | None) -> tuple[
             # The physiology's conditions are named as rpm's care-plan templates are.
             "templates": sorted(c.value for c in patient.conditions),
             "care_team_id": care_team_id,
+            "enrolled_at": enrolled_at.isoformat(),
         },
     )
     if status == 201:

@@ -4,13 +4,13 @@ patients of their own care teams only; every read and change is audited."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal, Self
 
 from fastapi import APIRouter, Query, status
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rpm.alerts import repository as alerts
 from rpm.alerts.repository import AlertRecord
@@ -25,6 +25,7 @@ from rpm.api.deps import (
     check_team_choice,
     patient_in_view,
 )
+from rpm.api.values import in_utc
 from rpm.auth.access import Principal
 from rpm.patients import registry
 from rpm.patients.registry import NewPatient, PatientRecord
@@ -42,6 +43,9 @@ router = APIRouter(
         }
     ),
 )
+
+
+MAX_BACKDATED_DAYS = 90
 
 
 class Enrolment(RequestBody):
@@ -74,6 +78,25 @@ class Enrolment(RequestBody):
     care_team_id: int | None = Field(
         None, description="The care team in charge; a care manager must name one of theirs"
     )
+    enrolled_at: datetime | None = Field(
+        None,
+        description="When the patient was enrolled, when that was before now (an enrolment"
+        f" entered afterwards): at most {MAX_BACKDATED_DAYS} days ago. Monitoring, adherence"
+        " and billing periods count from it.",
+    )
+
+    @field_validator("enrolled_at")
+    @classmethod
+    def _past_and_recent(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        value = in_utc(value)
+        now = datetime.now(UTC)
+        if value > now + timedelta(minutes=5):
+            raise ValueError("must not be in the future")
+        if value < now - timedelta(days=MAX_BACKDATED_DAYS):
+            raise ValueError(f"must be within the last {MAX_BACKDATED_DAYS} days")
+        return value
 
     @model_validator(mode="after")
     def _one_plan(self) -> Self:
@@ -103,6 +126,7 @@ async def enrol(
                 enrolment.family_name,
                 enrolment.time_zone,
                 enrolment.birth_date,
+                enrolment.enrolled_at,
             ),
         )
         if enrolment.care_team_id is not None:

@@ -37,6 +37,8 @@ class NewPatient:
     family_name: str
     time_zone: str
     birth_date: date | None = None
+    # None: now.
+    enrolled_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,15 @@ async def enrol(conn: Connection, patient: NewPatient) -> int:
         async with conn.transaction():
             cursor = await conn.execute(
                 "INSERT INTO patient (external_ref, given_name, family_name, birth_date,"
-                " time_zone) VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                " time_zone, enrolled_at) VALUES (%s, %s, %s, %s, %s, coalesce(%s, now()))"
+                " RETURNING id",
                 [
                     patient.external_ref,
                     patient.given_name,
                     patient.family_name,
                     patient.birth_date,
                     patient.time_zone,
+                    patient.enrolled_at,
                 ],
             )
             row = await cursor.fetchone()

@@ -141,6 +141,12 @@ def _worklist(port: int, headers: dict[str, str]) -> list[dict[str, Any]]:
         return alerts
 
 
+def _api(port: int, path: str, headers: dict[str, str]) -> Any:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        return json.load(reply)
+
+
 def _worklist_rules(port: int, headers: dict[str, str]) -> set[str]:
     return {alert["rule_id"] for alert in _worklist(port, headers)}
 
@@ -175,8 +181,9 @@ def _worklist_page_shows(port: int, username: str, password: str) -> str:
     """Where the demo's log points: /ui/worklist asks for the sign-in, which leads back to
     the worklist; its page, as the user sees it."""
     with _ui(port, "/ui/worklist") as asked:
-        assert (asked.status, asked.headers["Location"]) == (303, "/ui/login")
-    with _ui(port, "/ui/login", form={"username": username, "password": password}) as signed:
+        assert (asked.status, asked.headers["Location"]) == (303, "/ui/login?next=%2Fui%2Fworklist")
+    form = {"username": username, "password": password, "next": "/ui/worklist"}
+    with _ui(port, "/ui/login", form=form) as signed:
         assert signed.status == 303, signed.read()
         cookie = signed.headers["Set-Cookie"].split(";")[0]
     with _ui(port, signed.headers["Location"], cookie) as home:
@@ -215,6 +222,10 @@ def test_rpm_up_demo_enrols_patients_and_raises_their_alerts_once(workdir: Path)
             _worklist_rules(port, {})
         assert refused.value.code == 401
         refused.value.close()
+        # Enrolled before their two weeks of readings: the program's figures have them.
+        patient_id = _worklist(port, nurse)[0]["patient_id"]
+        adherence = _api(port, f"/api/v1/patients/{patient_id}/adherence", nurse)
+        assert adherence["overall"]["days_with_readings"] >= 7, adherence
     finally:
         output = _stop(process, signal.SIGTERM)
     assert expected <= rules, output

@@ -733,3 +733,35 @@ def test_adherence_and_billing_count_the_same_days_from_the_episode_s_start(
 
     assert adherence["overall"]["days_with_readings"] == 1
     assert billing["periods"][0]["days_with_readings"] == 1
+
+
+def test_an_enrolment_entered_afterwards_counts_from_when_it_was(
+    ui_client: TestClient, clinic: Clinic, admin: Headers
+) -> None:
+    """A patient enrolled ten days ago and entered today: their period began then (the
+    demo enrols so, before its two weeks of readings). The future, and more than 90 days
+    back, are refused in words."""
+    body = {"given_name": "Test", "family_name": "Patient", "time_zone": "America/Chicago",
+            "templates": ["hypertension"], "care_team_id": clinic.first.team_id}  # fmt: skip
+    ten_days_ago = datetime.now(UTC) - timedelta(days=10)
+    enrolled = _ok(
+        ui_client.post(
+            "/api/v1/patients",
+            json=body | {"external_ref": "MRN-LATE", "enrolled_at": ten_days_ago.isoformat()},
+            headers=admin,
+        ),
+        201,
+    )
+    adherence = _ok(ui_client.get(f"/api/v1/patients/{enrolled['id']}/adherence", headers=admin))
+    assert adherence["overall"]["period_first_day"] == str(ten_days_ago.astimezone(CHICAGO).date())
+    for when, says in (
+        (datetime.now(UTC) + timedelta(days=1), "must not be in the future"),
+        (datetime.now(UTC) - timedelta(days=91), "must be within the last 90 days"),
+    ):
+        refused = ui_client.post(
+            "/api/v1/patients",
+            json=body | {"external_ref": "MRN-BAD", "enrolled_at": when.isoformat()},
+            headers=admin,
+        )
+        assert refused.status_code == 422
+        assert says in refused.json()["detail"]

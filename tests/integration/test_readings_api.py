@@ -124,7 +124,7 @@ def test_a_series_buckets_single_readings_and_leaves_summaries_out(
 def test_each_reading_also_gives_the_time_on_the_device_s_own_clock(
     admin: TestClient, db_url: str, patient: int
 ) -> None:
-    """"07:30 at home stays 07:30": the offset the device sent comes back beside UTC."""
+    """ "07:30 at home stays 07:30": the offset the device sent comes back beside UTC."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
             "UPDATE reading SET measured_utc_offset_min = -360"
