@@ -19,6 +19,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
 from pydantic import ConfigDict, Field
 
 import rpm
@@ -535,11 +537,7 @@ async def search_devices(
 ) -> FhirJSONResponse:
     _check_parameters(request, "Device")
     count = min(count, MAX_COUNT)
-    patient_ids = None
-    if patient is not None:
-        patient_id = search.patient_reference(patient)
-        await patient_in_view(conn, user, record, patient_id)
-        patient_ids = [patient_id]
+    patient_ids = await _searched_patients(conn, user, record, patient)
     rows = await repository.devices(
         conn,
         after=search.row_cursor(cursor) if cursor else 0,
@@ -597,11 +595,7 @@ async def search_flags(
 ) -> FhirJSONResponse:
     _check_parameters(request, "Flag")
     count = min(count, MAX_COUNT)
-    patient_ids = None
-    if patient is not None:
-        patient_id = search.patient_reference(patient)
-        await patient_in_view(conn, user, record, patient_id)
-        patient_ids = [patient_id]
+    patient_ids = await _searched_patients(conn, user, record, patient)
     rows = await repository.alerts(
         conn,
         after=search.row_cursor(cursor) if cursor else 0,
@@ -740,3 +734,14 @@ def _line(resource: dict[str, Any]) -> str:
 router = APIRouter()
 router.include_router(fhir_router)
 router.include_router(exports_router)
+
+
+async def _searched_patients(
+    conn: AsyncConnection[TupleRow], user: Principal, record: AuditTrail, patient: str | None
+) -> list[int] | None:
+    """A search's `patient`, checked to be in the user's view (None: no such filter)."""
+    if patient is None:
+        return None
+    patient_id = search.patient_reference(patient)
+    await patient_in_view(conn, user, record, patient_id)
+    return [patient_id]
