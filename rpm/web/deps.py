@@ -304,7 +304,9 @@ def local_page(path: str | None) -> str | None:
 async def _signed_out(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SignedOut)
     params = {"ended": exc.reason} if exc.reason else {}
-    if request.method == "GET" and not is_htmx(request):
+    # An event stream (what EventSource asks for) is no page to come back to.
+    stream = "text/event-stream" in request.headers.get("accept", "")
+    if request.method == "GET" and not is_htmx(request) and not stream:
         # Back to this page after signing in (an SMS's link to an alert, say).
         query = f"?{request.url.query}" if request.url.query else ""
         if (back := local_page(request.url.path + query)) and back != f"{PREFIX}/":

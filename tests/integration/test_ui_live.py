@@ -129,9 +129,11 @@ def test_a_stream_tells_its_page_when_the_session_has_ended(
         assert next(lines) == "data: idle"
         assert [line for line in lines if line] == []  # and it ends
 
-    # A stream without a session is sent to the sign-in form.
+    # A stream without a session is sent to the sign-in form (not back to the stream).
     ui_client.cookies.clear()
-    refused = ui_client.get("/ui/worklist/events", follow_redirects=False)
+    refused = ui_client.get(
+        "/ui/worklist/events", headers={"Accept": "text/event-stream"}, follow_redirects=False
+    )
     assert refused.status_code == 303
     assert refused.headers["Location"] == "/ui/login"
 
