@@ -37,6 +37,7 @@ from rpm.api import dead_letters as dead_letters_api
 from rpm.api import devices as devices_api
 from rpm.api import ehr as ehr_api
 from rpm.api import fhir as fhir_api
+from rpm.api import handoff as handoff_api
 from rpm.api import health as health_api
 from rpm.api import patients as patients_api
 from rpm.api import program as program_api
@@ -63,6 +64,7 @@ from rpm.web import care_plans as care_plans_ui
 from rpm.web import dead_letters as dead_letters_ui
 from rpm.web import deps as web
 from rpm.web import devices as devices_ui
+from rpm.web import huddle as huddle_ui
 from rpm.web import patients as patients_ui
 from rpm.web import program as program_ui
 from rpm.web import sign_in as sign_in_ui
@@ -222,6 +224,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         ehr_api,
         care_plans_api,
         care_teams_api,
+        handoff_api,
         alerts_api,
         dead_letters_api,
         webhooks_api,
@@ -230,6 +233,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         worklist_ui,
         patients_ui,
         program_ui,
+        huddle_ui,
         care_plans_ui,
         devices_ui,
         dead_letters_ui,

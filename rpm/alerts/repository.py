@@ -7,7 +7,7 @@ evaluating the same patient at once end with one alert, updated twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -254,6 +254,22 @@ async def for_patient(
         " AND (%s::bigint IS NULL OR a.id < %s) ORDER BY a.id DESC LIMIT %s",
         [patient_id, include_resolved, before_id, before_id, limit],
     )
+
+
+async def unresolved_for_patients(
+    conn: Connection, patient_ids: Collection[int]
+) -> dict[int, list[AlertRecord]]:
+    """Each of these patients' open and acknowledged alerts, most severe first."""
+    records = await _alerts(
+        conn,
+        _SELECT + " WHERE a.patient_id = ANY(%s) AND a.status <> 'resolved'"
+        " ORDER BY a.severity_rank DESC, a.opened_at, a.id",
+        [list(patient_ids)],
+    )
+    found: dict[int, list[AlertRecord]] = {}
+    for record in records:
+        found.setdefault(record.patient_id, []).append(record)
+    return found
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ async def list_teams(
     return await registry.list_teams(conn, after, limit, user.visible_teams())
 
 
-async def _team_in_view(
+async def team_in_view(
     conn: Conn, user: Principal, record: AuditTrail, team_id: int
 ) -> CareTeamRecord:
     """The team, if the user is in it (or sees every team); else 404 as for none, the
@@ -121,7 +121,7 @@ class TeamDetail(BaseModel):
 
 @router.get("/care-teams/{team_id}", summary="A care team, and who is on call now")
 async def get_team(conn: Conn, user: ReadsCareTeams, record: Audit, team_id: int) -> TeamDetail:
-    team = await _team_in_view(conn, user, record, team_id)
+    team = await team_in_view(conn, user, record, team_id)
     return TeamDetail(team=team, on_call=await registry.on_call(conn, team_id, datetime.now(UTC)))
 
 
@@ -184,7 +184,7 @@ async def list_shifts(
     since: Instant | None = None,
     until: Instant | None = None,
 ) -> list[ShiftRecord]:
-    await _team_in_view(conn, user, record, team_id)
+    await team_in_view(conn, user, record, team_id)
     since = since or datetime.now(UTC)
     until = until or since + min(timedelta(days=7), datetime.max.replace(tzinfo=UTC) - since)
     if until < since:

@@ -281,6 +281,7 @@ ReadsAudit = Annotated[Principal, Depends(require(Permission.READ_AUDIT))]
 LogsTime = Annotated[Principal, Depends(require(Permission.LOG_TIME))]
 ReadsProgramReports = Annotated[Principal, Depends(require(Permission.READ_PROGRAM_REPORTS))]
 ManagesEhrFeeds = Annotated[Principal, Depends(require(Permission.MANAGE_EHR_FEEDS))]
+HandsOff = Annotated[Principal, Depends(require(Permission.HAND_OFF))]
 
 
 async def patient_in_view(

@@ -40,6 +40,7 @@ class Permission(StrEnum):
     LOG_TIME = "log time spent on patients"
     READ_PROGRAM_REPORTS = "read the program's time and billing reports"
     MANAGE_EHR_FEEDS = "manage the feeds of readings into EHRs"
+    HAND_OFF = "write notes on patients or give their follow-up"
 
 
 _CLINICAL = frozenset({Role.NURSE, Role.CARE_MANAGER})
@@ -58,6 +59,8 @@ GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.LOG_TIME: _CLINICAL,
     Permission.READ_PROGRAM_REPORTS: frozenset({Role.CARE_MANAGER, Role.ADMIN}),
     Permission.MANAGE_EHR_FEEDS: frozenset({Role.ADMIN}),
+    # The care team hands patients over to itself: notes are signed with a staff record.
+    Permission.HAND_OFF: _CLINICAL,
 }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow, class_row
@@ -119,20 +119,22 @@ async def episode_reading_days(
     return await reading_days(conn, patient_id, time_zone, start, end)
 
 
-# The last single reading of each reading kind of patient `{patient}`, each found through
-# the patient-kind-time index rather than by reading the patient's whole history.
+# The last single reading of each reading kind of patient `{patient}` (its `{columns}`),
+# each found through the patient-kind-time index rather than by reading the patient's
+# whole history.
 _LAST_OF_EACH_KIND = """
 unnest(ARRAY['blood_pressure', 'body_weight', 'blood_glucose', 'heart_rate']) AS k (kind)
 CROSS JOIN LATERAL (
-    SELECT device_id, measured_at FROM reading
+    SELECT {columns} FROM reading
     WHERE patient_id = {patient} AND kind = k.kind AND statistic IS NULL
     ORDER BY measured_at DESC LIMIT 1
 ) last
 """
+_DEVICE_AND_TIME = "device_id, measured_at"
 _LAST_READINGS = sql.SQL(
     "SELECT d.kind, max(last.measured_at) FROM {last}"
     " JOIN device d ON d.id = last.device_id GROUP BY d.kind"
-).format(last=sql.SQL(_LAST_OF_EACH_KIND.format(patient="%s")))
+).format(last=sql.SQL(_LAST_OF_EACH_KIND.format(patient="%s", columns=_DEVICE_AND_TIME)))
 
 
 async def last_readings(conn: Connection, patient_id: int) -> dict[str, datetime]:
@@ -188,7 +190,10 @@ async def current_periods(
         " ARRAY({days}),"
         " (SELECT max(last.measured_at) FROM {last})"
         " FROM c ORDER BY c.patient_id"
-    ).format(days=days, last=sql.SQL(_LAST_OF_EACH_KIND.format(patient="c.patient_id")))
+    ).format(
+        days=days,
+        last=sql.SQL(_LAST_OF_EACH_KIND.format(patient="c.patient_id", columns=_DEVICE_AND_TIME)),
+    )
     cursor = await conn.execute(query, {"now": now, "teams": teams})
     return [CurrentPeriod(*row) for row in await cursor.fetchall()]
 
@@ -222,6 +227,90 @@ async def reminder_candidates(conn: Connection) -> list[ReminderCandidate]:
         " FROM patient p JOIN care_episode e ON e.patient_id = p.id AND e.ended_at IS NULL"
         " WHERE p.status = 'active' AND p.reminders_opted_in_at IS NOT NULL"
         " ORDER BY p.id"
-    ).format(last=sql.SQL(_LAST_OF_EACH_KIND.format(patient="p.id")))
+    ).format(last=sql.SQL(_LAST_OF_EACH_KIND.format(patient="p.id", columns=_DEVICE_AND_TIME)))
     cursor = await conn.execute(query)
     return [ReminderCandidate(*row) for row in await cursor.fetchall()]
+
+
+@dataclass(frozen=True)
+class MeasureStats:
+    """One measure of one patient for the huddle board: the last single reading's value
+    (canonical unit) and the means of the last 7 days and of the 7 days before them."""
+
+    patient_id: int
+    measure: str
+    value: float
+    measured_at: datetime
+    recent_mean: float | None
+    previous_mean: float | None
+
+
+# Each measure's column, and the reading kinds that carry it (a pulse comes with a blood
+# pressure, or on its own): as `rpm.rules.plan.READING_KINDS`, which the board maps back.
+_MEASURE_COLUMNS = {
+    "systolic": "systolic_mmhg",
+    "diastolic": "diastolic_mmhg",
+    "pulse": "pulse_bpm",
+    "weight": "weight_kg",
+    "glucose": "glucose_mg_dl",
+}
+
+_LAST_VALUES = sql.SQL(
+    "SELECT p.id, last.measured_at, {columns}"
+    " FROM unnest(%(patients)s::bigint[]) AS p (id) CROSS JOIN {last}"
+).format(
+    columns=sql.SQL(", ").join(
+        sql.SQL("last.") + sql.Identifier(c) for c in _MEASURE_COLUMNS.values()
+    ),
+    last=sql.SQL(
+        _LAST_OF_EACH_KIND.format(
+            patient="p.id", columns="measured_at, " + ", ".join(_MEASURE_COLUMNS.values())
+        )
+    ),
+)
+
+_FORTNIGHT_MEANS = sql.SQL(
+    "SELECT patient_id, {means} FROM reading"
+    " WHERE patient_id = ANY(%(patients)s::bigint[]) AND statistic IS NULL"
+    " AND measured_at >= %(fortnight)s AND measured_at < %(now)s GROUP BY patient_id"
+).format(
+    means=sql.SQL(", ").join(
+        sql.SQL("avg({c}) FILTER (WHERE measured_at >= %(week)s),"
+                " avg({c}) FILTER (WHERE measured_at < %(week)s)").format(c=sql.Identifier(c))
+        for c in _MEASURE_COLUMNS.values()
+    )
+)  # fmt: skip
+
+
+async def measure_stats(
+    conn: Connection, patient_ids: Collection[int], now: datetime
+) -> dict[int, list[MeasureStats]]:
+    """Per patient, each measure it has a reading of: the last value and two weeks' means."""
+    ids = list(patient_ids)
+    last: dict[tuple[int, str], tuple[datetime, float]] = {}
+    cursor = await conn.execute(_LAST_VALUES, {"patients": ids})
+    for patient_id, measured_at, *values in await cursor.fetchall():
+        for measure, value in zip(_MEASURE_COLUMNS, values, strict=True):
+            seen = last.get((patient_id, measure))
+            if value is not None and (seen is None or measured_at > seen[0]):
+                last[(patient_id, measure)] = (measured_at, float(value))
+    week = now - timedelta(days=7)
+    cursor = await conn.execute(
+        _FORTNIGHT_MEANS,
+        {"patients": ids, "now": now, "week": week, "fortnight": week - timedelta(days=7)},
+    )
+    means: dict[tuple[int, str], tuple[float | None, float | None]] = {}
+    for patient_id, *pairs in await cursor.fetchall():
+        for i, measure in enumerate(_MEASURE_COLUMNS):
+            recent, previous = pairs[2 * i], pairs[2 * i + 1]
+            means[(patient_id, measure)] = (
+                None if recent is None else float(recent),
+                None if previous is None else float(previous),
+            )
+    found: dict[int, list[MeasureStats]] = defaultdict(list)
+    for (patient_id, measure), (measured_at, value) in sorted(last.items()):
+        recent, previous = means.get((patient_id, measure), (None, None))
+        found[patient_id].append(
+            MeasureStats(patient_id, measure, value, measured_at, recent, previous)
+        )
+    return dict(found)

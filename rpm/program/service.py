@@ -12,11 +12,16 @@ from datetime import UTC, date, datetime, timedelta
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
+from rpm.alerts import repository as alert_repository
+from rpm.patients import handoff, registry
 from rpm.patients.registry import PatientRecord, time_zone
 from rpm.program import repository, time_logs
-from rpm.program.adherence import Adherence, Standing, assess
+from rpm.program.adherence import Adherence, Standing, assess, silent_days
 from rpm.program.billing import MonthTime, PeriodBilling, bill_episode, month_time, time_within
+from rpm.program.huddle import HuddleRow, MeasureSummary, OpenAlert, PatientOnBoard, board
 from rpm.program.periods import Month, local_day, period_on, periods
+from rpm.rules import care_plans
+from rpm.rules.plan import CarePlan, Measure, Severity
 
 Connection = AsyncConnection[TupleRow]
 
@@ -74,10 +79,7 @@ async def patients_at_risk(
     cannot), fewest days to spare first."""
     found = []
     for current in await repository.current_periods(conn, now, care_team_ids):
-        zone = time_zone(current.time_zone)
-        today = local_day(now, zone)
-        period = period_on(current.episode_started_at, today, zone)
-        adherence = assess(period, set(current.reading_days), current.last_reading_at, today)
+        adherence = _current_adherence(current, now)
         if adherence.standing in (Standing.AT_RISK, Standing.OUT_OF_REACH):
             found.append(
                 PatientAtRisk(
@@ -86,6 +88,62 @@ async def patients_at_risk(
             )
     found.sort(key=lambda p: (p.adherence.slack, p.adherence.days_with_readings, p.patient_id))
     return found
+
+
+def _current_adherence(current: repository.CurrentPeriod, now: datetime) -> Adherence:
+    zone = time_zone(current.time_zone)
+    today = local_day(now, zone)
+    period = period_on(current.episode_started_at, today, zone)
+    return assess(period, set(current.reading_days), current.last_reading_at, today)
+
+
+async def huddle_board(conn: Connection, care_team_id: int, now: datetime) -> list[HuddleRow]:
+    """The team's active patients for its huddle, those who need discussion first."""
+    currents = await repository.current_periods(conn, now, [care_team_id])
+    ids = [c.patient_id for c in currents]
+    records = await registry.by_ids(conn, ids)
+    documents = await care_plans.documents(
+        conn,
+        [(r.id, r.care_plan_version) for r in records.values() if r.care_plan_version is not None],
+    )
+    stats = await repository.measure_stats(conn, ids, now)
+    alerts = await alert_repository.unresolved_for_patients(conn, ids)
+    owners = await handoff.follow_ups(conn, ids)
+    month = Month.of(now.date())
+    minutes = {
+        row.patient_id: row.time.minutes for row in await program_month(conn, month, [care_team_id])
+    }
+    patients = []
+    for current in currents:
+        record = records[current.patient_id]
+        document = documents.get((record.id, record.care_plan_version or 0))
+        last = current.last_reading_at
+        zone = time_zone(record.time_zone)
+        today = local_day(now, zone)
+        patients.append(
+            PatientOnBoard(
+                record.id,
+                record.external_ref,
+                f"{record.given_name} {record.family_name}",
+                record.time_zone,
+                None if document is None else CarePlan.model_validate(document),
+                [
+                    MeasureSummary(
+                        Measure(m.measure), m.value, m.measured_at, m.recent_mean, m.previous_mean
+                    )
+                    for m in stats.get(record.id, [])
+                ],
+                [
+                    OpenAlert(a.id, a.rule_id, Severity(a.severity), a.message)
+                    for a in alerts.get(record.id, [])
+                ],
+                _current_adherence(current, now),
+                minutes.get(record.id, 0),
+                owners.get(record.id),
+                None if last is None else silent_days(local_day(last, zone), today, today),
+            )
+        )
+    return board(patients)
 
 
 @dataclass(frozen=True)

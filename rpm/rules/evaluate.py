@@ -264,6 +264,11 @@ def _compare(op: Op, observed: Floats, limit: float) -> Bools:
                 return observed < limit - AT_LIMIT
 
 
+def beyond(limit: Limit, value: float) -> bool:
+    """Whether one value (canonical unit) is past the limit, as a rule compares it."""
+    return bool(_compare(limit.op, np.array([value]), limit.canonical_value())[0])
+
+
 def _rank(limits: Sequence[tuple[Limit, float]], observed: Sequence[Floats]) -> Ints:
     rank = np.zeros(observed[0].shape, np.int64)
     for (limit, value), seen in zip(limits, observed, strict=True):

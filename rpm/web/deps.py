@@ -81,6 +81,7 @@ PAGES = (
     Page("Worklist", f"{PREFIX}/worklist", Permission.READ_PATIENT_DATA),
     Page("Patients", f"{PREFIX}/patients", Permission.READ_PATIENT_DATA),
     Page("Adherence", f"{PREFIX}/adherence", Permission.READ_PATIENT_DATA),
+    Page("Huddle", f"{PREFIX}/huddle", Permission.READ_PATIENT_DATA),
     Page("Time report", f"{PREFIX}/reports/time", Permission.READ_PROGRAM_REPORTS),
     Page("Devices", f"{PREFIX}/devices", Permission.MANAGE_DEVICES),
     Page("Dead letters", f"{PREFIX}/dead-letters", Permission.MANAGE_DEAD_LETTERS),
@@ -196,6 +197,7 @@ BrowserChangesCarePlans = Annotated[BrowserUser, Depends(require(Permission.CHAN
 BrowserManagesDevices = Annotated[BrowserUser, Depends(require(Permission.MANAGE_DEVICES))]
 BrowserManagesDeadLetters = Annotated[BrowserUser, Depends(require(Permission.MANAGE_DEAD_LETTERS))]
 BrowserLogsTime = Annotated[BrowserUser, Depends(require(Permission.LOG_TIME))]
+BrowserHandsOff = Annotated[BrowserUser, Depends(require(Permission.HAND_OFF))]
 BrowserReadsProgramReports = Annotated[
     BrowserUser, Depends(require(Permission.READ_PROGRAM_REPORTS))
 ]

@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from rpm.api.alerts import read_alert
 from rpm.api.care_plans import read_current_plan
 from rpm.api.deps import Conn
+from rpm.api.handoff import read_notes
 from rpm.api.patients import read_patient, read_patient_alerts, read_patients
 from rpm.api.program import read_patient_adherence, read_patient_billing, read_patient_time
 from rpm.api.readings import BUCKET_WIDTHS, Kind, Series, read_series
@@ -104,6 +105,8 @@ async def patient_page(
         "time": await read_patient_time(conn, principal, record, patient_id, None, now),
         "billing": await read_patient_billing(conn, principal, record, patient_id, now),
         "logs_time": principal.may(Permission.LOG_TIME),
+        "notes": await read_notes(conn, principal, record, patient_id),
+        "writes_notes": principal.may(Permission.HAND_OFF),
         "staff_id": principal.staff_id,
         "patient": patient,
         "team": team,

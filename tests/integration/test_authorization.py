@@ -155,6 +155,14 @@ TABLE = [
     Route("GET", "/api/v1/patients/{patient}/reminders", ANYONE_SIGNED_IN, scoped=True),
     Route("PUT", "/api/v1/patients/{patient}/reminders", "CA", {"opted_in": False},
           scoped=True),
+    # Hand-offs: every role reads notes and a team's huddle board; the care team (whose
+    # staff records sign them) writes notes and gives the follow-up.
+    Route("POST", "/api/v1/patients/{patient}/notes", "NC", {"body": "handed over"},
+          scoped=True),
+    Route("GET", "/api/v1/patients/{patient}/notes", ANYONE_SIGNED_IN, scoped=True),
+    Route("PUT", "/api/v1/patients/{patient}/follow-up", "NC", {"staff_id": None},
+          scoped=True),
+    Route("GET", "/api/v1/care-teams/{team}/huddle", ANYONE_SIGNED_IN, scoped=True),
     # Rejected messages: admins only.
     Route("GET", "/api/v1/dead-letters", "A"),
     Route("GET", "/api/v1/dead-letters/{dead_letter}", "A"),

@@ -126,6 +126,7 @@ def test_the_patient_page_charts_each_kind_of_reading_with_the_plans_limits(
         ("read", "adherence", path, patient),
         ("read", "time_logs", path, patient),
         ("read", "billing", path, patient),
+        ("read", "patient_note", path, patient),
     ]
 
     # Over 7 days: the older readings are not in it.

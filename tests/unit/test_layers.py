@@ -33,6 +33,7 @@ PURE = {
     "rpm.program.periods",
     "rpm.program.billing",
     "rpm.program.adherence",
+    "rpm.program.huddle",
     "rpm.fhir.observations",
     "rpm.fhir.search",
 }
