@@ -20,11 +20,12 @@ alerts that belong to no labelled event. docs/benchmarks.md has the method and f
 from __future__ import annotations
 
 import argparse
+import heapq
 import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -32,7 +33,8 @@ import numpy as np
 
 from rpm.config import RulesSettings
 from rpm.devices.model import ReadingKind
-from rpm.rules.engine import EPISODE_MEMORY, _rules_to_check
+from rpm.rules.confirmation import unanswered
+from rpm.rules.engine import EPISODE_MEMORY, _confirmation, _confirms, _rules_to_check
 from rpm.rules.evaluate import (
     Context,
     Finding,
@@ -44,9 +46,17 @@ from rpm.rules.evaluate import (
     missed,
     trace,
 )
-from rpm.rules.plan import READING_KINDS, CarePlan, Measure, MissedRule, Rule, Severity
+from rpm.rules.plan import (
+    READING_KINDS,
+    BaselineRule,
+    CarePlan,
+    Measure,
+    MissedRule,
+    Rule,
+    Severity,
+)
 from rpm.rules.policy import AlertWrite, LatestAlert, alert_writes
-from rpm.rules.repository import NewReading
+from rpm.rules.repository import HeldFinding, NewReading
 from rpm.rules.templates import plan_from_templates
 from simulators.population import (
     DAY_S,
@@ -76,6 +86,18 @@ RESOLVE_AFTER_HOURS = {Severity.CRITICAL: 1.0, Severity.HIGH: 8.0, Severity.WARN
 # The missed-readings check runs every interval; the first run after a local midnight is
 # the one that can decide anything new (a gap grows only when a local day ends).
 MISSED_CHECK_AFTER_S = float(RulesSettings.model_fields["missed_check_interval_s"].default)
+# A held finding with no repeat becomes an alert at the first confirmation check after
+# its window.
+CONFIRM_CHECK_AFTER_S = float(RulesSettings.model_fields["confirm_check_interval_s"].default)
+# A patient asked to re-measure does so on the chance they measure on a day (their
+# adherence), between a few minutes after the SMS and the end of the rule's window.
+# The repeat shows what one of their own readings of that kind (and meal context) within
+# 3 days shows, drawn at random: their level then, events and device faults included. It
+# ignores how a repeat minutes later resembles the first reading (an assumption).
+REPEAT_AFTER_S = 5 * 60.0
+REPEAT_ARRIVES_AFTER_S = 10.0
+REPEAT_DRAWN_WITHIN_S = 3 * DAY_S
+REPEAT_STREAM = 19
 # An alert belongs to an event when one of its firings falls between the event's onset
 # and a day after its end.
 EVENT_GRACE_S = DAY_S
@@ -146,11 +168,15 @@ class Replay:
 
 
 class Store:
-    """A patient's readings as the engine reads them from the store."""
+    """A patient's readings as the engine reads them from the store, and the repeat
+    readings the replay adds when a held finding asks the patient to re-measure."""
 
     def __init__(self, patient: Patient, start: datetime) -> None:
         r = patient.readings
         self.patient = patient
+        self.start = start
+        # The simulated readings; the repeats come after them.
+        self.taken = len(r.times)
         self.times = r.times
         self.arrivals = r.arrivals
         self.kinds = r.kinds
@@ -162,15 +188,14 @@ class Store:
                 values = values.astype(np.float32).astype(np.float64)
             self.columns[measure] = values
         self.meal = np.array([None if m == NO_MEAL else MEALS[m] for m in r.meal], dtype=object)
+        self.keys = [self._key(float(t), int(k)) for t, k in zip(r.times, r.kinds, strict=True)]
+        # Its own stream per patient, for the repeats: the population's draws stay as they were.
+        self.rng = np.random.default_rng([patient.number, REPEAT_STREAM])
+
+    def _key(self, at: float, kind: int) -> ReadingKey:
         # One device per kind: device id 3 * (patient - 1) + kind + 1.
-        self.keys = tuple(
-            ReadingKey(
-                3 * (patient.number - 1) + int(kind) + 1,
-                KINDS[kind].value,
-                start + timedelta(seconds=float(t)),
-            )
-            for t, kind in zip(r.times, r.kinds, strict=True)
-        )
+        device = 3 * (self.patient.number - 1) + kind + 1
+        return ReadingKey(device, KINDS[kind].value, self.start + timedelta(seconds=at))
 
     def row(self, i: int) -> HistoryRow:
         def value(measure: Measure) -> float | None:
@@ -188,6 +213,7 @@ class Store:
         )
 
     def history(self, rows: np.ndarray) -> History:
+        """The rows (in time order, then device order, as the store returns them)."""
         return History(
             times=self.epoch[rows],
             columns={m: c[rows] for m, c in self.columns.items()},
@@ -205,6 +231,31 @@ class Store:
         for group in np.split(order, cuts):
             yield float(self.arrivals[group[0]]), np.sort(group)
 
+    def repeat(self, i: int, at: float) -> int | None:
+        """The patient re-measures reading i at `at`: what their own readings of that kind
+        (and meal context) within `REPEAT_DRAWN_WITHIN_S` show, one of them drawn at random
+        (None if there is none). It arrives `REPEAT_ARRIVES_AFTER_S` later."""
+        kind = self.kinds[i]
+        near = (
+            (self.kinds[: self.taken] == kind)
+            & (np.abs(self.times[: self.taken] - self.times[i]) <= REPEAT_DRAWN_WITHIN_S)
+            & (self.meal[: self.taken] == self.meal[i])
+        )
+        near[i] = False
+        donors = np.flatnonzero(near)
+        if not donors.size:
+            return None
+        donor = int(self.rng.choice(donors))
+        self.times = np.append(self.times, at)
+        self.arrivals = np.append(self.arrivals, at + REPEAT_ARRIVES_AFTER_S)
+        self.kinds = np.append(self.kinds, kind)
+        self.epoch = np.append(self.epoch, self.start.timestamp() + at)
+        for measure, column in self.columns.items():
+            self.columns[measure] = np.append(column, column[donor])
+        self.meal = np.append(self.meal, np.array([self.meal[i]], dtype=object))
+        self.keys.append(self._key(at, int(kind)))
+        return len(self.times) - 1
+
 
 def replay(
     patient: Patient,
@@ -216,21 +267,40 @@ def replay(
     """Every decision the service would make for this patient over the period."""
     store = Store(patient, start)
     context = Context(PLAN_VERSION, ZoneInfo(patient.time_zone))
-    steps: list[tuple[float, int, np.ndarray | None]] = [
-        (at, 0, rows) for at, rows in store.batches()
-    ]
-    steps += [(at, 1, None) for at in missed_checks(patient, days)] if plan.missed_rules() else []
-    steps.sort(key=lambda s: (s[0], s[1]))
+    # (when, order at one instant, sequence, what): an upload's rows, a missed-readings
+    # check (None), or the confirmation check that comes for a held finding (its number).
+    steps: list[tuple[float, int, int, np.ndarray | int | None]] = []
+    for at, rows in store.batches():
+        steps.append((at, 0, len(steps), rows))
+    if plan.missed_rules():
+        steps += [
+            (at, 1, len(steps) + n, None) for n, at in enumerate(missed_checks(patient, days))
+        ]
+    heapq.heapify(steps)
     result = Replay()
     latest: dict[str, Alert] = {}
-    for now, _, rows in steps:
+    held: dict[str, HeldFinding] = {}
+    sequence = len(steps)
+    while steps:
+        now, _, _, what = heapq.heappop(steps)
         for alert in latest.values():
             alert.resolved = alert.resolved or alert.resolve_at <= now
-        found = (
-            _missed_findings(store, plan, context, start, now)
-            if rows is None
-            else _batch_findings(store, plan, context, start, latest, now, rows)
-        )
+        if what is None:
+            found = _missed_findings(store, plan, context, start, now)
+        elif isinstance(what, int):
+            found = _unanswered(held, what)
+        else:
+            found, asked = _batch_findings(store, plan, context, latest, held, now, what)
+            for rule_id in asked:
+                sequence += 1
+                one = held[rule_id] = replace(held[rule_id], id=sequence)
+                check = (one.due_at - start).total_seconds() + CONFIRM_CHECK_AFTER_S
+                heapq.heappush(steps, (check, 2, sequence, sequence))
+                repeat = _repeat(store, one, now, days)
+                if repeat is not None:
+                    sequence += 1
+                    arrives = float(store.arrivals[repeat])
+                    heapq.heappush(steps, (arrives, 0, sequence, np.array([repeat])))
         by_rule: dict[str, list[Finding]] = {}
         for finding in found:
             by_rule.setdefault(finding.rule_id, []).append(finding)
@@ -242,6 +312,27 @@ def replay(
             for write in writes:
                 _apply(write, latest, result, now, start, resolve_after)
     return result
+
+
+def _repeat(store: Store, held: HeldFinding, now: float, days: int) -> int | None:
+    """Whether the patient asked to re-measure does so within the rule's window (on the
+    chance they measure on a day), and the repeat reading if they do."""
+    if store.rng.random() >= store.patient.daily:
+        return None
+    assert held.finding.key is not None
+    latest_at = held.within_minutes * 60 - REPEAT_ARRIVES_AFTER_S
+    at = round(now + store.rng.uniform(REPEAT_AFTER_S, latest_at))
+    return store.repeat(store.keys.index(held.finding.key), at) if at < days * DAY_S else None
+
+
+def _unanswered(held: dict[str, HeldFinding], check: int) -> list[Finding]:
+    """`RuleEngine.check_confirmations` for the held finding this check came for, if it
+    is still held: its window passed without a repeat, and the alert is raised."""
+    for rule_id, one in list(held.items()):
+        if one.id == check:
+            del held[rule_id]
+            return [unanswered(one.finding, one.within_minutes)]
+    return []
 
 
 def missed_checks(patient: Patient, days: int) -> list[float]:
@@ -261,17 +352,19 @@ def _batch_findings(
     store: Store,
     plan: CarePlan,
     context: Context,
-    start: datetime,
     latest: Mapping[str, Alert],
+    held: dict[str, HeldFinding],
     now: float,
     rows: np.ndarray,
-) -> list[Finding]:
-    """`RuleEngine._evaluate` for one patient's batch, on the readings stored by `now`."""
+) -> tuple[list[Finding], list[str]]:
+    """`RuleEngine._evaluate` for one patient's batch, on the readings stored by `now`:
+    the findings to write, and the rules that now hold one while the patient is asked
+    to re-measure (`held` has it; every patient has a phone and consents to SMS)."""
     new = [NewReading(store.patient.number, store.keys[i], store.row(i)) for i in rows]
-    rules = _rules_to_check(plan, new, set())  # no finding held: confirmation is not replayed
+    rules = _rules_to_check(plan, new, set(held))
     if not rules:
-        return []
-    first, last = float(store.times[rows[0]]), float(store.times[rows[-1]])
+        return [], []
+    first, last = float(store.times[rows].min()), float(store.times[rows].max())
     since = first - max(lookback_hours(r) for r in rules) * HOUR_S
     resolved = [a.last for a in latest.values() if a.resolved]
     if resolved:
@@ -283,12 +376,40 @@ def _batch_findings(
         & (store.arrivals <= now)
         & np.isin(store.kinds, list(kinds))
     )
+    # In time order, then device order, as the store returns them (a repeat comes last).
+    window = window[np.lexsort((store.kinds[window], store.times[window]))]
     history = store.history(window)
-    at = np.searchsorted(window, rows)
+    place = {int(row): n for n, row in enumerate(window)}
+    at = [place[int(i)] for i in rows]
     found: list[Finding] = []
+    asked: list[str] = []
     for rule in rules:
-        found += findings(trace(rule, history), history, context, at.tolist())
-    return found
+        traced = trace(rule, history)
+        fired = findings(traced, history, context, at)
+        waiting = held.get(rule.id)
+        if waiting is None and not _confirms(rule):
+            found += fired
+            continue
+        mine = _latest(latest[rule.id], store.start) if rule.id in latest else None
+        settled = _confirmation(traced, history, at, fired, waiting, mine, True)
+        found += settled.write
+        if waiting is not None and settled.settled is not None:
+            del held[rule.id]
+        if settled.hold is None:
+            continue
+        if waiting is not None:
+            # The store still holds the settled one: the insert conflicts, and the engine
+            # raises the finding at once.
+            found.append(settled.hold)
+            continue
+        assert not isinstance(rule, BaselineRule)
+        assert rule.confirm_within_minutes is not None
+        minutes = rule.confirm_within_minutes
+        due = store.start + timedelta(seconds=now, minutes=minutes)
+        held[rule.id] = HeldFinding(0, store.patient.number, PLAN_VERSION, minutes, due,
+                                    settled.hold)  # fmt: skip
+        asked.append(rule.id)
+    return found, asked
 
 
 def _missed_findings(
