@@ -59,11 +59,16 @@ from rpm.rules.policy import AlertWrite, LatestAlert, alert_writes
 from rpm.rules.repository import HeldFinding, NewReading
 from rpm.rules.templates import plan_from_templates
 from simulators.population import (
+    BP,
     DAY_S,
+    GLUCOSE,
     HOUR_S,
+    KG_PER_LB,
     KINDS,
     MEALS,
     NO_MEAL,
+    WEIGHT,
+    Event,
     EventKind,
     Patient,
     Population,
@@ -112,6 +117,17 @@ EVENT_FAMILY = {
     EventKind.HYPERGLYCAEMIA: "glucose_high",
     EventKind.DROP_OUT: ADHERENCE,
 }
+# The readings an event shows in (a drop-out shows in their absence).
+EVENT_READINGS = {
+    EventKind.HYPERTENSIVE_CRISIS: BP,
+    EventKind.UNCONTROLLED_BP: BP,
+    EventKind.DECOMPENSATION: WEIGHT,
+    EventKind.HYPOGLYCAEMIA: GLUCOSE,
+    EventKind.HYPERGLYCAEMIA: GLUCOSE,
+}
+# The smallest gain the heart-failure guidance names (2 lb; HF_2022 in rpm.rules.templates):
+# the simulator draws a quarter of its decompensations below it (docs/benchmarks.md).
+DETECTABLE_GAIN_KG = 2 * KG_PER_LB
 _GROUP = {
     Measure.SYSTOLIC: "blood_pressure",
     Measure.DIASTOLIC: "blood_pressure",
@@ -134,6 +150,8 @@ def families(rule: Rule) -> frozenset[str]:
     """What a rule's alerts are about: "weight_high", "glucose_low", ..., "adherence"."""
     if isinstance(rule, MissedRule):
         return frozenset({ADHERENCE})
+    if isinstance(rule, BaselineRule):
+        return frozenset({f"{_GROUP[rule.measure]}_{'high' if rule.direction == 'up' else 'low'}"})
     return frozenset(
         f"{_GROUP[lim.measure]}_{'high' if lim.op.upward else 'low'}" for lim in rule.limits
     )
@@ -487,10 +505,13 @@ class Row:
     raises: int
     per_100_patient_days: float
     worklist_per_day_per_1000: float
-    # (caught, labelled) events of the kinds it is about, critical and not.
+    # (caught, labelled) events of the kinds it is about, critical and not; and the
+    # critical ones a rule could see (`detectable`).
     critical: tuple[int, int]
     other: tuple[int, int]
+    detectable_critical: tuple[int, int]
     median_hours_to_alert: float | None
+    median_hours_critical: float | None
     unlabelled: float | None  # share of its alerts that belong to no event
 
 
@@ -522,13 +543,16 @@ def _row(
     about = set().union(*(rule_families[r] for r in rules))
     alerts = [(s, a) for s in scored for a in s.replay.alerts if a.rule_id in rules]
     caught = {True: [0, 0], False: [0, 0]}
-    delays = []
+    seen = [0, 0]
+    delays, critical_delays = [], []
     for s in scored:
         for event in s.patient.events:
             family = EVENT_FAMILY[event.kind]
             if family not in about:
                 continue
             caught[event.critical][1] += 1
+            visible = event.critical and detectable(event, s.patient)
+            seen[1] += visible
             hits = [
                 t - event.onset
                 for a in s.replay.alerts
@@ -538,7 +562,10 @@ def _row(
             ]
             if hits:
                 caught[event.critical][0] += 1
+                seen[0] += visible
                 delays.append(max(0.0, min(hits)) / HOUR_S)
+                if event.critical:
+                    critical_delays.append(delays[-1])
     unlabelled = sum(not _belongs(a, s.patient, rule_families[a.rule_id]) for s, a in alerts)
     opened = len(alerts)
     raises = sum(a.raises for _, a in alerts)
@@ -551,9 +578,30 @@ def _row(
         worklist_per_day_per_1000=(opened + raises) / days * 1000 / patients if patients else 0.0,
         critical=(caught[True][0], caught[True][1]),
         other=(caught[False][0], caught[False][1]),
+        detectable_critical=(seen[0], seen[1]),
         median_hours_to_alert=statistics.median(delays) if delays else None,
+        median_hours_critical=statistics.median(critical_delays) if critical_delays else None,
         unlabelled=unlabelled / opened if opened else None,
     )
+
+
+def detectable(event: Event, patient: Patient) -> bool:
+    """Whether any rule could see the event: at least one reading of its measure while it
+    lasted (a crisis between two measuring days is seen by none); for a decompensation,
+    one at least `DETECTABLE_GAIN_KG` above the patient's mean of the week before its
+    onset (a smaller gain is within a stable patient's day-to-day weight)."""
+    if event.kind not in EVENT_READINGS:
+        return True
+    r = patient.readings
+    mine = r.kinds == EVENT_READINGS[event.kind]
+    during = mine & (r.times >= event.onset) & (r.times <= event.end)
+    if not during.any():
+        return False
+    before = mine & (r.times < event.onset) & (r.times >= event.onset - 7 * DAY_S)
+    if event.kind is not EventKind.DECOMPENSATION or not before.any():
+        return True
+    gain = float(r.weight_kg[during].max() - r.weight_kg[before].mean())
+    return gain >= DETECTABLE_GAIN_KG
 
 
 def _belongs(alert: Alert, patient: Patient, about: frozenset[str]) -> bool:
@@ -595,19 +643,24 @@ def _fraction(pair: tuple[int, int]) -> str:
 def table(rows: Sequence[Row]) -> str:
     header = (
         f"{'rule':<22}{'firings':>8}{'alerts':>8}{'raises':>7}{'/100 pt-d':>10}"
-        f"{'worklist/d':>11}  {'recall critical':<16}{'recall other':<16}"
-        f"{'onset->alert':>13}{'unlabelled':>11}"
+        f"{'worklist/d':>11}  {'recall critical':<16}{'detectable':<16}{'recall other':<16}"
+        f"{'to alert crit.':>15}{'to alert':>10}{'unlabelled':>11}"
     )
     lines = [header]
     for r in rows:
-        hours = "-" if r.median_hours_to_alert is None else f"{r.median_hours_to_alert:.1f} h"
         unlabelled = "-" if r.unlabelled is None else f"{100 * r.unlabelled:.0f}%"
         lines.append(
             f"{r.name:<22}{r.firings:>8,}{r.alerts:>8,}{r.raises:>7,}"
             f"{r.per_100_patient_days:>10.2f}{r.worklist_per_day_per_1000:>11.1f}  "
-            f"{_fraction(r.critical):<16}{_fraction(r.other):<16}{hours:>13}{unlabelled:>11}"
+            f"{_fraction(r.critical):<16}{_fraction(r.detectable_critical):<16}"
+            f"{_fraction(r.other):<16}{_hours(r.median_hours_critical):>15}"
+            f"{_hours(r.median_hours_to_alert):>10}{unlabelled:>11}"
         )
     return "\n".join(lines)
+
+
+def _hours(hours: float | None) -> str:
+    return "-" if hours is None else f"{hours:.1f} h"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -630,7 +683,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("labelled events: " + ", ".join(f"{k} {n}" for k, n in sorted(events.items())))
     print(
         "alerts: opened; raises: severity raised while open; worklist/d: alerts opened or"
-        " raised a day per 1,000 patients; onset->alert: median"
+        " raised a day per 1,000 patients; detectable: the critical events with a reading"
+        " that shows them (`detectable`); to alert: median hours from onset to the first"
+        " alert, critical events and all"
     )
     for name in args.sets:
         started = time.perf_counter()
