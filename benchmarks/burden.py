@@ -80,8 +80,8 @@ PlanFactory = Callable[[Sequence[str]], CarePlan]
 # their conditions (the template names). Another set to compare is one more line.
 TEMPLATE_SETS: dict[str, PlanFactory] = {
     "today": plan_from_templates,
-    # The personal variants' baseline rules and repeats; the replay does not hold findings
-    # for a repeat reading (confirmation is not replayed), so their alerts are an upper bound.
+    # The personal variants: repeats before a non-critical reading alerts, baseline rules,
+    # and missed readings after longer gaps (rpm.rules.templates, docs/care-plans.md).
     "personal": lambda names: plan_from_templates([f"{name}_personal" for name in names]),
 }
 PLAN_VERSION = 1
@@ -259,7 +259,8 @@ class Store:
             & (np.abs(self.times[: self.taken] - self.times[i]) <= REPEAT_DRAWN_WITHIN_S)
             & (self.meal[: self.taken] == self.meal[i])
         )
-        near[i] = False
+        if i < self.taken:  # a repeat can itself be held, and asked to be repeated
+            near[i] = False
         donors = np.flatnonzero(near)
         if not donors.size:
             return None

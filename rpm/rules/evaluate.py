@@ -622,13 +622,23 @@ def dry_run(
         traced = trace(rule, history)
         rows = [
             int(traced.rows[point])
-            for point in np.flatnonzero(traced.starts)
+            for point in _episode_starts(traced)
             if start <= traced.times[point] <= end and not _unconfirmed(traced, history, int(point))
         ]
         raised += findings(traced, history, context, rows)
     for missed_rule in plan.missed_rules():
         raised += _missed_over(missed_rule, history, context, since, until)
     return sorted(raised, key=lambda f: (f.at, f.rule_id))
+
+
+def _episode_starts(traced: Trace) -> Ints:
+    """The firings that start an episode; and the first firing of an episode the history
+    opens in (`_episodes`), which no earlier alert of the dry run can have covered."""
+    starts: Ints = np.flatnonzero(traced.starts)
+    fired = np.flatnonzero(traced.rank > 0)
+    if fired.size and (not starts.size or fired[0] < starts[0]):
+        starts = np.concatenate(([fired[0]], starts))
+    return starts
 
 
 def _unconfirmed(traced: Trace, history: History, point: int) -> bool:
