@@ -216,3 +216,19 @@ def test_an_event_is_detectable_when_a_reading_shows_it() -> None:
     assert not detectable(gain, small)
     large = replace(_patient(), readings=_weights([*week, (_day(5, 7), 202.0)]))
     assert detectable(gain, large)
+
+
+def test_a_held_finding_waits_for_the_patients_repeat() -> None:
+    """One pulse of 130 among 70s, on the personal template (30 min for a repeat): a
+    patient who re-measures shows one of their usual pulses, and nothing is raised; one
+    who does not (adherence 0) gets the alert after the window, on that reading."""
+    days = [(_day(d, 7), 125.0) for d in range(6)]
+    base = _patient(bp=days)
+    pulse = base.readings.pulse.copy()
+    pulse[3] = 130.0
+    patient = replace(base, readings=replace(base.readings, pulse=pulse))
+    plan = plan_from_templates(["hypertension_personal"])
+    answered = replay(patient, plan, START, 8)
+    assert [a.rule_id for a in answered.alerts] == []
+    silent = replay(replace(patient, daily=0.0), plan, START, 8)
+    assert [(a.rule_id, a.firings) for a in silent.alerts] == [("pulse_out_of_range", [_day(3, 7)])]
