@@ -9,12 +9,16 @@ does (the rules a batch can fire, `_rules_to_check`; its history window, back to
 resolved alert's last firing; `trace` and `findings` at the batch's readings; the alert
 policy's `alert_writes` against the patient's latest alert per rule; the store's one
 open alert per patient and rule); and at each local midnight, what `check_missed` does.
-A nurse resolves each alert some hours after it opened (`RESOLVE_AFTER_HOURS`).
+A finding that may wait for a repeat reading is held as the engine holds it; the patient
+re-measures by their adherence, the repeat drawn from their own readings (`Store.repeat`),
+and a held finding with no repeat is raised as `check_confirmations` raises it. A nurse
+resolves each alert some hours after it opened (`RESOLVE_AFTER_HOURS`).
 
 Prints, per rule and overall, for each template set of `TEMPLATE_SETS`: alerts per 100
 patient-days, worklist items a day for 1,000 patients, recall of the labelled events by
 severity, the median time from an event's onset to its first alert, and the share of
-alerts that belong to no labelled event. docs/benchmarks.md has the method and figures.
+alerts that belong to no labelled event; beside the critical events, those a rule could
+see (`detectable`). docs/benchmarks.md has the method and figures.
 """
 
 from __future__ import annotations
