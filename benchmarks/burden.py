@@ -9,22 +9,27 @@ does (the rules a batch can fire, `_rules_to_check`; its history window, back to
 resolved alert's last firing; `trace` and `findings` at the batch's readings; the alert
 policy's `alert_writes` against the patient's latest alert per rule; the store's one
 open alert per patient and rule); and at each local midnight, what `check_missed` does.
-A nurse resolves each alert some hours after it opened (`RESOLVE_AFTER_HOURS`).
+A finding that may wait for a repeat reading is held as the engine holds it; the patient
+re-measures by their adherence, the repeat drawn from their own readings (`Store.repeat`),
+and a held finding with no repeat is raised as `check_confirmations` raises it. A nurse
+resolves each alert some hours after it opened (`RESOLVE_AFTER_HOURS`).
 
 Prints, per rule and overall, for each template set of `TEMPLATE_SETS`: alerts per 100
 patient-days, worklist items a day for 1,000 patients, recall of the labelled events by
 severity, the median time from an event's onset to its first alert, and the share of
-alerts that belong to no labelled event. docs/benchmarks.md has the method and figures.
+alerts that belong to no labelled event; beside the critical events, those a rule could
+see (`detectable`). docs/benchmarks.md has the method and figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -32,7 +37,8 @@ import numpy as np
 
 from rpm.config import RulesSettings
 from rpm.devices.model import ReadingKind
-from rpm.rules.engine import EPISODE_MEMORY, _rules_to_check
+from rpm.rules.confirmation import unanswered
+from rpm.rules.engine import EPISODE_MEMORY, _confirmation, _confirms, _rules_to_check
 from rpm.rules.evaluate import (
     Context,
     Finding,
@@ -44,16 +50,29 @@ from rpm.rules.evaluate import (
     missed,
     trace,
 )
-from rpm.rules.plan import READING_KINDS, CarePlan, Measure, MissedRule, Rule, Severity
+from rpm.rules.plan import (
+    READING_KINDS,
+    BaselineRule,
+    CarePlan,
+    Measure,
+    MissedRule,
+    Rule,
+    Severity,
+)
 from rpm.rules.policy import AlertWrite, LatestAlert, alert_writes
-from rpm.rules.repository import NewReading
+from rpm.rules.repository import HeldFinding, NewReading
 from rpm.rules.templates import plan_from_templates
 from simulators.population import (
+    BP,
     DAY_S,
+    GLUCOSE,
     HOUR_S,
+    KG_PER_LB,
     KINDS,
     MEALS,
     NO_MEAL,
+    WEIGHT,
+    Event,
     EventKind,
     Patient,
     Population,
@@ -65,8 +84,8 @@ PlanFactory = Callable[[Sequence[str]], CarePlan]
 # their conditions (the template names). Another set to compare is one more line.
 TEMPLATE_SETS: dict[str, PlanFactory] = {
     "today": plan_from_templates,
-    # The personal variants' baseline rules and repeats; the replay does not hold findings
-    # for a repeat reading (confirmation is not replayed), so their alerts are an upper bound.
+    # The personal variants: repeats before a non-critical reading alerts, baseline rules,
+    # and missed readings after longer gaps (rpm.rules.templates, docs/care-plans.md).
     "personal": lambda names: plan_from_templates([f"{name}_personal" for name in names]),
 }
 PLAN_VERSION = 1
@@ -76,6 +95,18 @@ RESOLVE_AFTER_HOURS = {Severity.CRITICAL: 1.0, Severity.HIGH: 8.0, Severity.WARN
 # The missed-readings check runs every interval; the first run after a local midnight is
 # the one that can decide anything new (a gap grows only when a local day ends).
 MISSED_CHECK_AFTER_S = float(RulesSettings.model_fields["missed_check_interval_s"].default)
+# A held finding with no repeat becomes an alert at the first confirmation check after
+# its window.
+CONFIRM_CHECK_AFTER_S = float(RulesSettings.model_fields["confirm_check_interval_s"].default)
+# A patient asked to re-measure does so on the chance they measure on a day (their
+# adherence), between a few minutes after the SMS and the end of the rule's window.
+# The repeat shows what one of their own readings of that kind (and meal context) within
+# 3 days shows, drawn at random: their level then, events and device faults included. It
+# ignores how a repeat minutes later resembles the first reading (an assumption).
+REPEAT_AFTER_S = 5 * 60.0
+REPEAT_ARRIVES_AFTER_S = 10.0
+REPEAT_DRAWN_WITHIN_S = 3 * DAY_S
+REPEAT_STREAM = 19
 # An alert belongs to an event when one of its firings falls between the event's onset
 # and a day after its end.
 EVENT_GRACE_S = DAY_S
@@ -90,6 +121,17 @@ EVENT_FAMILY = {
     EventKind.HYPERGLYCAEMIA: "glucose_high",
     EventKind.DROP_OUT: ADHERENCE,
 }
+# The readings an event shows in (a drop-out shows in their absence).
+EVENT_READINGS = {
+    EventKind.HYPERTENSIVE_CRISIS: BP,
+    EventKind.UNCONTROLLED_BP: BP,
+    EventKind.DECOMPENSATION: WEIGHT,
+    EventKind.HYPOGLYCAEMIA: GLUCOSE,
+    EventKind.HYPERGLYCAEMIA: GLUCOSE,
+}
+# The smallest gain the heart-failure guidance names (2 lb; HF_2022 in rpm.rules.templates):
+# the simulator draws a quarter of its decompensations below it (docs/benchmarks.md).
+DETECTABLE_GAIN_KG = 2 * KG_PER_LB
 _GROUP = {
     Measure.SYSTOLIC: "blood_pressure",
     Measure.DIASTOLIC: "blood_pressure",
@@ -112,6 +154,8 @@ def families(rule: Rule) -> frozenset[str]:
     """What a rule's alerts are about: "weight_high", "glucose_low", ..., "adherence"."""
     if isinstance(rule, MissedRule):
         return frozenset({ADHERENCE})
+    if isinstance(rule, BaselineRule):
+        return frozenset({f"{_GROUP[rule.measure]}_{'high' if rule.direction == 'up' else 'low'}"})
     return frozenset(
         f"{_GROUP[lim.measure]}_{'high' if lim.op.upward else 'low'}" for lim in rule.limits
     )
@@ -146,11 +190,15 @@ class Replay:
 
 
 class Store:
-    """A patient's readings as the engine reads them from the store."""
+    """A patient's readings as the engine reads them from the store, and the repeat
+    readings the replay adds when a held finding asks the patient to re-measure."""
 
     def __init__(self, patient: Patient, start: datetime) -> None:
         r = patient.readings
         self.patient = patient
+        self.start = start
+        # The simulated readings; the repeats come after them.
+        self.taken = len(r.times)
         self.times = r.times
         self.arrivals = r.arrivals
         self.kinds = r.kinds
@@ -162,15 +210,14 @@ class Store:
                 values = values.astype(np.float32).astype(np.float64)
             self.columns[measure] = values
         self.meal = np.array([None if m == NO_MEAL else MEALS[m] for m in r.meal], dtype=object)
+        self.keys = [self._key(float(t), int(k)) for t, k in zip(r.times, r.kinds, strict=True)]
+        # Its own stream per patient, for the repeats: the population's draws stay as they were.
+        self.rng = np.random.default_rng([patient.number, REPEAT_STREAM])
+
+    def _key(self, at: float, kind: int) -> ReadingKey:
         # One device per kind: device id 3 * (patient - 1) + kind + 1.
-        self.keys = tuple(
-            ReadingKey(
-                3 * (patient.number - 1) + int(kind) + 1,
-                KINDS[kind].value,
-                start + timedelta(seconds=float(t)),
-            )
-            for t, kind in zip(r.times, r.kinds, strict=True)
-        )
+        device = 3 * (self.patient.number - 1) + kind + 1
+        return ReadingKey(device, KINDS[kind].value, self.start + timedelta(seconds=at))
 
     def row(self, i: int) -> HistoryRow:
         def value(measure: Measure) -> float | None:
@@ -188,6 +235,7 @@ class Store:
         )
 
     def history(self, rows: np.ndarray) -> History:
+        """The rows (in time order, then device order, as the store returns them)."""
         return History(
             times=self.epoch[rows],
             columns={m: c[rows] for m, c in self.columns.items()},
@@ -205,6 +253,32 @@ class Store:
         for group in np.split(order, cuts):
             yield float(self.arrivals[group[0]]), np.sort(group)
 
+    def repeat(self, i: int, at: float) -> int | None:
+        """The patient re-measures reading i at `at`: what their own readings of that kind
+        (and meal context) within `REPEAT_DRAWN_WITHIN_S` show, one of them drawn at random
+        (None if there is none). It arrives `REPEAT_ARRIVES_AFTER_S` later."""
+        kind = self.kinds[i]
+        near = (
+            (self.kinds[: self.taken] == kind)
+            & (np.abs(self.times[: self.taken] - self.times[i]) <= REPEAT_DRAWN_WITHIN_S)
+            & (self.meal[: self.taken] == self.meal[i])
+        )
+        if i < self.taken:  # a repeat can itself be held, and asked to be repeated
+            near[i] = False
+        donors = np.flatnonzero(near)
+        if not donors.size:
+            return None
+        donor = int(self.rng.choice(donors))
+        self.times = np.append(self.times, at)
+        self.arrivals = np.append(self.arrivals, at + REPEAT_ARRIVES_AFTER_S)
+        self.kinds = np.append(self.kinds, kind)
+        self.epoch = np.append(self.epoch, self.start.timestamp() + at)
+        for measure, column in self.columns.items():
+            self.columns[measure] = np.append(column, column[donor])
+        self.meal = np.append(self.meal, np.array([self.meal[i]], dtype=object))
+        self.keys.append(self._key(at, int(kind)))
+        return len(self.times) - 1
+
 
 def replay(
     patient: Patient,
@@ -216,21 +290,40 @@ def replay(
     """Every decision the service would make for this patient over the period."""
     store = Store(patient, start)
     context = Context(PLAN_VERSION, ZoneInfo(patient.time_zone))
-    steps: list[tuple[float, int, np.ndarray | None]] = [
-        (at, 0, rows) for at, rows in store.batches()
-    ]
-    steps += [(at, 1, None) for at in missed_checks(patient, days)] if plan.missed_rules() else []
-    steps.sort(key=lambda s: (s[0], s[1]))
+    # (when, order at one instant, sequence, what): an upload's rows, a missed-readings
+    # check (None), or the confirmation check that comes for a held finding (its number).
+    steps: list[tuple[float, int, int, np.ndarray | int | None]] = []
+    for at, rows in store.batches():
+        steps.append((at, 0, len(steps), rows))
+    if plan.missed_rules():
+        steps += [
+            (at, 1, len(steps) + n, None) for n, at in enumerate(missed_checks(patient, days))
+        ]
+    heapq.heapify(steps)
     result = Replay()
     latest: dict[str, Alert] = {}
-    for now, _, rows in steps:
+    held: dict[str, HeldFinding] = {}
+    sequence = len(steps)
+    while steps:
+        now, _, _, what = heapq.heappop(steps)
         for alert in latest.values():
             alert.resolved = alert.resolved or alert.resolve_at <= now
-        found = (
-            _missed_findings(store, plan, context, start, now)
-            if rows is None
-            else _batch_findings(store, plan, context, start, latest, now, rows)
-        )
+        if what is None:
+            found = _missed_findings(store, plan, context, start, now)
+        elif isinstance(what, int):
+            found = _unanswered(held, what)
+        else:
+            found, asked = _batch_findings(store, plan, context, latest, held, now, what)
+            for rule_id in asked:
+                sequence += 1
+                one = held[rule_id] = replace(held[rule_id], id=sequence)
+                check = (one.due_at - start).total_seconds() + CONFIRM_CHECK_AFTER_S
+                heapq.heappush(steps, (check, 2, sequence, sequence))
+                repeat = _repeat(store, one, now, days)
+                if repeat is not None:
+                    sequence += 1
+                    arrives = float(store.arrivals[repeat])
+                    heapq.heappush(steps, (arrives, 0, sequence, np.array([repeat])))
         by_rule: dict[str, list[Finding]] = {}
         for finding in found:
             by_rule.setdefault(finding.rule_id, []).append(finding)
@@ -242,6 +335,27 @@ def replay(
             for write in writes:
                 _apply(write, latest, result, now, start, resolve_after)
     return result
+
+
+def _repeat(store: Store, held: HeldFinding, now: float, days: int) -> int | None:
+    """Whether the patient asked to re-measure does so within the rule's window (on the
+    chance they measure on a day), and the repeat reading if they do."""
+    if store.rng.random() >= store.patient.daily:
+        return None
+    assert held.finding.key is not None
+    latest_at = held.within_minutes * 60 - REPEAT_ARRIVES_AFTER_S
+    at = round(now + store.rng.uniform(REPEAT_AFTER_S, latest_at))
+    return store.repeat(store.keys.index(held.finding.key), at) if at < days * DAY_S else None
+
+
+def _unanswered(held: dict[str, HeldFinding], check: int) -> list[Finding]:
+    """`RuleEngine.check_confirmations` for the held finding this check came for, if it
+    is still held: its window passed without a repeat, and the alert is raised."""
+    for rule_id, one in list(held.items()):
+        if one.id == check:
+            del held[rule_id]
+            return [unanswered(one.finding, one.within_minutes)]
+    return []
 
 
 def missed_checks(patient: Patient, days: int) -> list[float]:
@@ -261,17 +375,19 @@ def _batch_findings(
     store: Store,
     plan: CarePlan,
     context: Context,
-    start: datetime,
     latest: Mapping[str, Alert],
+    held: dict[str, HeldFinding],
     now: float,
     rows: np.ndarray,
-) -> list[Finding]:
-    """`RuleEngine._evaluate` for one patient's batch, on the readings stored by `now`."""
+) -> tuple[list[Finding], list[str]]:
+    """`RuleEngine._evaluate` for one patient's batch, on the readings stored by `now`:
+    the findings to write, and the rules that now hold one while the patient is asked
+    to re-measure (`held` has it; every patient has a phone and consents to SMS)."""
     new = [NewReading(store.patient.number, store.keys[i], store.row(i)) for i in rows]
-    rules = _rules_to_check(plan, new, set())  # no finding held: confirmation is not replayed
+    rules = _rules_to_check(plan, new, set(held))
     if not rules:
-        return []
-    first, last = float(store.times[rows[0]]), float(store.times[rows[-1]])
+        return [], []
+    first, last = float(store.times[rows].min()), float(store.times[rows].max())
     since = first - max(lookback_hours(r) for r in rules) * HOUR_S
     resolved = [a.last for a in latest.values() if a.resolved]
     if resolved:
@@ -283,12 +399,40 @@ def _batch_findings(
         & (store.arrivals <= now)
         & np.isin(store.kinds, list(kinds))
     )
+    # In time order, then device order, as the store returns them (a repeat comes last).
+    window = window[np.lexsort((store.kinds[window], store.times[window]))]
     history = store.history(window)
-    at = np.searchsorted(window, rows)
+    place = {int(row): n for n, row in enumerate(window)}
+    at = [place[int(i)] for i in rows]
     found: list[Finding] = []
+    asked: list[str] = []
     for rule in rules:
-        found += findings(trace(rule, history), history, context, at.tolist())
-    return found
+        traced = trace(rule, history)
+        fired = findings(traced, history, context, at)
+        waiting = held.get(rule.id)
+        if waiting is None and not _confirms(rule):
+            found += fired
+            continue
+        mine = _latest(latest[rule.id], store.start) if rule.id in latest else None
+        settled = _confirmation(traced, history, at, fired, waiting, mine, True)
+        found += settled.write
+        if waiting is not None and settled.settled is not None:
+            del held[rule.id]
+        if settled.hold is None:
+            continue
+        if waiting is not None:
+            # The store still holds the settled one: the insert conflicts, and the engine
+            # raises the finding at once.
+            found.append(settled.hold)
+            continue
+        assert not isinstance(rule, BaselineRule)
+        assert rule.confirm_within_minutes is not None
+        minutes = rule.confirm_within_minutes
+        due = store.start + timedelta(seconds=now, minutes=minutes)
+        held[rule.id] = HeldFinding(0, store.patient.number, PLAN_VERSION, minutes, due,
+                                    settled.hold)  # fmt: skip
+        asked.append(rule.id)
+    return found, asked
 
 
 def _missed_findings(
@@ -366,10 +510,13 @@ class Row:
     raises: int
     per_100_patient_days: float
     worklist_per_day_per_1000: float
-    # (caught, labelled) events of the kinds it is about, critical and not.
+    # (caught, labelled) events of the kinds it is about, critical and not; and the
+    # critical ones a rule could see (`detectable`).
     critical: tuple[int, int]
     other: tuple[int, int]
+    detectable_critical: tuple[int, int]
     median_hours_to_alert: float | None
+    median_hours_critical: float | None
     unlabelled: float | None  # share of its alerts that belong to no event
 
 
@@ -401,13 +548,16 @@ def _row(
     about = set().union(*(rule_families[r] for r in rules))
     alerts = [(s, a) for s in scored for a in s.replay.alerts if a.rule_id in rules]
     caught = {True: [0, 0], False: [0, 0]}
-    delays = []
+    seen = [0, 0]
+    delays, critical_delays = [], []
     for s in scored:
         for event in s.patient.events:
             family = EVENT_FAMILY[event.kind]
             if family not in about:
                 continue
             caught[event.critical][1] += 1
+            visible = event.critical and detectable(event, s.patient)
+            seen[1] += visible
             hits = [
                 t - event.onset
                 for a in s.replay.alerts
@@ -417,7 +567,10 @@ def _row(
             ]
             if hits:
                 caught[event.critical][0] += 1
+                seen[0] += visible
                 delays.append(max(0.0, min(hits)) / HOUR_S)
+                if event.critical:
+                    critical_delays.append(delays[-1])
     unlabelled = sum(not _belongs(a, s.patient, rule_families[a.rule_id]) for s, a in alerts)
     opened = len(alerts)
     raises = sum(a.raises for _, a in alerts)
@@ -430,9 +583,30 @@ def _row(
         worklist_per_day_per_1000=(opened + raises) / days * 1000 / patients if patients else 0.0,
         critical=(caught[True][0], caught[True][1]),
         other=(caught[False][0], caught[False][1]),
+        detectable_critical=(seen[0], seen[1]),
         median_hours_to_alert=statistics.median(delays) if delays else None,
+        median_hours_critical=statistics.median(critical_delays) if critical_delays else None,
         unlabelled=unlabelled / opened if opened else None,
     )
+
+
+def detectable(event: Event, patient: Patient) -> bool:
+    """Whether any rule could see the event: at least one reading of its measure while it
+    lasted (a crisis between two measuring days is seen by none); for a decompensation,
+    one at least `DETECTABLE_GAIN_KG` above the patient's mean of the week before its
+    onset (a smaller gain is within a stable patient's day-to-day weight)."""
+    if event.kind not in EVENT_READINGS:
+        return True
+    r = patient.readings
+    mine = r.kinds == EVENT_READINGS[event.kind]
+    during = mine & (r.times >= event.onset) & (r.times <= event.end)
+    if not during.any():
+        return False
+    before = mine & (r.times < event.onset) & (r.times >= event.onset - 7 * DAY_S)
+    if event.kind is not EventKind.DECOMPENSATION or not before.any():
+        return True
+    gain = float(r.weight_kg[during].max() - r.weight_kg[before].mean())
+    return gain >= DETECTABLE_GAIN_KG
 
 
 def _belongs(alert: Alert, patient: Patient, about: frozenset[str]) -> bool:
@@ -474,19 +648,24 @@ def _fraction(pair: tuple[int, int]) -> str:
 def table(rows: Sequence[Row]) -> str:
     header = (
         f"{'rule':<22}{'firings':>8}{'alerts':>8}{'raises':>7}{'/100 pt-d':>10}"
-        f"{'worklist/d':>11}  {'recall critical':<16}{'recall other':<16}"
-        f"{'onset->alert':>13}{'unlabelled':>11}"
+        f"{'worklist/d':>11}  {'recall critical':<16}{'detectable':<16}{'recall other':<16}"
+        f"{'to alert crit.':>15}{'to alert':>10}{'unlabelled':>11}"
     )
     lines = [header]
     for r in rows:
-        hours = "-" if r.median_hours_to_alert is None else f"{r.median_hours_to_alert:.1f} h"
         unlabelled = "-" if r.unlabelled is None else f"{100 * r.unlabelled:.0f}%"
         lines.append(
             f"{r.name:<22}{r.firings:>8,}{r.alerts:>8,}{r.raises:>7,}"
             f"{r.per_100_patient_days:>10.2f}{r.worklist_per_day_per_1000:>11.1f}  "
-            f"{_fraction(r.critical):<16}{_fraction(r.other):<16}{hours:>13}{unlabelled:>11}"
+            f"{_fraction(r.critical):<16}{_fraction(r.detectable_critical):<16}"
+            f"{_fraction(r.other):<16}{_hours(r.median_hours_critical):>15}"
+            f"{_hours(r.median_hours_to_alert):>10}{unlabelled:>11}"
         )
     return "\n".join(lines)
+
+
+def _hours(hours: float | None) -> str:
+    return "-" if hours is None else f"{hours:.1f} h"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -509,7 +688,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("labelled events: " + ", ".join(f"{k} {n}" for k, n in sorted(events.items())))
     print(
         "alerts: opened; raises: severity raised while open; worklist/d: alerts opened or"
-        " raised a day per 1,000 patients; onset->alert: median"
+        " raised a day per 1,000 patients; detectable: the critical events with a reading"
+        " that shows them (`detectable`); to alert: median hours from onset to the first"
+        " alert, critical events and all"
     )
     for name in args.sets:
         started = time.perf_counter()

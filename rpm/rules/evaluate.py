@@ -186,7 +186,10 @@ def trace(rule: ReadingRule, history: History) -> Trace:
             counts = np.where(reaching >= rule.n, reaching, counts)
         rank = fired
         held = np.where(_rolling_count(held > 0, rule.of_last) >= rule.n, 1, 0)
-    starts, since = _episodes(times, rank > 0, (held > 0) | (rank > 0), rule.cooldown_hours)
+    # A point whose statistic cannot be computed (too few readings for a mean, nothing
+    # earlier for a change) judges nothing: it neither fires nor clears.
+    known = np.any([~np.isnan(seen) for seen in observed], axis=0) if len(times) else None
+    starts, since = _episodes(times, rank > 0, (held > 0) | (rank > 0), rule.cooldown_hours, known)
     return Trace(rule, rows, times, rank, starts, since, observed, counts)
 
 
@@ -350,7 +353,7 @@ def _baseline_trace(rule: BaselineRule, history: History, rows: Ints) -> Trace:
         fired = cusum >= rule.decision_sd - AT_LIMIT
         held = cusum > 0
     rank = np.where(fired, rule.severity.rank, 0).astype(np.int64)
-    starts, since = _episodes(times, fired, held | fired, rule.cooldown_hours)
+    starts, since = _episodes(times, fired, held | fired, rule.cooldown_hours, ~np.isnan(cusum))
     return Trace(rule, rows, times, rank, starts, since, (cusum,), None, (values, mean, spread))
 
 
@@ -407,20 +410,33 @@ def _rolling_count(flags: Bools, last: int) -> Ints:
 
 
 def _episodes(
-    times: Floats, fired: Bools, held: Bools, cooldown_hours: float
+    times: Floats,
+    fired: Bools,
+    held: Bools,
+    cooldown_hours: float,
+    known: Bools | None = None,
 ) -> tuple[Bools, Floats]:
     """Which firings start an episode, and when each point's episode began.
 
     A point is in a running episode when a firing came after the last point that was
     clear of the limits' hysteresis. A firing starts an episode when the point before it
     was in none, and the last firing is at least the cooldown ago.
+
+    A point that is not `known` (its statistic could not be computed) is not clear: it
+    carries the state before it. A history that opens with such points may open inside
+    an episode (the engine loads it from a resolved alert's last firing, where a 7-day
+    mean has too few readings yet): a firing before any clear point then continues the
+    episode running at the history's start, and does not start one. Otherwise a
+    persistently high mean would look new after every resolve.
     """
     if not len(times):
         return np.zeros(0, np.bool_), np.zeros(0, np.float64)
+    if known is None:
+        known = np.ones(times.shape, np.bool_)
     index = np.arange(len(times))
     last_fired = np.maximum.accumulate(np.where(fired, index, -1))
-    last_clear = np.maximum.accumulate(np.where(held, -1, index))
-    running = last_fired > last_clear
+    last_clear = np.maximum.accumulate(np.where(held | ~known, -1, index))
+    running = (last_fired > last_clear) | (~known[0] & (last_clear < 0))
     running_before = np.concatenate(([False], running[:-1]))
     fired_before = np.concatenate(([-1], last_fired[:-1]))
     long_enough = (fired_before < 0) | (
@@ -611,13 +627,23 @@ def dry_run(
         traced = trace(rule, history)
         rows = [
             int(traced.rows[point])
-            for point in np.flatnonzero(traced.starts)
+            for point in _episode_starts(traced)
             if start <= traced.times[point] <= end and not _unconfirmed(traced, history, int(point))
         ]
         raised += findings(traced, history, context, rows)
     for missed_rule in plan.missed_rules():
         raised += _missed_over(missed_rule, history, context, since, until)
     return sorted(raised, key=lambda f: (f.at, f.rule_id))
+
+
+def _episode_starts(traced: Trace) -> Ints:
+    """The firings that start an episode; and the first firing of an episode the history
+    opens in (`_episodes`), which no earlier alert of the dry run can have covered."""
+    starts: Ints = np.flatnonzero(traced.starts)
+    fired = np.flatnonzero(traced.rank > 0)
+    if fired.size and (not starts.size or fired[0] < starts[0]):
+        starts = np.concatenate(([fired[0]], starts))
+    return starts
 
 
 def _unconfirmed(traced: Trace, history: History, point: int) -> bool:

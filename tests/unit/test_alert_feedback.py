@@ -8,7 +8,7 @@ from rpm.alerts.lifecycle import Outcome
 from rpm.rules.plan import CarePlan
 from rpm.rules.templates import plan_from_templates
 
-PLAN = plan_from_templates(["hypertension_personal"])
+PLAN = plan_from_templates(["hypertension_personal", "heart_failure_personal"])
 
 
 def _suggestion(rule_id: str, **counts: int) -> str | None:
@@ -26,8 +26,8 @@ def test_every_rule_of_the_plan_is_listed_with_every_outcome_counted() -> None:
 
 
 def test_no_suggestion_on_few_alerts_or_on_mostly_actionable_ones() -> None:
-    assert _suggestion("systolic_drift", no_action_needed=4) is None
-    assert _suggestion("systolic_drift", no_action_needed=6, medication_adjusted=4) is None
+    assert _suggestion("weight_drift", no_action_needed=4) is None
+    assert _suggestion("weight_drift", no_action_needed=6, medication_adjusted=4) is None
 
 
 def test_needless_alerts_suggest_limits_or_baseline_by_kind() -> None:
@@ -35,7 +35,7 @@ def test_needless_alerts_suggest_limits_or_baseline_by_kind() -> None:
         _suggestion("bp_sustained_stage2", no_action_needed=7)
     )
     assert "raise its decision interval or minimum spread" in str(
-        _suggestion("systolic_drift", no_action_needed=5)
+        _suggestion("weight_drift", no_action_needed=5)
     )
     assert "how often this patient is expected to measure" in str(
         _suggestion("missed_readings", no_action_needed=5)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
-from benchmarks.burden import Alert, Replay, Row, Scored, replay, run, score
+from benchmarks.burden import Alert, Replay, Row, Scored, detectable, replay, run, score
 from rpm.rules.plan import CarePlan, Severity
 from rpm.rules.templates import plan_from_templates
 from simulators.physiology import Condition
@@ -19,7 +20,9 @@ from simulators.population import (
     BP,
     DAY_S,
     HOUR_S,
+    KG_PER_LB,
     NO_MEAL,
+    WEIGHT,
     Event,
     EventKind,
     Patient,
@@ -154,16 +157,20 @@ def test_the_metrics_add_up() -> None:
         "weight_gain_day": frozenset({"weight_high"}),
     }
     rows = score(
-        [Scored(_patient(1, events=(crisis, hypo)), a), Scored(_patient(2, events=(drop,)), b)],
+        [
+            # A reading during the crisis: a rule could see it (`detectable`).
+            Scored(_patient(1, bp=[(_day(1, 6), 190)], events=(crisis, hypo)), a),
+            Scored(_patient(2, events=(drop,)), b),
+        ],
         families,
         DAYS,
     )
     assert rows == [
-        Row("bp_crisis", 5, 2, 0, 10.0, 100.0, (1, 1), (0, 0), 12.0, 0.5),
-        Row("glucose_low", 2, 1, 1, 5.0, 100.0, (0, 0), (1, 1), 0.5, 0.0),
-        Row("missed_readings", 2, 1, 0, 5.0, 50.0, (0, 0), (1, 1), 72.0, 0.0),
-        Row("weight_gain_day", 0, 0, 0, 0.0, 0.0, (0, 0), (0, 0), None, None),
-        Row("all", 9, 4, 1, 20.0, 250.0, (1, 1), (2, 2), 12.0, 0.25),
+        Row("bp_crisis", 5, 2, 0, 10.0, 100.0, (1, 1), (0, 0), (1, 1), 12.0, 12.0, 0.5),
+        Row("glucose_low", 2, 1, 1, 5.0, 100.0, (0, 0), (1, 1), (0, 0), 0.5, None, 0.0),
+        Row("missed_readings", 2, 1, 0, 5.0, 50.0, (0, 0), (1, 1), (0, 0), 72.0, None, 0.0),
+        Row("weight_gain_day", 0, 0, 0, 0.0, 0.0, (0, 0), (0, 0), (0, 0), None, None, None),
+        Row("all", 9, 4, 1, 20.0, 250.0, (1, 1), (2, 2), (1, 1), 12.0, 12.0, 0.25),
     ]
 
 
@@ -179,3 +186,49 @@ def test_an_alert_of_another_kind_does_not_catch_an_event() -> None:
     assert rows["all"].other == (0, 1)
     assert rows["glucose_low"].unlabelled == 1.0
     assert rows["glucose_high"].other == (0, 1)
+
+
+def _weights(times_lb: Sequence[tuple[float, float]]) -> Readings:
+    times = np.array([t for t, _ in times_lb])
+    nan = np.full(len(times), np.nan)
+    return Readings(
+        times=times,
+        arrivals=times + 10,
+        kinds=np.full(len(times), WEIGHT, dtype=np.int64),
+        systolic=nan,
+        diastolic=nan,
+        pulse=nan,
+        weight_kg=np.array([lb * KG_PER_LB for _, lb in times_lb]),
+        glucose_mg_dl=nan,
+        meal=np.full(len(times), NO_MEAL, dtype=np.int64),
+    )
+
+
+def test_an_event_is_detectable_when_a_reading_shows_it() -> None:
+    """A crisis with no reading while it lasts is seen by no rule; a decompensation only
+    with a weight 2 lb or more above the week before it."""
+    crisis = Event(EventKind.HYPERTENSIVE_CRISIS, _day(1, 0), _day(2, 0), critical=True)
+    assert not detectable(crisis, _patient(bp=[(_day(0, 7), 190), (_day(3, 7), 190)]))
+    assert detectable(crisis, _patient(bp=[(_day(1, 7), 190)]))
+    gain = Event(EventKind.DECOMPENSATION, _day(3, 0), _day(6, 0), critical=True)
+    week = [(_day(d, 7), 200.0) for d in range(3)]
+    small = replace(_patient(), readings=_weights([*week, (_day(5, 7), 201.5)]))
+    assert not detectable(gain, small)
+    large = replace(_patient(), readings=_weights([*week, (_day(5, 7), 202.0)]))
+    assert detectable(gain, large)
+
+
+def test_a_held_finding_waits_for_the_patients_repeat() -> None:
+    """One pulse of 130 among 70s, on the personal template (30 min for a repeat): a
+    patient who re-measures shows one of their usual pulses, and nothing is raised; one
+    who does not (adherence 0) gets the alert after the window, on that reading."""
+    days = [(_day(d, 7), 125.0) for d in range(6)]
+    base = _patient(bp=days)
+    pulse = base.readings.pulse.copy()
+    pulse[3] = 130.0
+    patient = replace(base, readings=replace(base.readings, pulse=pulse))
+    plan = plan_from_templates(["hypertension_personal"])
+    answered = replay(patient, plan, START, 8)
+    assert [a.rule_id for a in answered.alerts] == []
+    silent = replay(replace(patient, daily=0.0), plan, START, 8)
+    assert [(a.rule_id, a.firings) for a in silent.alerts] == [("pulse_out_of_range", [_day(3, 7)])]

@@ -144,8 +144,12 @@ def test_confirmation_is_refused_where_it_could_change_nothing() -> None:
 def test_each_template_has_a_personal_variant_with_the_same_critical_rules(name: str) -> None:
     plain, personal = TEMPLATES[name], TEMPLATES[f"{name}_personal"]
     assert personal.expects == plain.expects
-    assert personal.missed_days == plain.missed_days
-    assert any(r.kind == "baseline" for r in personal.rules)
+    # Longer gaps before a missed-readings alert (one per short gap of a patient who
+    # measures on half their days was 38% of the benchmark's alerts).
+    assert personal.missed_days > plain.missed_days
+    # Hypertension's baseline drift added 482 alerts in the benchmark for one labelled
+    # event the 7-day mean did not find: its variant has none.
+    assert any(r.kind == "baseline" for r in personal.rules) is (name != "hypertension")
     assert any(getattr(r, "confirm_within_minutes", None) for r in personal.rules)
     by_id = {r.id: r for r in personal.rules}
     for rule in plain.rules:

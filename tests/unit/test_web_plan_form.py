@@ -107,9 +107,9 @@ def test_a_versions_changes_in_words() -> None:
 
 
 def test_a_baseline_rule_has_no_fields_and_is_named_among_the_others() -> None:
-    plan = plan_from_templates(["hypertension_personal"])
-    assert "systolic_drift" not in [rule.rule_id for rule in limit_fields(plan)]
+    plan = plan_from_templates(["heart_failure_personal"])
+    assert "weight_drift" not in [rule.rule_id for rule in limit_fields(plan)]
     assert other_rules(plan) == [
-        "Systolic above the patient's usual (systolic_drift)",
+        "Weight above the patient's usual (weight_drift)",
         "Missed readings (missed_readings)",
     ]
