@@ -281,7 +281,7 @@ class BulkSettings(_Area):
         " it up (one that died).",
     )
     file_resources: int = Field(
-        10_000, ge=1, description="Most resources in one NDJSON file (a cuff's pulse may add one)."
+        10_000, ge=1, description="Most resources in one NDJSON file of an export."
     )
     expiry_hours: int = Field(
         24, ge=1, description="A finished export's files are deleted this long after it ends."

@@ -155,9 +155,11 @@ class BulkExporter:
                     conn, patients, repository.ALWAYS, position, limit, received=window
                 )
                 found = list(observations_after(readings, position))
-                made = [(at.patient_id, resource) for at, resource in found]
-                last = bulk.position_json(found[-1][0]) if found else cursor
-                fetched = len(readings)
+                # A cuff's reading makes two: a file ends at `limit`, maybe between them.
+                kept = found[:limit]
+                made = [(at.patient_id, resource) for at, resource in kept]
+                last = bulk.position_json(kept[-1][0]) if kept else cursor
+                fetched = len(readings) if len(kept) == len(found) else limit
             case _:
                 raise ValueError(f"an export cannot hold {resource_type}")
         lines = [json.dumps(resource, separators=(",", ":")) + "\n" for _, resource in made]
