@@ -464,7 +464,9 @@ class ClientReply(BaseModel):
 
 
 class ClientChange(RequestBody):
-    active: bool
+    model_config = ConfigDict(json_schema_extra={"examples": [{"active": False}]})
+
+    active: bool = Field(description="false: its tokens end now, and it gets no new one")
 
 
 def _reply(record: clients.ClientRecord) -> ClientReply:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -363,3 +366,34 @@ def test_an_export_whose_exporter_dies_is_finished_by_another_without_a_line_twi
     assert [o["url"].rsplit("/", 1)[1] for o in manifest["output"] if o["type"] == "Patient"] == [
         "Patient-1.ndjson"
     ]
+
+
+def test_rpm_smart_clients_registers_lists_and_deactivates(db_url: str, tmp_path: Path) -> None:
+    """The CLI's registration: the client_id printed, a private key refused."""
+    rpm = str(Path(sys.executable).with_name("rpm"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RPM_")} | {
+        "RPM_DATABASE_URL": db_url
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [rpm, "smart-clients", *args], env=env, cwd=tmp_path, capture_output=True,
+            text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    key = ClientKey("RS384")
+    (tmp_path / "jwks.json").write_text(json.dumps(key.jwks))
+    done = run("register", "clinic-ehr", "--jwks", "jwks.json", "--scope", "system/*.read")
+    assert done.returncode == 0, done.stderr
+    registered = json.loads(done.stdout)
+    assert (registered["name"], registered["scopes"]) == ("clinic-ehr", ["system/*.read"])
+    listed = [json.loads(line) for line in run("list").stdout.splitlines()]
+    assert [c["client_id"] for c in listed] == [registered["client_id"]]
+    deactivated = json.loads(run("deactivate", registered["client_id"]).stdout)
+    assert deactivated["active"] is False
+
+    private = {"keys": [{**key.jwks["keys"][0], "d": "not-for-rpm"}]}
+    (tmp_path / "private.json").write_text(json.dumps(private))
+    refused = run("register", "other", "--jwks", "private.json", "--scope", "system/*.read")
+    assert refused.returncode == 1
+    assert "register the public key only" in refused.stderr
