@@ -1,6 +1,7 @@
 """SMART Backend Services (hl7.org/fhir/smart-app-launch/backend-services.html), the
 checks that need no database: a client's JWK Set, its signed assertion, and scopes.
-Pure: plain values in, plain values or a `SmartRefusal` out.
+No I/O (PyJWT, over `cryptography`, does the signatures): plain values in, plain values
+or a `SmartRefusal` out.
 
 A client proves who it is with a JWT it signs (RS384 or ES384) by a key of the JWK Set an
 admin registered for it: `iss` and `sub` its client_id, `aud` the token URL, `exp` at most

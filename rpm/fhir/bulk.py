@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from rpm.fhir import search
 from rpm.fhir.observations import Position
-from rpm.fhir.search import SearchError
+from rpm.fhir.search import SearchError, date_condition
 
 # What an export holds, in the order it writes them: the patients, their readings, their
 # devices, their alerts (as Flags, resolved ones included, inactive).
@@ -73,7 +72,7 @@ def since(value: str | None) -> datetime | None:
         return None
     if value[:2].isalpha():
         raise SearchError(f"_since {value!r}: an instant, without a prefix")
-    start = search.date_condition(value).start
+    start = date_condition(value).start
     if start.tzinfo is None:
         raise SearchError(
             f"_since {value!r}: an instant with its time zone, e.g. 2026-11-01T00:00:00Z"

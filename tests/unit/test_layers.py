@@ -35,6 +35,7 @@ PURE = {
     "rpm.program.adherence",
     "rpm.fhir.observations",
     "rpm.fhir.search",
+    "rpm.fhir.bulk",
 }
 ALLOWED_THIRD_PARTY = {"numpy", "pydantic", "pydantic_core"}
 
