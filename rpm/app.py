@@ -37,6 +37,7 @@ from rpm.api import dead_letters as dead_letters_api
 from rpm.api import devices as devices_api
 from rpm.api import ehr as ehr_api
 from rpm.api import fhir as fhir_api
+from rpm.api import fhir_bulk as fhir_bulk_api
 from rpm.api import handoff as handoff_api
 from rpm.api import health as health_api
 from rpm.api import patients as patients_api
@@ -53,6 +54,7 @@ from rpm.db.store import make_pool, prepare_schema
 from rpm.db.timescale import TimescaleUnavailable
 from rpm.ehr.handoff import EhrHandoff
 from rpm.ehr.pusher import EhrPusher
+from rpm.fhir.exporter import BulkExporter
 from rpm.health import Health
 from rpm.ingest.consumer import ConsumerOptions, MqttConsumer
 from rpm.ingest.service import IngestService, chain
@@ -117,6 +119,8 @@ def create_app(wiring: Wiring) -> FastAPI:
         app.state.alert_changes = changes
         ehr_pusher = EhrPusher(pool, settings.ehr, settings.alerts.public_url)
         app.state.ehr_pusher = ehr_pusher
+        bulk_exporter = BulkExporter(pool, settings.bulk)
+        app.state.bulk_exporter = bulk_exporter
         ingest = IngestService(
             pool,
             settings.ingest.time_limits(),
@@ -180,6 +184,9 @@ def create_app(wiring: Wiring) -> FastAPI:
             tasks.append(_supervised(changes.run(), "alert-changes", wiring.on_fatal))
             # Safe in every process at once: it claims the rows due with SKIP LOCKED.
             tasks.append(_supervised(ehr_pusher.run(), "ehr-pusher", wiring.on_fatal))
+            if settings.bulk.run_exports:
+                # Safe in every process at once: it claims a job with SKIP LOCKED.
+                tasks.append(_supervised(bulk_exporter.run(), "bulk-exporter", wiring.on_fatal))
             # Consume only once the store can take what arrives.
             consuming.append(_supervised(consumer.run(), "mqtt-consumer", wiring.on_fatal))
             tasks.extend(consuming)
@@ -220,6 +227,8 @@ def create_app(wiring: Wiring) -> FastAPI:
         patients_api,
         readings_api,
         program_api,
+        # Before fhir_api: its last route answers every other /fhir path.
+        fhir_bulk_api,
         fhir_api,
         ehr_api,
         care_plans_api,

@@ -264,6 +264,33 @@ class EhrSettings(_Area):
     )
 
 
+class BulkSettings(_Area):
+    """FHIR Bulk Data export and SMART Backend Services sign-in (docs/fhir.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="RPM_BULK_")
+
+    run_exports: bool = Field(
+        True,
+        description="Whether this process runs export jobs (false: only other processes do).",
+    )
+    poll_s: float = Field(5.0, gt=0, description="How often pending exports are looked for.")
+    lease_s: float = Field(
+        60.0,
+        gt=0,
+        description="How long an exporter holds a job without progress before another may take"
+        " it up (one that died).",
+    )
+    file_resources: int = Field(
+        10_000, ge=1, description="Most resources in one NDJSON file of an export."
+    )
+    expiry_hours: int = Field(
+        24, ge=1, description="A finished export's files are deleted this long after it ends."
+    )
+    token_ttl_s: int = Field(
+        300, ge=60, le=3600, description="A SMART Backend Services access token's lifetime."
+    )
+
+
 class TwilioSettings(_Area):
     model_config = SettingsConfigDict(env_prefix="RPM_TWILIO_")
 
@@ -352,6 +379,7 @@ class Settings(BaseModel):
     auth: AuthSettings = Field(default_factory=lambda: AuthSettings())  # type: ignore[call-arg]
     adherence: AdherenceSettings = Field(default_factory=lambda: AdherenceSettings())  # type: ignore[call-arg]
     ehr: EhrSettings = Field(default_factory=lambda: EhrSettings())  # type: ignore[call-arg]
+    bulk: BulkSettings = Field(default_factory=lambda: BulkSettings())  # type: ignore[call-arg]
 
 
 _AREAS: dict[str, type[_Area]] = {
@@ -366,6 +394,7 @@ _AREAS: dict[str, type[_Area]] = {
     "auth": AuthSettings,
     "adherence": AdherenceSettings,
     "ehr": EhrSettings,
+    "bulk": BulkSettings,
 }
 
 

@@ -29,7 +29,7 @@ from rpm.alerts import repository as alerts
 from rpm.alerts.lifecycle import InvalidTransition
 from rpm.api import problems
 from rpm.api.problems import PROBLEM_JSON
-from rpm.auth import audit
+from rpm.auth import audit, clients
 from rpm.auth import repository as users
 from rpm.auth import service as auth_service
 from rpm.auth.access import Permission, Principal
@@ -354,6 +354,9 @@ _STATUS_OF: dict[type[Exception], int] = {
     ehr.EndpointNotFound: 404,
     ehr.EndpointConflict: 409,
     ehr.EhrError: 422,
+    clients.ClientNotFound: 404,
+    clients.ClientConflict: 409,
+    clients.ClientError: 422,
 }
 
 

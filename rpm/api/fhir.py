@@ -165,7 +165,7 @@ fhir_router = APIRouter(
 )
 
 
-def _base(request: Request) -> str:
+def fhir_base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/fhir"
 
 
@@ -230,7 +230,7 @@ def _bundle_reply(
     next_cursor: str | None,
     included: Sequence[dict[str, Any]] = (),
 ) -> FhirJSONResponse:
-    base = _base(request)
+    base = fhir_base(request)
     self_url = search.search_url(base, resource_type, _understood(request, count, cursor))
     next_url = None
     if next_cursor is not None:
@@ -295,7 +295,7 @@ PatientFilter = Annotated[str | None, Query(description="The patient: `123` or `
 async def metadata(request: Request) -> FhirJSONResponse:
     # Public, as FHIR has it: a client reads it before it signs in.
     statement = capability.capability_statement(
-        _base(request), rpm.__version__, _STARTED.replace(microsecond=0)
+        fhir_base(request), rpm.__version__, _STARTED.replace(microsecond=0)
     )
     return FhirJSONResponse(statement)
 

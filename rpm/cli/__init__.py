@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rpm.cli import dead_letters, devices, integrations, serve, users
+from rpm.cli import dead_letters, devices, integrations, serve, smart_clients, users
 
 cli = typer.Typer(
     help="rpm: remote patient monitoring ingest and alerting.",
@@ -17,6 +17,7 @@ cli.add_typer(devices.app, name="devices")
 cli.add_typer(dead_letters.app, name="dead-letters")
 cli.add_typer(integrations.app, name="integrations")
 cli.add_typer(users.app, name="users")
+cli.add_typer(smart_clients.app, name="smart-clients")
 
 
 def main() -> None:

@@ -124,6 +124,40 @@ RESOURCES: tuple[ResourceType, ...] = (
 BY_NAME = {resource.name: resource for resource in RESOURCES}
 
 
+@dataclass(frozen=True)
+class Operation:
+    """A FHIR operation served, on a resource type, at a path under /fhir."""
+
+    resource_type: str
+    name: str
+    definition: str
+    path: str
+
+
+_BULK_DATA = "http://hl7.org/fhir/uv/bulkdata"
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "Patient", "export", f"{_BULK_DATA}/OperationDefinition/patient-export",
+        "/fhir/Patient/$export",
+    ),
+    Operation(
+        "Group", "export", f"{_BULK_DATA}/OperationDefinition/group-export",
+        "/fhir/Group/{group_id}/$export",
+    ),
+)  # fmt: skip
+# Where a SMART Backend Services client gets its access token, under the FHIR base.
+TOKEN_PATH = "/auth/token"  # noqa: S105 (a path, not a secret)
+_SMART_OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
+def _operations(resource_type: str) -> list[dict[str, str]]:
+    return [
+        {"name": op.name, "definition": op.definition}
+        for op in OPERATIONS
+        if op.resource_type == resource_type
+    ]
+
+
 def capability_statement(base: str, version: str, date: datetime) -> dict[str, Any]:
     """rpm's FHIR server as it is: read and search-type of each resource type, each
     search parameter and `_include` of the table."""
@@ -148,7 +182,17 @@ def capability_statement(base: str, version: str, date: datetime) -> dict[str, A
         }
         if resource.includes:
             entry["searchInclude"] = list(resource.includes)
+        if operations := _operations(resource.name):
+            entry["operation"] = operations
         resources.append(entry)
+    # A Group is a care team; only its export is served.
+    resources.append(
+        {
+            "type": "Group",
+            "documentation": "A care team, for its patients' Bulk Data export only",
+            "operation": _operations("Group"),
+        }
+    )
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -156,6 +200,7 @@ def capability_statement(base: str, version: str, date: datetime) -> dict[str, A
         "kind": "instance",
         "software": {"name": "rpm", "version": version},
         "implementation": {"description": "rpm remote patient monitoring", "url": base},
+        "instantiates": [f"{_BULK_DATA}/CapabilityStatement/bulk-data"],
         "fhirVersion": FHIR_VERSION,
         "format": ["json"],
         "rest": [
@@ -163,10 +208,30 @@ def capability_statement(base: str, version: str, date: datetime) -> dict[str, A
                 "mode": "server",
                 "documentation": "Read-only. `_count` pages (at most 1000 a page), `_sort`"
                 " takes date (Observation, oldest first), and every refusal is an"
-                " OperationOutcome.",
+                " OperationOutcome. Bulk Data export (IG v2): Patient/$export and"
+                " Group/<care team>/$export, NDJSON of Patient, Observation, Device and Flag.",
                 "security": {
+                    "extension": [
+                        {
+                            "url": _SMART_OAUTH_URIS,
+                            "extension": [{"url": "token", "valueUri": base + TOKEN_PATH}],
+                        }
+                    ],
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/"
+                                    "restful-security-service",
+                                    "code": "SMART-on-FHIR",
+                                }
+                            ]
+                        }
+                    ],
                     "description": "Authorization: Bearer <token or API key>; a user sees"
-                    " the patients of their care teams only"
+                    " the patients of their care teams only. $export also takes SMART Backend"
+                    " Services access tokens (client_credentials with a signed JWT, scopes"
+                    " system/*.read), from the token URL above",
                 },
                 "resource": resources,
             }

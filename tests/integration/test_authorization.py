@@ -26,6 +26,7 @@ from rpm.app import create_app
 from rpm.config import BrokerAddress
 from rpm.rules.templates import plan_from_templates
 from tests.conftest import DatabaseFactory
+from tests.smart_keys import ClientKey
 from tests.support import (
     TEST_PASSWORD,
     MosquittoProcess,
@@ -163,6 +164,11 @@ TABLE = [
     Route("PUT", "/api/v1/patients/{patient}/follow-up", "NC", {"staff_id": None},
           scoped=True),
     Route("GET", "/api/v1/care-teams/{team}/huddle", ANYONE_SIGNED_IN, scoped=True),
+    # SMART Backend Services clients (the EHR's bulk pull): admins only.
+    Route("POST", "/api/v1/smart-clients", "A",
+          {"name": "{unique}", "jwks": {"keys": []}, "scopes": ["system/*.read"]}),
+    Route("GET", "/api/v1/smart-clients", "A"),
+    Route("PATCH", "/api/v1/smart-clients/{smart_client}", "A", {"active": True}),
     # Rejected messages: admins only.
     Route("GET", "/api/v1/dead-letters", "A"),
     Route("GET", "/api/v1/dead-letters/{dead_letter}", "A"),
@@ -268,6 +274,10 @@ def _populate(client: TestClient, database_url: str) -> World:
         "api_key"
     ]["id"]
     ids["user"] = integration
+    ids["smart_client"] = call(
+        "POST", "/api/v1/smart-clients",
+        {"name": "authz-ehr", "jwks": ClientKey("ES384").jwks, "scopes": ["system/*.read"]},
+    )["client_id"]  # fmt: skip
     add_user(database_url, "authz-nurse", "nurse", TEST_PASSWORD, nurse)
     add_user(database_url, "authz-manager", "care_manager", TEST_PASSWORD, manager)
     headers = {

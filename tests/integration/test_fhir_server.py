@@ -63,7 +63,9 @@ def test_the_capability_statement_is_public_and_lists_each_resource(clinic: Clin
     check_resource(statement)
     validate_with_medplum([statement])
     (rest,) = statement["rest"]
-    assert [r["type"] for r in rest["resource"]] == ["Observation", "Patient", "Device", "Flag"]
+    assert [r["type"] for r in rest["resource"]] == [
+        "Observation", "Patient", "Device", "Flag", "Group"
+    ]  # fmt: skip
     assert statement["fhirVersion"] == "4.0.1"
 
 

@@ -9,6 +9,7 @@ from fastapi.routing import APIRoute
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
 from rpm.api import fhir as fhir_api
+from rpm.api import fhir_bulk as fhir_bulk_api
 from rpm.fhir import capability, resources
 from rpm.fhir.resources import AlertRow, DeviceRow, PatientRow
 from tests.fhir_checks import check_device, check_flag, check_patient
@@ -95,7 +96,7 @@ def test_the_capability_statement_is_valid_and_lists_what_the_routes_serve() -> 
     )
     CapabilityStatement.model_validate(statement)
     (rest,) = statement["rest"]
-    listed = {entry["type"]: entry for entry in rest["resource"]}
+    listed = {entry["type"]: entry for entry in rest["resource"] if "interaction" in entry}
     paths = {route.path for route in _fhir_routes()}
     served = {path.split("/")[2] for path in paths} - {"metadata", "{path:path}"}
     assert served == set(listed)
@@ -111,6 +112,28 @@ def test_the_capability_statement_is_valid_and_lists_what_the_routes_serve() -> 
         assert named == taken - results, name
         assert set(entry.get("searchInclude", [])) == set(capability.BY_NAME[name].includes)
     assert listed["Observation"]["searchInclude"] == ["Observation:patient", "Observation:device"]
+
+
+def test_the_capability_statement_lists_the_bulk_operations_routed() -> None:
+    """Each operation it lists (Patient and Group $export) is a route of the Bulk Data
+    router, and each kick-off route is listed; the token URL is the token route's."""
+    statement = capability.capability_statement(
+        "http://rpm.example/fhir", "0.1.0", datetime(2026, 12, 1, tzinfo=UTC)
+    )
+    (rest,) = statement["rest"]
+    listed = {
+        (entry["type"], op["name"], op["definition"])
+        for entry in rest["resource"]
+        for op in entry.get("operation", [])
+    }
+    assert listed == {(op.resource_type, op.name, op.definition) for op in capability.OPERATIONS}
+    routes = {r.path for r in fhir_bulk_api.bulk_router.routes if isinstance(r, APIRoute)}
+    assert {op.path for op in capability.OPERATIONS} == {p for p in routes if "$" in p}
+    assert f"/fhir{capability.TOKEN_PATH}" in routes
+    (oauth,) = rest["security"]["extension"]
+    assert oauth["extension"] == [
+        {"url": "token", "valueUri": "http://rpm.example/fhir/auth/token"}
+    ]
 
 
 def _query_parameters(route: APIRoute) -> set[str]:

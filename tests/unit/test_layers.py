@@ -36,6 +36,7 @@ PURE = {
     "rpm.program.huddle",
     "rpm.fhir.observations",
     "rpm.fhir.search",
+    "rpm.fhir.bulk",
 }
 ALLOWED_THIRD_PARTY = {"numpy", "pydantic", "pydantic_core"}
 
