@@ -320,7 +320,7 @@ def _dispatcher(pool: AsyncConnectionPool, settings: Settings, policy: Policy) -
             "RPM_TWILIO_ACCOUNT_SID is not set: no SMS is sent (they wait in the outbox)"
         )
         return None
-    return Dispatcher(pool, TwilioSms(twilio), settings.alerts, policy)
+    return Dispatcher(pool, TwilioSms(twilio, settings.alerts.sms_senders), settings.alerts, policy)
 
 
 def _schedule_rules(scheduler: AsyncIOScheduler, rules: RuleEngine, settings: Settings) -> None:

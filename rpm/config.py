@@ -214,6 +214,13 @@ class AlertsSettings(_Area):
     dispatch_poll_s: float = Field(
         1.0, gt=0, description="How often the SMS outbox is polled (it is also woken at once)."
     )
+    sms_senders: int = Field(
+        32,
+        ge=1,
+        le=128,
+        description="SMS in flight at once, each a thread of the dispatcher's own: Twilio"
+        " answers in 100s of ms, so this bounds the SMS a second to about senders / answer time.",
+    )
 
 
 class AdherenceSettings(_Area):

@@ -3,7 +3,10 @@
 Each round: claim the due rows (committed as `sending` before any send, SKIP LOCKED so
 that several dispatchers never take the same row), plan the round within each
 recipient's rate limit (`routing.plan_dispatch`: digests, deferrals, expiries), send each
-SMS through Twilio off the event loop, and record each answer in its own transaction.
+SMS through Twilio in a thread of the dispatcher's own bounded executor, and record each
+answer in its own transaction. Rounds overlap: the next one claims while earlier sends
+wait for Twilio (100s of ms each), so a row committed meanwhile does not wait for a
+round's slowest answer; the rate limit counts the rows still `sending` for that.
 Rows left `sending` by a crash or an unanswered call are reconciled with Twilio's list of
 sent messages before anything is sent again (docs/alerts.md: the window that remains).
 """
@@ -13,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
@@ -33,6 +37,8 @@ CLAIM_BATCH = 100
 # A row `sending` for longer than this was left by a dead dispatcher or an unanswered call.
 RECONCILE_AFTER = timedelta(minutes=2)
 RETRY = Backoff(initial=5.0, maximum=300.0)
+
+T = TypeVar("T")
 
 
 class SmsSender(Protocol):
@@ -60,45 +66,84 @@ class Dispatcher:
         self._policy = policy
         self._clock = clock
         self._wake = asyncio.Event()
+        # Its own threads, not the loop's default executor (a few threads, shared with
+        # everything else that runs a blocking call): a send waits for Twilio, not CPU.
+        self._executor = ThreadPoolExecutor(settings.sms_senders, thread_name_prefix="rpm-sms")
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
         """Dispatch whenever woken, and every poll interval (rows from other processes,
-        retries and quiet hours coming due); reconcile stale rows now and then."""
+        retries and quiet hours coming due); reconcile stale rows now and then. At most
+        `sms_senders` SMS are in flight; a send that ends frees its slot and wakes it."""
         rounds = 0
-        while True:
-            self._wake.clear()
-            try:
-                while await self.dispatch_once():
-                    pass
-                rounds += 1
-                if rounds % 30 == 1:
-                    await self.reconcile()
-            except Exception:
-                logger.exception("SMS dispatch round failed; retrying at the next poll")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.dispatch_poll_s)
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    while (free := self._settings.sms_senders - len(self._in_flight)) > 0:
+                        claimed, sends = await self._claim_round(min(free, CLAIM_BATCH))
+                        for send in sends:
+                            task = asyncio.create_task(send, name="sms-send")
+                            self._in_flight.add(task)
+                            task.add_done_callback(self._sent)
+                        if not claimed:
+                            break
+                    rounds += 1
+                    if rounds % 30 == 1:
+                        await self.reconcile()
+                except Exception:
+                    logger.exception("SMS dispatch round failed; retrying at the next poll")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._settings.dispatch_poll_s)
+        finally:
+            # On a stop, the sends in flight still record Twilio's answers (bounded by the
+            # client's timeout); a row left `sending` is reconciled by the next dispatcher.
+            if self._in_flight:
+                await asyncio.wait(set(self._in_flight))
+            self._executor.shutdown(wait=False)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("SMS send failed", exc_info=task.exception())
+        if len(self._in_flight) == self._settings.sms_senders - 1:
+            self._wake.set()  # every slot was taken: claim what waited for one
 
     async def dispatch_once(self) -> int:
-        """One round; returns how many rows it claimed (0: nothing was due)."""
+        """One round, its sends awaited; returns how many rows it claimed (0: nothing
+        was due)."""
+        claimed, sends = await self._claim_round(CLAIM_BATCH)
+        await asyncio.gather(*sends)
+        return claimed
+
+    async def _claim_round(self, limit: int) -> tuple[int, list[Coroutine[Any, Any, None]]]:
+        """Claim and plan up to `limit` due rows; how many it claimed, and their sends
+        (coroutines, not started: the caller awaits or schedules them)."""
         now = self._clock()
         async with self._pool.connection() as conn:
             async with conn.transaction():
-                due = await notifications.claim_due(conn, now, CLAIM_BATCH)
+                due = await notifications.claim_due(conn, now, limit)
             if not due:
-                return 0
+                return 0, []
             recent = await notifications.sent_in_window(
-                conn, {d.recipient for d in due}, now - self._policy.rate_window
+                conn,
+                {d.recipient for d in due},
+                now - self._policy.rate_window,
+                now,
+                [d.id for d in due],
             )
             plan = plan_dispatch(due, recent, now, self._policy)
             async with conn.transaction():
                 await notifications.expire(conn, plan.expired)
                 await notifications.release(conn, plan.deferred)
             SMS_SENT.labels("expired").inc(len(plan.expired))
-        await asyncio.gather(*(self._send(send, now) for send in plan.sends))
-        return len(due)
+        return len(due), [self._send(send, now) for send in plan.sends]
+
+    async def _in_thread(self, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
 
     async def _send(self, send: Send, now: datetime) -> None:
         text = body(
@@ -114,7 +159,7 @@ class Dispatcher:
         # No connection is held while Twilio answers (100s of ms): the pool is the one
         # ingest and the rule engine use, and a burst of sends held it all
         # (docs/benchmarks.md, "Alerts").
-        outcome = await asyncio.to_thread(
+        outcome = await self._in_thread(
             self._sender.send, send.to_phone, text, validity_s, callback
         )
         ids = [send.id, *send.counted]
@@ -147,7 +192,7 @@ class Dispatcher:
             for row in await notifications.stale_sending(conn, now - RECONCILE_AFTER, 50):
                 sid = None
                 if row.body is not None:
-                    sid = await asyncio.to_thread(
+                    sid = await self._in_thread(
                         self._sender.find_sent, row.to_phone, row.body, row.claimed_at
                     )
                 if sid is not None:

@@ -109,17 +109,24 @@ async def claim_due(conn: Connection, now: datetime, limit: int) -> list[Due]:
 
 
 async def sent_in_window(
-    conn: Connection, recipients: Iterable[str], since: datetime
+    conn: Connection,
+    recipients: Iterable[str],
+    since: datetime,
+    now: datetime,
+    claimed: Sequence[int] = (),
 ) -> dict[str, list[datetime]]:
-    """When each recipient (`routing.recipient_key`) was last texted, within the
-    rate-limit window."""
+    """When each recipient (`routing.recipient_key`) was texted within the rate-limit
+    window. A row still `sending` (in flight in an earlier round, or left by a dead
+    dispatcher) counts as sent now: Twilio may be sending it. The rows this round just
+    claimed (`claimed`) are not counted."""
     keys = set(recipients)
     staff = [int(k.split(":")[1]) for k in keys if k.startswith("staff:")]
     patients = [int(k.split(":")[1]) for k in keys if k.startswith("patient:")]
     cursor = await conn.execute(
-        "SELECT staff_id, patient_id, sent_at FROM notification"
-        " WHERE (staff_id = ANY(%s) OR patient_id = ANY(%s)) AND sent_at >= %s",
-        [staff, patients, since],
+        "SELECT staff_id, patient_id, CASE WHEN status = 'sending' THEN %s ELSE sent_at END"
+        " FROM notification WHERE (staff_id = ANY(%s) OR patient_id = ANY(%s))"
+        " AND (sent_at >= %s OR (status = 'sending' AND NOT id = ANY(%s)))",
+        [now, staff, patients, since, list(claimed)],
     )
     sent: dict[str, list[datetime]] = {}
     for staff_id, patient_id, at in await cursor.fetchall():

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import requests
+from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
@@ -37,12 +38,16 @@ class SendOutcome:
 
 
 class TwilioSms:
-    def __init__(self, settings: TwilioSettings) -> None:
+    def __init__(self, settings: TwilioSettings, connections: int = 10) -> None:
+        """`connections`: as many as sends run at once (`RPM_ALERTS_SMS_SENDERS`); the
+        SDK keeps 6 on 2 cores and opens (TLS handshake included) and drops any beyond."""
         self._settings = settings
+        http = TwilioHttpClient(timeout=settings.timeout_s)
+        assert http.session is not None
+        for scheme in ("https://", "http://"):
+            http.session.mount(scheme, HTTPAdapter(pool_maxsize=connections))
         self._client = Client(
-            settings.account_sid,
-            settings.auth_token.get_secret_value(),
-            http_client=TwilioHttpClient(timeout=settings.timeout_s),
+            settings.account_sid, settings.auth_token.get_secret_value(), http_client=http
         )
         if settings.api_base_url:
             self._client.api.base_url = settings.api_base_url

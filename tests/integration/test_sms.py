@@ -6,12 +6,14 @@ reconciled, not sent twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiomqtt
 import psycopg
@@ -393,3 +395,56 @@ async def test_a_digest_found_at_twilio_settles_every_row_it_counted(
         assert digest_of.fetchall() == [(3,)]
     assert await dispatcher.dispatch_once() == 0
     assert len(twilio.messages) == 1
+
+
+def _add_sms(db_url: str, phone: str, username: str | None = None) -> int:
+    """Another pending SMS for the first alert: to a new nurse with this phone
+    (`username`), or to the nurse who has it."""
+    with psycopg.connect(db_url) as conn:
+        if username is not None:
+            conn.execute(
+                "INSERT INTO staff (username, display_name, role, phone)"
+                " VALUES (%s, 'N', 'nurse', %s)",
+                [username, phone],
+            )
+        row = conn.execute(
+            "INSERT INTO notification (alert_id, staff_id, to_phone, purpose, severity, tier,"
+            " not_before, expires_at) SELECT (SELECT min(id) FROM alert), s.id, s.phone,"
+            " 'reminded', 'critical', 1, %s, %s FROM staff s WHERE s.phone = %s RETURNING id",
+            [NOW, NOW + timedelta(minutes=30), phone],
+        ).fetchone()
+    return int(row[0])  # type: ignore[index]
+
+
+async def test_rounds_overlap_and_the_rate_limit_counts_sms_still_in_flight(
+    pool: AsyncConnectionPool, db_url: str, twilio: FakeTwilio
+) -> None:
+    """While Twilio holds one send, another alert's SMS still goes out; a second SMS to
+    the nurse whose send is held waits for the window (rate limit 1), not sent beside it."""
+    [held] = _seed_alerts(db_url, 1)
+    clock = Clock()
+    dispatcher = _dispatcher(pool, twilio, clock, sms_rate_limit=1)
+    twilio.hold_next()
+    running = asyncio.create_task(dispatcher.run())
+    try:
+        await asyncio.to_thread(twilio.wait_for_held, 1, 5)
+        other = _add_sms(db_url, "+15555550102", "nurse-2")
+        same = _add_sms(db_url, NURSE_PHONE)
+        dispatcher.wake()
+        [message] = await asyncio.to_thread(twilio.wait_for, 1, 1.5)  # within the 2 s timeout
+        assert parse_qs(urlsplit(message.status_callback or "").query)["notification"] == [
+            str(other)
+        ]
+        await asyncio.sleep(0.3)
+        with psycopg.connect(db_url) as conn:
+            rows = dict(conn.execute("SELECT id, status FROM notification").fetchall())
+            not_before = conn.execute(
+                "SELECT not_before FROM notification WHERE id = %s", [same]
+            ).fetchone()[0]  # type: ignore[index]
+        assert rows == {held: "sending", other: "sent", same: "pending"}
+        assert not_before >= clock.now + timedelta(minutes=14)
+        assert len(twilio.messages) == 1
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
