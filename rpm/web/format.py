@@ -117,7 +117,12 @@ class Clock:
         if (theirs.utcoffset(), theirs.tzname()) == (mine.utcoffset(), mine.tzname()):
             return said
         day = "" if theirs.date() == mine.date() else f"{theirs:%a} {theirs.day} {theirs:%b}, "
-        return f"{said} (patient {day}{theirs:%H:%M} {theirs.tzname()})"
+        # Kept on one line (no-break spaces): on a phone, "(patient" alone at a line's end
+        # reads as if it were all there is.
+        beside = f"(patient {day}{theirs:%H:%M} {theirs.tzname()})".replace(
+            " ", "\N{NO-BREAK SPACE}"
+        )
+        return f"{said} {beside}"
 
     def day_mark(self, at: datetime) -> str:
         """A day on a chart's time axis: "5 Dec"."""

@@ -41,8 +41,8 @@ def axe_source() -> str:
 
 
 def _seed(rpm: RunningRpm) -> dict[str, str]:
-    """A team with a nurse and a care manager (both on Chicago's clock), a patient with a
-    month of readings, alerts and a device; a cuff nobody has, whose message is a dead
+    """A team with a nurse and a care manager (both on Chicago's clock), a patient (in New
+    York) with a month of readings, alerts and a device; a cuff nobody has, whose message is a dead
     letter. The pages to scan, by name."""
     ward = Ward.open(rpm.admin, "Team A")
     for username, role in (("nurse-1", "nurse"), ("manager-1", "care_manager")):
@@ -65,6 +65,16 @@ def _seed(rpm: RunningRpm) -> dict[str, str]:
         ],
     )
     alert = add_alert(rpm.database_url, patient, "bp_crisis", "critical", "BP 186/124: crisis")
+    # The patient an hour ahead of the staff, a reading fired the alert: the alert's page
+    # shows both clocks.
+    with psycopg.connect(rpm.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE patient SET time_zone = 'America/New_York' WHERE id = %s", [patient])
+        conn.execute(
+            "INSERT INTO alert_trigger (alert_id, device_id, kind, measured_at)"
+            " SELECT %s, device_id, kind, max(measured_at) FROM reading"
+            " GROUP BY device_id, kind",
+            [alert],
+        )
     add_alert(rpm.database_url, patient, "systolic_low", "high", "Systolic 84", timedelta(hours=3))
     rpm.admin("POST", "/api/v1/devices", {"serial": "BP-LOOSE", "kind": "blood_pressure_cuff"})
     _publish_unassigned(rpm, now)

@@ -182,7 +182,7 @@ def test_no_page_shows_a_utc_time_to_a_user_in_chicago(
     shown = _check_pages(ui_client, nurse_pages)
     # Where it matters, the patient's own clock beside the reader's.
     alert_page = shown[f"/ui/alerts/{crisis}"]
-    assert re.search(_CHICAGO_TIME.pattern + r" \(patient \d{2}:\d{2} EST\)", alert_page)
+    assert re.search(_CHICAGO_TIME.pattern + r" \(patient\s\d{2}:\d{2}\sEST\)", alert_page)
     assert "Times on your clock (America/Chicago)." in shown[f"/ui/patients/{patient}"]
     ui_client.post("/ui/logout", data=csrf)
 

@@ -71,11 +71,11 @@ def test_times_are_on_the_readers_clock_with_its_zone() -> None:
 def test_the_patients_time_is_beside_the_readers_when_it_reads_otherwise() -> None:
     at = datetime(2026, 12, 5, 21, 23, tzinfo=UTC)
     assert CHICAGO.beside_patient(at, "America/New_York") == (
-        "Sat 5 Dec 2026, 15:23 CST (patient 16:23 EST)"
+        "Sat 5 Dec 2026, 15:23 CST (patient\xa016:23\xa0EST)"
     )
     late = datetime(2026, 12, 6, 5, 30, tzinfo=UTC)
     assert CHICAGO.beside_patient(late, "America/New_York") == (
-        "Sat 5 Dec 2026, 23:30 CST (patient Sun 6 Dec, 00:30 EST)"
+        "Sat 5 Dec 2026, 23:30 CST (patient\xa0Sun\xa06\xa0Dec,\xa000:30\xa0EST)"
     )
     # The same clock: said once.
     assert CHICAGO.beside_patient(at, "America/Chicago") == "Sat 5 Dec 2026, 15:23 CST"
