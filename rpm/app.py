@@ -69,6 +69,7 @@ from rpm.web import devices as devices_ui
 from rpm.web import huddle as huddle_ui
 from rpm.web import patients as patients_ui
 from rpm.web import program as program_ui
+from rpm.web import settings as settings_ui
 from rpm.web import sign_in as sign_in_ui
 from rpm.web import worklist as worklist_ui
 
@@ -239,6 +240,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         webhooks_api,
         twilio_api,
         sign_in_ui,
+        settings_ui,
         worklist_ui,
         patients_ui,
         program_ui,

@@ -14,6 +14,7 @@ from datetime import time, timedelta
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +43,22 @@ class ServiceSettings(_Area):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    time_zone: str = Field(
+        "UTC",
+        description="The clock the web UI shows times on for a user who chose none and has"
+        " no staff record (an admin, say): an IANA name such as America/Chicago.",
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _iana_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{name!r} is not an IANA time zone name (e.g. America/Chicago)"
+            ) from None
+        return name
 
 
 class DatabaseSettings(_Area):

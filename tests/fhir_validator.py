@@ -13,17 +13,16 @@ from typing import Any
 
 import pytest
 
+from tests.support import npm_ci
+
 VALIDATOR = Path(__file__).parent / "fhir-validator"
 
 
 def _installed() -> Path:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
+    node = shutil.which("node")
+    if node is None:
         pytest.fail("node and npm are needed to validate with @medplum/core (tests/fhir-validator)")
-    if not (VALIDATOR / "node_modules" / "@medplum" / "core").is_dir():
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=VALIDATOR, check=True, capture_output=True
-        )
+    npm_ci(VALIDATOR)
     return Path(node)
 
 

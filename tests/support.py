@@ -94,6 +94,23 @@ class MosquittoProcess:
             self._process = None
 
 
+def npm_ci(package_dir: Path) -> None:
+    """A test tool's npm packages (tests/<tool>/package.json), exactly as its committed
+    package-lock.json pins them, once per checkout: from npm's cache when they are in it
+    (`--offline`), else from the registry. Without npm the test fails, saying so."""
+    if (package_dir / "node_modules").is_dir():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail(f"node and npm are needed for {package_dir.name} (Debian packages nodejs, npm)")
+    command = [npm, "ci", "--no-audit", "--no-fund"]
+    for attempt in ([*command, "--offline"], command):
+        done = subprocess.run(attempt, cwd=package_dir, capture_output=True, timeout=300)
+        if done.returncode == 0:
+            return
+    raise AssertionError(f"npm ci in {package_dir} failed: {done.stderr.decode(errors='replace')}")
+
+
 class FhirServerProcess:
     """A real FHIR R4 server of the test's own (tests/fhir_server: Medplum's FHIR router
     over its in-memory repository), at http://127.0.0.1:<port>/fhir/R4."""
@@ -109,14 +126,7 @@ class FhirServerProcess:
     @staticmethod
     def install() -> None:
         """Its npm packages, from the committed lock, once per checkout."""
-        if not (FHIR_SERVER_DIR / "node_modules").is_dir():
-            subprocess.run(
-                ["npm", "ci", "--no-audit", "--no-fund"],
-                cwd=FHIR_SERVER_DIR,
-                check=True,
-                capture_output=True,
-                timeout=300,
-            )
+        npm_ci(FHIR_SERVER_DIR)
 
     def start(self) -> None:
         self.install()

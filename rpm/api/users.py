@@ -4,12 +4,13 @@ creates it; only its hash is kept."""
 from __future__ import annotations
 
 from typing import Annotated, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rpm.api import problems
-from rpm.api.deps import Audit, Conn, ManagesUsers, RequestBody
+from rpm.api.deps import Audit, Conn, ManagesUsers, RequestBody, SignedInUser
 from rpm.auth import passwords, repository
 from rpm.auth.access import Role
 from rpm.auth.repository import ApiKeyRecord, NewUser, UserRecord
@@ -70,6 +71,39 @@ async def add_user(conn: Conn, admin: ManagesUsers, record: Audit, user: UserIn)
     )
     await record("create", "user", created.id, details={"role": created.role})
     return created
+
+
+class OwnSettings(RequestBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"time_zone": "America/Chicago"}]})
+
+    time_zone: str | None = Field(
+        description="IANA name of the clock the web UI shows you times on; null: your staff"
+        " record's, else the service's (RPM_TIME_ZONE)",
+        examples=["America/Chicago"],
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _iana_zone(cls, name: str | None) -> str | None:
+        if name is not None:
+            try:
+                ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"time zone {name!r} is not an IANA time zone name (e.g. America/Chicago)"
+                ) from None
+        return name
+
+
+# Before /users/{user_id}, which would take "me" for an id.
+@router.patch("/users/me", summary="Your own settings: the clock the web UI shows times on")
+async def change_own_settings(
+    conn: Conn, user: SignedInUser, record: Audit, change: OwnSettings
+) -> UserRecord:
+    """Any signed-in user, for themselves only; audited as an `update` of their user."""
+    updated = await repository.set_time_zone(conn, user.user_id, change.time_zone)
+    await record("update", "user", user.user_id, details={"time_zone": change.time_zone})
+    return updated
 
 
 @router.get("/users", summary="Users, by id")

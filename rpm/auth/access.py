@@ -76,6 +76,9 @@ class Principal:
     team_ids: frozenset[int]
     # How it signed in: "api_token", "browser" or "api_key".
     via: str
+    # The clock the user reads times on (IANA name): their own choice, else their staff
+    # record's; None: neither (the service's default applies).
+    time_zone: str | None = None
 
     def may(self, permission: Permission) -> bool:
         return self.role in GRANTS[permission]

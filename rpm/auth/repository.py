@@ -45,11 +45,13 @@ class UserRecord:
     created_at: datetime
     created_by: str
     password_changed_at: datetime | None
+    # Their own choice of clock for the UI; None: their staff record's, or the service's.
+    time_zone: str | None
 
 
 _USER = (
     "SELECT id, username, role, staff_id, active, password_hash IS NOT NULL AS has_password,"
-    " created_at, created_by, password_changed_at FROM app_user"
+    " created_at, created_by, password_changed_at, time_zone FROM app_user"
 )
 
 
@@ -138,6 +140,17 @@ async def update_user(
     return await get_user(conn, user_id)
 
 
+async def set_time_zone(conn: Connection, user_id: int, time_zone: str | None) -> UserRecord:
+    """The user's own clock for the UI (None: back to the default). The name is checked
+    by the caller (`rpm.web.format.zone`)."""
+    cursor = await conn.execute(
+        "UPDATE app_user SET time_zone = %s WHERE id = %s RETURNING id", [time_zone, user_id]
+    )
+    if await cursor.fetchone() is None:
+        raise UserNotFound(f"no user with id {user_id}")
+    return await get_user(conn, user_id)
+
+
 @dataclass(frozen=True)
 class Credentials:
     user_id: int
@@ -221,7 +234,9 @@ _LIVE_SESSION = (
 )
 _SESSION_COLUMNS = (
     " s.kind, s.csrf_token, u.id, u.username, u.role, u.staff_id,"
-    " ARRAY(SELECT m.care_team_id FROM care_team_member m WHERE m.staff_id = u.staff_id)"
+    " ARRAY(SELECT m.care_team_id FROM care_team_member m WHERE m.staff_id = u.staff_id),"
+    # The user's clock: their own choice, else their staff record's.
+    " coalesce(u.time_zone, (SELECT st.time_zone FROM staff st WHERE st.id = u.staff_id))"
 )
 
 
@@ -245,8 +260,9 @@ async def session(conn: Connection, token: str, kind: str, touch: bool = True) -
     row = await cursor.fetchone()
     if row is None:
         return None
-    kind, csrf, user_id, username, role, staff_id, teams = row
-    return Session(Principal(user_id, username, Role(role), staff_id, frozenset(teams), kind), csrf)
+    kind, csrf, user_id, username, role, staff_id, teams, zone = row
+    principal = Principal(user_id, username, Role(role), staff_id, frozenset(teams), kind, zone)
+    return Session(principal, csrf)
 
 
 async def ended_session(conn: Connection, token: str) -> str | None:
@@ -340,7 +356,8 @@ async def api_key_principal(conn: Connection, key: str) -> Principal | None:
     prefix, secret = parts
     cursor = await conn.execute(
         "SELECT k.id, k.secret_hash, u.id, u.username, u.role, u.staff_id,"
-        " ARRAY(SELECT m.care_team_id FROM care_team_member m WHERE m.staff_id = u.staff_id)"
+        " ARRAY(SELECT m.care_team_id FROM care_team_member m WHERE m.staff_id = u.staff_id),"
+        " coalesce(u.time_zone, (SELECT st.time_zone FROM staff st WHERE st.id = u.staff_id))"
         " FROM api_key k"
         " JOIN app_user u ON u.id = k.user_id"
         " WHERE k.prefix = %s AND k.revoked_at IS NULL AND u.active",
@@ -349,6 +366,6 @@ async def api_key_principal(conn: Connection, key: str) -> Principal | None:
     row = await cursor.fetchone()
     if row is None or not secret_matches(secret, row[1]):
         return None
-    key_id, _, user_id, username, role, staff_id, teams = row
+    key_id, _, user_id, username, role, staff_id, teams, zone = row
     await conn.execute("UPDATE api_key SET last_used_at = now() WHERE id = %s", [key_id])
-    return Principal(user_id, username, Role(role), staff_id, frozenset(teams), "api_key")
+    return Principal(user_id, username, Role(role), staff_id, frozenset(teams), "api_key", zone)

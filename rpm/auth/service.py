@@ -27,7 +27,8 @@ class SignInLocked(Exception):
     def __init__(self, until: datetime) -> None:
         super().__init__(
             "too many failed sign-ins for this account or from this address:"
-            f" try again after {until:%H:%M:%S} UTC"
+            # An RFC 3339 instant: the UI shows it on the reader's clock.
+            f" try again after {until.isoformat(timespec='seconds')}"
         )
         self.until = until
 

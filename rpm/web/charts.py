@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from rpm.devices.model import ReadingKind
 from rpm.rules.plan import (
@@ -299,10 +300,12 @@ def chart(
     since: datetime,
     until: datetime,
     bucket: timedelta,
+    zone: ZoneInfo,
 ) -> Chart:
     """The chart of one kind of reading from `since` to `until`: `buckets` per metric
     field (`systolic_mmhg`: its buckets, oldest first), each `bucket` wide; the plan's
-    limits on this kind's measures drawn across it."""
+    limits on this kind's measures drawn across it; its days marked on the reader's clock
+    (`zone`)."""
     spec = CHART_KINDS[kind]
     measures = {m.measure for m in spec.metrics}
     shown, undrawn = _plan_limits(plan, measures) if plan else ([], [])
@@ -346,7 +349,7 @@ def chart(
             for (_, t), at in zip(wanted, label_ys, strict=True)
         ],
         undrawn,
-        [Tick(x(at), label) for at, label in _days(since, until)],
+        [Tick(x(at), label) for at, label in _days(since, until, zone)],
         [Tick(y(v), number(round(v, 6))) for v in _steps(low, high, step)],
     )
 
@@ -386,12 +389,13 @@ def _spread(ys: list[float], top: float, bottom: float) -> list[float]:
     return placed
 
 
-def _days(since: datetime, until: datetime) -> list[tuple[datetime, str]]:
-    """Midnights (UTC) to mark on the time axis: every day, or every 2, 7 or 14 days,
-    at most eight marks."""
+def _days(since: datetime, until: datetime, zone: ZoneInfo) -> list[tuple[datetime, str]]:
+    """Midnights on the reader's clock to mark on the time axis: every day, or every 2, 7
+    or 14 days, at most eight marks. (A day added to a zoned time is a day on its wall
+    clock, so a mark stays at midnight across a change to or from summer time.)"""
     days = (until - since) / _DAY
     every = next((n for n in (1, 2, 7, 14) if days / n <= 8), 28)
-    first = since.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + _DAY
+    first = since.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0) + _DAY
     marks = []
     at = first
     while at < until:

@@ -56,13 +56,38 @@ templates = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def _on_clock(method: str) -> Callable[..., str]:
+    """A filter putting an instant on the page's `clock` (the reader's, from `render`)."""
+
+    @jinja2.pass_context
+    def on_clock(context: jinja2.runtime.Context, *args: Any) -> str:
+        said: str = getattr(context["clock"], method)(*args)
+        return said
+
+    return on_clock
+
+
+@jinja2.pass_context
+def _sentence(context: jinja2.runtime.Context, message: str) -> str:
+    """A core message as a sentence, any instant in it on the reader's clock."""
+    return web_format.sentence(context["clock"].words(message))
+
+
 templates.filters.update(
     age=web_format.age,
     ago=web_format.ago,
     label=web_format.label,
     reading=web_format.reading,
-    sentence=web_format.sentence,
-    timestamp=web_format.timestamp,
+    sentence=_sentence,
+    day=web_format.day,
+    # Times: "Sat 5 Dec 2026, 15:23 CST"; for <time datetime>; with the patient's beside.
+    timestamp=_on_clock("timestamp"),
+    iso=_on_clock("iso"),
+    patient_time=_on_clock("beside_patient"),
+    # A core message's instants on the reader's clock.
+    clocked=_on_clock("words"),
 )
 
 
@@ -208,6 +233,13 @@ def settings_of(request: Request) -> Settings:
     return settings
 
 
+def clock_of(request: Request, user: BrowserUser | None) -> web_format.Clock:
+    """The reader's clock: the user's own zone or their staff record's, else the
+    service's (`RPM_TIME_ZONE`), which is also the clock of a page with nobody signed in."""
+    chosen = user.principal.time_zone if user else None
+    return web_format.Clock.of(chosen, settings_of(request).service.time_zone)
+
+
 def is_htmx(request: Request) -> bool:
     return request.headers.get("HX-Request") == "true"
 
@@ -221,11 +253,12 @@ def render(
     headers: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
     """A page (or an htmx fragment) in the layout's context: who is signed in, the pages
-    they may use, their CSRF token."""
+    they may use, their CSRF token, their clock."""
     principal = user.principal if user else None
     body = templates.get_template(template).render(
         request=request,
         user=principal,
+        clock=clock_of(request, user),
         csrf_token=user.csrf_token if user else None,
         csrf_header=CSRF_HEADER,
         csrf_field=CSRF_FIELD,

@@ -41,6 +41,7 @@ from rpm.web.deps import (
     BrowserAudit,
     BrowserManagesDevices,
     BrowserUser,
+    clock_of,
     is_htmx,
     render,
 )
@@ -143,24 +144,24 @@ async def _device_context(
     }
 
 
-# The form's datetime-local inputs carry no time zone: their times are UTC, as every time
-# on the pages is. Empty means now.
+# The form's datetime-local inputs carry no time zone: their times are on the reader's
+# clock, as every time on the pages is. Empty means now.
 AtField = Annotated[str, Form(max_length=40)]
 
 
-def _instant(value: str, what: str) -> datetime | None:
+def _instant(value: str, what: str, clock: web_format.Clock) -> datetime | None:
     """The form's time as the API's `Instant` would take it (in UTC, years 1 to 9999);
     None for empty; else 422, in words."""
     if not value.strip():
         return None
     try:
-        at = datetime.fromisoformat(value.strip())
+        at = clock.entered(value)
     except ValueError:
         raise HTTPException(
-            422, f"{what} {value!r} is not a date and time (YYYY-MM-DDTHH:MM, UTC)"
+            422, f"{what} {value!r} is not a date and time (YYYY-MM-DDTHH:MM, {clock.name})"
         ) from None
     try:
-        return api_values.in_utc(at if at.tzinfo else at.replace(tzinfo=UTC))
+        return api_values.in_utc(at)
     except ValueError as exc:
         raise HTTPException(422, f"{what} {value!r}: {exc}") from None
 
@@ -175,11 +176,12 @@ async def assign(
     patient_id: Annotated[int, Form(ge=1)],
     at: AtField = "",
 ) -> Response:
-    since = _instant(at, "the start")
+    clock = clock_of(request, user)
+    since = _instant(at, "the start", clock)
 
     def said(device: DeviceRecord) -> str:
         assert device.assigned_at is not None
-        start = web_format.timestamp(device.assigned_at)
+        start = clock.timestamp(device.assigned_at)
         return f"device {serial} is now patient {device.patient_id}'s, from {start}"
 
     return await _change(
@@ -202,7 +204,7 @@ async def unassign(
     serial: str,
     at: AtField = "",
 ) -> Response:
-    until = _instant(at, "the end")
+    until = _instant(at, "the end", clock_of(request, user))
     taken_back = f"device {serial} is no longer assigned to a patient"
     return await _change(
         request,

@@ -1,12 +1,14 @@
-"""How the UI words values: ages, labels, timestamps, readings (Jinja2 filters), and a
-message's raw bytes. Pure."""
+"""How the UI words values: ages, labels, times on the reader's clock, readings (Jinja2
+filters), and a message's raw bytes. Pure."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import date, datetime
 from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from rpm.rules.plan import rounded
 
@@ -47,9 +49,104 @@ def sentence(message: str) -> str:
     return message[0].upper() + message[1:] + end
 
 
-def timestamp(at: datetime) -> str:
-    """An instant as staff in any time zone read it alike: UTC, to the minute."""
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def day(on: date) -> str:
+    """A calendar day (on someone's clock, said beside it): "Sat 5 Dec 2026"."""
+    return f"{on:%a} {on.day} {on:%b} {on.year}"
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA zone of that name; ValueError, in words, for anything else."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"time zone {name!r} is not an IANA time zone name (e.g. America/Chicago)"
+        ) from None
+
+
+# The zones a user picks from: the tz database's place names (Area/Location) and UTC,
+# without its legacy aliases ("US/Central", "EST5EDT") that name no place.
+_AREAS = frozenset(
+    {"Africa", "America", "Antarctica", "Asia", "Atlantic", "Australia", "Europe", "Indian"}
+    | {"Pacific"}
+)
+ZONES = ("UTC", *sorted(n for n in available_timezones() if n.partition("/")[0] in _AREAS))
+
+# An instant written into a core message (RFC 3339: "2026-12-05T21:23:00+00:00").
+_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})")
+
+
+@dataclass(frozen=True)
+class Clock:
+    """The reader's clock: every instant a page shows, in the signed-in user's time zone
+    and labelled with its abbreviation, as a clinician reads a date: "Sat 5 Dec 2026,
+    15:23 CST" (weekday, day, month, year; 24-hour time). The one place the UI turns an
+    instant into words; `rpm.web.deps` makes one per request from its principal."""
+
+    zone: ZoneInfo
+
+    @classmethod
+    def of(cls, chosen: str | None, default: str) -> Clock:
+        """The user's zone (their own, or their staff record's), else the service's."""
+        return cls(zone(chosen or default))
+
+    @property
+    def name(self) -> str:
+        """The zone's IANA name ("America/Chicago"), for captions: abbreviations repeat
+        across the world (CST is also China's)."""
+        return self.zone.key
+
+    def local(self, at: datetime) -> datetime:
+        return at.astimezone(self.zone)
+
+    def timestamp(self, at: datetime) -> str:
+        """ "Sat 5 Dec 2026, 15:23 CST"."""
+        return _stamp(self.local(at))
+
+    def iso(self, at: datetime) -> str:
+        """For a `<time datetime>`: the same instant with the reader's offset."""
+        return self.local(at).isoformat(timespec="seconds")
+
+    def beside_patient(self, at: datetime, patient_zone: str) -> str:
+        """On the reader's clock, with the patient's beside it when theirs reads
+        otherwise: "Sat 5 Dec 2026, 15:23 CST (patient 16:23 EST)", the patient's day
+        named too when it is another ("(patient Sun 6 Dec, 00:23 EST)")."""
+        mine = self.local(at)
+        theirs = at.astimezone(zone(patient_zone))
+        said = _stamp(mine)
+        if (theirs.utcoffset(), theirs.tzname()) == (mine.utcoffset(), mine.tzname()):
+            return said
+        day = "" if theirs.date() == mine.date() else f"{theirs:%a} {theirs.day} {theirs:%b}, "
+        # Kept on one line (no-break spaces): on a phone, "(patient" alone at a line's end
+        # reads as if it were all there is.
+        beside = f"(patient {day}{theirs:%H:%M} {theirs.tzname()})".replace(
+            " ", "\N{NO-BREAK SPACE}"
+        )
+        return f"{said} {beside}"
+
+    def day_mark(self, at: datetime) -> str:
+        """A day on a chart's time axis: "5 Dec"."""
+        local = self.local(at)
+        return f"{local.day} {local:%b}"
+
+    def field(self, at: datetime | None) -> str:
+        """For an `<input type="datetime-local">`: the reader's wall-clock time."""
+        return "" if at is None else self.local(at).strftime("%Y-%m-%dT%H:%M")
+
+    def entered(self, value: str) -> datetime:
+        """A time from a form: without an offset (a datetime-local field), on the reader's
+        clock; ValueError when it is no time."""
+        at = datetime.fromisoformat(value.strip())
+        return at if at.tzinfo else at.replace(tzinfo=self.zone)
+
+    def words(self, text: str) -> str:
+        """A core message with each instant written into it ("... at
+        2026-12-05T21:23:00+00:00; ...") put on the reader's clock."""
+        return _INSTANT.sub(lambda m: self.timestamp(datetime.fromisoformat(m[0])), text)
+
+
+def _stamp(local: datetime) -> str:
+    return f"{day(local.date())}, {local:%H:%M} {local.tzname()}"
 
 
 class Values(Protocol):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -32,7 +33,7 @@ from rpm.patients import registry as patients
 from rpm.rules import engine as rules_engine
 from rpm.rules.plan import CarePlan
 from rpm.web import charts
-from rpm.web.deps import PREFIX, BrowserAudit, BrowserReadsPatients, render
+from rpm.web.deps import PREFIX, BrowserAudit, BrowserReadsPatients, clock_of, render
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -95,9 +96,10 @@ async def patient_page(
     until = datetime.now(UTC).replace(second=0, microsecond=0)
     since = until - timedelta(days=days)
     drawn = []
+    zone = clock_of(request, user).zone
     for kind in await readings.kinds_of(conn, patient_id, list(charts.CHART_KINDS)):
         series = await read_series(conn, principal, record, patient_id, Kind(kind), since, until)
-        drawn.append(_chart(series, plan))
+        drawn.append(_chart(series, plan, zone))
     history = await read_patient_alerts(conn, principal, record, patient_id, True, HISTORY_SIZE)
     now = datetime.now(UTC)
     context = {
@@ -119,7 +121,7 @@ async def patient_page(
     return render(request, user, "patient.html", context)
 
 
-def _chart(series: Series, plan: CarePlan | None) -> charts.Chart:
+def _chart(series: Series, plan: CarePlan | None, zone: ZoneInfo) -> charts.Chart:
     kind = ReadingKind(series.kind.value)
     buckets = {
         metric.field: [
@@ -130,7 +132,7 @@ def _chart(series: Series, plan: CarePlan | None) -> charts.Chart:
         for metric in charts.CHART_KINDS[kind].metrics
     }
     width = BUCKET_WIDTHS[series.width]
-    return charts.chart(kind, buckets, plan, series.since, series.until, width)
+    return charts.chart(kind, buckets, plan, series.since, series.until, width, zone)
 
 
 @router.get("/alerts/{alert_id}")

@@ -67,6 +67,8 @@ PLAN = plan_from_templates(["hypertension"]).model_dump(mode="json")
 TABLE = [
     Route("GET", "/api/v1/auth/me", ANYONE_SIGNED_IN),
     Route("POST", "/api/v1/auth/sign-out", ANYONE_SIGNED_IN, fresh_session=True),
+    # One's own settings: anyone signed in, for themselves.
+    Route("PATCH", "/api/v1/users/me", ANYONE_SIGNED_IN, {"time_zone": "America/Chicago"}),
     # Users, keys and the audit trail: admins only.
     Route("POST", "/api/v1/users", "A",
           {"username": "{unique}", "role": "nurse", "password": TEST_PASSWORD}),

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
 
 from rpm.devices.checks import MG_DL_PER_MMOL_L
 from rpm.devices.model import ReadingKind
@@ -14,6 +17,7 @@ from rpm.rules.templates import plan_from_templates
 from rpm.web.charts import Bucket, chart
 
 SINCE = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
+UTC_ZONE = ZoneInfo("UTC")
 UNTIL = SINCE + timedelta(days=7)
 HOUR = timedelta(hours=1)
 
@@ -43,6 +47,7 @@ def test_the_plans_levels_are_lines_on_the_scale_and_changes_are_words() -> None
         SINCE,
         UNTIL,
         HOUR,
+        UTC_ZONE,
     )
     labels = {line.label: line for line in drawn.thresholds}
     assert set(labels) == {
@@ -69,14 +74,14 @@ def test_the_plans_levels_are_lines_on_the_scale_and_changes_are_words() -> None
     ]
     # The pulse limits belong to the heart-rate chart; weight gain is no level of either.
     assert drawn.undrawn == []
-    weight = chart(ReadingKind.BODY_WEIGHT, {}, plan, SINCE, UNTIL, HOUR)
+    weight = chart(ReadingKind.BODY_WEIGHT, {}, plan, SINCE, UNTIL, HOUR, UTC_ZONE)
     assert weight.thresholds == []
     assert weight.undrawn == [
         "Weight gain in a day: weight ≥ 3 lb, the change within 24 h (high)",
         "Weight gain in a week: weight ≥ 5 lb, the change within 7 days (high)",
     ]
     assert weight.empty
-    pulse = chart(ReadingKind.HEART_RATE, {}, plan, SINCE, UNTIL, HOUR)
+    pulse = chart(ReadingKind.HEART_RATE, {}, plan, SINCE, UNTIL, HOUR, UTC_ZONE)
     assert sorted(line.label for line in pulse.thresholds) == [
         "High < 40 bpm pulse",
         "High > 120 bpm pulse",
@@ -91,6 +96,7 @@ def test_labels_at_one_value_do_not_collide() -> None:
         SINCE,
         UNTIL,
         HOUR,
+        UTC_ZONE,
     )
     at_90 = [line for line in drawn.thresholds if "90 mmHg" in line.label]
     assert len(at_90) == 2
@@ -113,6 +119,7 @@ def test_limit_tags_sit_in_the_margin_right_of_every_reading() -> None:
         SINCE,
         UNTIL,
         HOUR,
+        UTC_ZONE,
     )
     marks = [m.x for line in drawn.lines for m in line.marks]
     assert drawn.thresholds
@@ -154,6 +161,7 @@ def test_a_limit_in_another_unit_is_drawn_at_its_value_in_the_charts_unit() -> N
         SINCE,
         UNTIL,
         HOUR,
+        UTC_ZONE,
     )
     # The disabled rule has no line.
     (line,) = drawn.thresholds
@@ -180,6 +188,7 @@ def test_the_time_axis_marks_midnights_and_the_table_joins_the_measures() -> Non
         SINCE,
         UNTIL,
         timedelta(hours=6),
+        UTC_ZONE,
     )
     assert [tick.label for tick in drawn.x_ticks] == [f"{d} Nov" for d in range(2, 9)]
     assert all(drawn.left < tick.at < drawn.right for tick in drawn.x_ticks)
@@ -191,5 +200,22 @@ def test_the_time_axis_marks_midnights_and_the_table_joins_the_measures() -> Non
     ]
     assert drawn.readings == 2
     assert drawn.lines[0].points.count(",") == 2
-    ninety_days = chart(ReadingKind.BODY_WEIGHT, {}, None, SINCE, SINCE + timedelta(days=90), HOUR)
+    ninety_days = chart(
+        ReadingKind.BODY_WEIGHT, {}, None, SINCE, SINCE + timedelta(days=90), HOUR, UTC_ZONE
+    )
     assert len(ninety_days.x_ticks) == 7  # every 14 days
+
+
+def test_the_time_axis_marks_the_readers_midnights_across_a_clock_change() -> None:
+    # Chicago moves to summer time on 8 Mar 2026: that day is 23 hours long, and the
+    # marks stay at midnight (06:00 UTC before, 05:00 UTC after).
+    since = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
+    chicago = ZoneInfo("America/Chicago")
+    drawn = chart(
+        ReadingKind.BODY_WEIGHT, {}, None, since, since + timedelta(days=7), HOUR, chicago
+    )
+    assert [tick.label for tick in drawn.x_ticks] == [f"{d} Mar" for d in range(6, 13)]
+    xs = [tick.at for tick in drawn.x_ticks]
+    day = xs[1] - xs[0]
+    assert xs[3] - xs[2] == pytest.approx(day * 23 / 24, abs=0.2)
+    assert xs[4] - xs[3] == pytest.approx(day, abs=0.2)

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
 
 from rpm.web.format import (
+    ZONES,
+    Clock,
     age,
     ago,
+    day,
     hex_dump,
     label,
     reading,
     sentence,
     shown_payload,
-    timestamp,
 )
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -52,9 +54,56 @@ def test_codes_read_as_words_and_messages_as_sentences() -> None:
     assert sentence("") == ""
 
 
-def test_timestamps_are_utc_to_the_minute() -> None:
-    chicago_noon = datetime(2026, 11, 24, 12, 0, 30, tzinfo=timezone(timedelta(hours=-6)))
-    assert timestamp(chicago_noon) == "2026-11-24 18:00 UTC"
+CHICAGO = Clock.of("America/Chicago", "UTC")
+
+
+def test_times_are_on_the_readers_clock_with_its_zone() -> None:
+    at = datetime(2026, 12, 5, 21, 23, 30, tzinfo=UTC)
+    assert CHICAGO.timestamp(at) == "Sat 5 Dec 2026, 15:23 CST"
+    assert CHICAGO.timestamp(datetime(2026, 7, 1, 12, 0, tzinfo=UTC)) == "Wed 1 Jul 2026, 07:00 CDT"
+    assert CHICAGO.iso(at) == "2026-12-05T15:23:30-06:00"
+    assert CHICAGO.name == "America/Chicago"
+    # No zone of the user's own or their staff record's: the service's.
+    assert Clock.of(None, "Europe/Berlin").timestamp(at) == "Sat 5 Dec 2026, 22:23 CET"
+    assert day(at.date()) == "Sat 5 Dec 2026"
+
+
+def test_the_patients_time_is_beside_the_readers_when_it_reads_otherwise() -> None:
+    at = datetime(2026, 12, 5, 21, 23, tzinfo=UTC)
+    assert CHICAGO.beside_patient(at, "America/New_York") == (
+        "Sat 5 Dec 2026, 15:23 CST (patient\xa016:23\xa0EST)"
+    )
+    late = datetime(2026, 12, 6, 5, 30, tzinfo=UTC)
+    assert CHICAGO.beside_patient(late, "America/New_York") == (
+        "Sat 5 Dec 2026, 23:30 CST (patient\xa0Sun\xa06\xa0Dec,\xa000:30\xa0EST)"
+    )
+    # The same clock: said once.
+    assert CHICAGO.beside_patient(at, "America/Chicago") == "Sat 5 Dec 2026, 15:23 CST"
+
+
+def test_form_times_are_on_the_readers_clock_and_instants_in_messages_too() -> None:
+    entered = CHICAGO.entered("2026-12-05T15:23")
+    assert entered.astimezone(UTC) == datetime(2026, 12, 5, 21, 23, tzinfo=UTC)
+    assert CHICAGO.field(entered) == "2026-12-05T15:23"
+    with pytest.raises(ValueError, match="isoformat"):
+        CHICAGO.entered("yesterday")
+    said = CHICAGO.words(
+        "device BP-1 was not assigned to a patient at 2026-12-05T21:23:00+00:00; from"
+        " 2026-12-05T21:23:00.5Z to 2026-12-05 16:23:00-05:00"
+    )
+    assert said == (
+        "device BP-1 was not assigned to a patient at Sat 5 Dec 2026, 15:23 CST; from"
+        " Sat 5 Dec 2026, 15:23 CST to Sat 5 Dec 2026, 15:23 CST"
+    )
+
+
+def test_zones_to_choose_from_are_places() -> None:
+    assert ZONES[0] == "UTC"
+    assert {"America/Chicago", "Europe/Berlin", "Asia/Kolkata"} <= set(ZONES)
+    assert "US/Central" not in ZONES
+    assert "EST5EDT" not in ZONES
+    with pytest.raises(ValueError, match="not an IANA time zone name"):
+        Clock.of("Mars/Olympus", "UTC")
 
 
 def test_a_readings_values_are_words_each_to_its_units_decimals() -> None:
