@@ -123,10 +123,15 @@ def proposed_plan(plan: CarePlan, form: Mapping[str, str]) -> CarePlan:
         ) from None
 
 
-def plan_to_save(plan: CarePlan, form: Mapping[str, str], reason: str) -> CarePlan:
-    """The proposed plan (`proposed_plan`), if it changes something and says why."""
+def check_reason(reason: str) -> None:
+    """`FormRefused` for a change with no reason: every version says why."""
     if not reason.strip():
         raise FormRefused("say why the plan changes: the reason is kept with the version")
+
+
+def plan_to_save(plan: CarePlan, form: Mapping[str, str], reason: str) -> CarePlan:
+    """The proposed plan (`proposed_plan`), if it changes something and says why."""
+    check_reason(reason)
     proposed = proposed_plan(plan, form)
     if proposed == plan:
         raise FormRefused("no limit was changed: there is nothing to save")
