@@ -262,5 +262,7 @@ async def _page(
         "outcomes": await read_plan_outcomes(conn, principal, record, patient_id),
         "editing": editing,
         "rules": plan_form.limit_fields(editing.plan, entered),
+        "all_rules": plan_form.rule_fields(editing.plan, entered),
+        "sms": plan_form.sms_fields(editing.plan, entered),
         "other_rules": plan_form.other_rules(editing.plan),
     }
