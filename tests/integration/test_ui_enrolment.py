@@ -316,3 +316,45 @@ def _version_of(db_url: str, patient: int) -> int | None:
             "SELECT version FROM care_plan WHERE patient_id = %s", [patient]
         ).fetchone()
     return None if row is None else int(row[0])
+
+
+def test_a_care_manager_edits_the_missed_readings_rule_and_sms_routing(
+    ui_client: TestClient, db_url: str, clinic: Clinic, manager: str
+) -> None:
+    patient = clinic.first.patient("MRN-A1")
+    browser_sign_in(ui_client, manager)
+    page = ui_client.get(f"/ui/patients/{patient}/care-plan")
+    assert_every_control_is_labelled(page.text)
+    assert 'id="rule-missed_readings-days" name="rule:missed_readings:days"' in page.text
+    form = {
+        "based_on_version": "1",
+        "rule:missed_readings:days": "5",
+        "rule:missed_readings:severity": "high",
+        "rule:missed_readings:expects": "",
+        "rule:missed_readings:expects:blood_pressure": "on",
+        "rule:missed_readings:expects:body_weight": "on",
+        "notify:sms_from": "plan",
+        "notify:sms:critical": "on",
+        "reason": "Weekly readings at home",
+    }
+    csrf = _csrf(db_url, manager)
+    refused = ui_client.post(
+        f"/ui/patients/{patient}/care-plan",
+        data=form | {"rule:missed_readings:days": "0"},
+        headers=csrf,
+    )
+    assert refused.status_code == 422
+    assert "Rule missed_readings, days: input should be greater than or equal to 1" in (
+        html.unescape(refused.text)
+    )
+    saved = ui_client.post(f"/ui/patients/{patient}/care-plan", data=form, headers=csrf)
+    assert "Saved: the care plan is now at version 2." in saved.text
+    text = html.unescape(saved.text)
+    assert "missed_readings: days 3 → 5" in text
+    assert "missed_readings: severity 'warning' → 'high'" in text
+    assert "severities sent by SMS: none → 'critical'" in text
+    plan = clinic.first.call("GET", f"/api/v1/patients/{patient}/care-plan", None)["plan"]
+    missed = next(r for r in plan["rules"] if r["id"] == "missed_readings")
+    assert (missed["days"], missed["severity"]) == (5, "high")
+    assert missed["expects"] == ["blood_pressure", "body_weight"]
+    assert plan["notify"] == {"sms": ["critical"]}
