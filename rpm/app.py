@@ -66,6 +66,7 @@ from rpm.web import care_plans as care_plans_ui
 from rpm.web import dead_letters as dead_letters_ui
 from rpm.web import deps as web
 from rpm.web import devices as devices_ui
+from rpm.web import enrolment as enrolment_ui
 from rpm.web import huddle as huddle_ui
 from rpm.web import patients as patients_ui
 from rpm.web import program as program_ui
@@ -242,6 +243,8 @@ def create_app(wiring: Wiring) -> FastAPI:
         sign_in_ui,
         settings_ui,
         worklist_ui,
+        # Before the patients' pages: /ui/patients/new is not a patient's id.
+        enrolment_ui,
         patients_ui,
         program_ui,
         huddle_ui,

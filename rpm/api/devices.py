@@ -65,9 +65,19 @@ class Unassignment(RequestBody):
 
 
 async def read_devices(
-    conn: AsyncConnection[TupleRow], record: AuditTrail, after_serial: str, limit: int
+    conn: AsyncConnection[TupleRow],
+    record: AuditTrail,
+    after_serial: str,
+    limit: int,
+    patient_id: int | None = None,
+    unassigned: bool = False,
 ) -> list[DeviceRecord]:
-    devices = await registry.list_devices(conn, after_serial=after_serial, limit=limit)
+    """A page of the registry (`registry.list_devices`: the patient's only, or the
+    unassigned only), the read audited naming the patients: for the API, the devices page
+    and the patient page alike."""
+    devices = await registry.list_devices(
+        conn, after_serial=after_serial, limit=limit, patient_id=patient_id, unassigned=unassigned
+    )
     await record("read", "devices", patient_ids=[d.patient_id for d in devices])
     return devices
 
@@ -138,8 +148,12 @@ async def list_devices(
     record: Audit,
     after: Annotated[str, Query(description="Start after this serial (paging)")] = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    patient_id: Annotated[int | None, Query(description="Only this patient's devices")] = None,
+    unassigned: Annotated[
+        bool, Query(description="Only active devices nobody has: those a patient can be given")
+    ] = False,
 ) -> list[DeviceRecord]:
-    return await read_devices(conn, record, after, limit)
+    return await read_devices(conn, record, after, limit, patient_id, unassigned)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Register a device")

@@ -85,6 +85,16 @@ class Enrolment(RequestBody):
         " and billing periods count from it.",
     )
 
+    @field_validator("time_zone")
+    @classmethod
+    def _iana(cls, value: str) -> str:
+        # Refused here, not only by the registry, so that the refusal names the field.
+        try:
+            registry.time_zone(value)
+        except registry.PatientError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("enrolled_at")
     @classmethod
     def _past_and_recent(cls, value: datetime | None) -> datetime | None:
@@ -113,6 +123,15 @@ class Enrolment(RequestBody):
 async def enrol(
     conn: Conn, user: EnrolsPatients, record: Audit, enrolment: Enrolment
 ) -> PatientRecord:
+    return await enrol_patient(conn, user, record, enrolment)
+
+
+async def enrol_patient(
+    conn: AsyncConnection[TupleRow], user: Principal, record: AuditTrail, enrolment: Enrolment
+) -> PatientRecord:
+    """Enrol the patient in the care team (one of the user's, `check_team_choice`), with
+    a first plan from the enrolment's templates or plan; audited. For the API and the
+    enrolment page alike."""
     await check_team_choice(user, record, enrolment.care_team_id)
     plan = enrolment.care_plan
     if plan is None and enrolment.templates:
@@ -280,6 +299,18 @@ class StatusChange(RequestBody):
 async def set_status(
     conn: Conn, user: EnrolsPatients, record: Audit, patient_id: int, change: StatusChange
 ) -> PatientRecord:
+    return await change_status(conn, user, record, patient_id, change)
+
+
+async def change_status(
+    conn: AsyncConnection[TupleRow],
+    user: Principal,
+    record: AuditTrail,
+    patient_id: int,
+    change: StatusChange,
+) -> PatientRecord:
+    """The patient's new status, if in the user's view; audited with the reason. For the
+    API and the patient page alike."""
     before = await patient_in_view(conn, user, record, patient_id)
     patient = await registry.set_status(conn, patient_id, change.status)
     await record(

@@ -90,12 +90,23 @@ async def get(conn: Connection, serial: str) -> DeviceRecord:
 
 
 async def list_devices(
-    conn: Connection, *, after_serial: str = "", limit: int = 100
+    conn: Connection,
+    *,
+    after_serial: str = "",
+    limit: int = 100,
+    patient_id: int | None = None,
+    unassigned: bool = False,
 ) -> list[DeviceRecord]:
-    """Devices in serial order, a page at a time (keyset: pass the last serial seen)."""
+    """Devices in serial order, a page at a time (keyset: pass the last serial seen); only
+    the patient's, with `patient_id`; only the active ones nobody has, with `unassigned`
+    (those a patient can be given)."""
     async with conn.cursor(row_factory=class_row(DeviceRecord)) as cursor:
         await cursor.execute(
-            _SELECT + " WHERE d.serial > %s ORDER BY d.serial LIMIT %s", [after_serial, limit]
+            _SELECT + " WHERE d.serial > %s"
+            " AND (%s::bigint IS NULL OR a.patient_id = %s)"
+            " AND (NOT %s OR (a.patient_id IS NULL AND d.status = 'active'))"
+            " ORDER BY d.serial LIMIT %s",
+            [after_serial, patient_id, patient_id, unassigned, limit],
         )
         return await cursor.fetchall()
 

@@ -120,6 +120,11 @@ class Op(StrEnum):
 _OP_SYMBOLS = {Op.AT_OR_ABOVE: "≥", Op.ABOVE: ">", Op.AT_OR_BELOW: "≤", Op.BELOW: "<"}
 
 
+def units_of(measure: Measure, per_day: bool = False) -> tuple[str, ...]:
+    """The units a limit on the measure may be written in (per day, for a slope)."""
+    return tuple(u + (PER_DAY if per_day else "") for u in _UNITS[measure][1])
+
+
 def unit_factor(measure: Measure, given: str, per_day: bool = False) -> float:
     """A unit of a measure in canonical units; raises ValueError naming what was wrong."""
     canonical, factors = _UNITS[measure]

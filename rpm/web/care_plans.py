@@ -33,6 +33,9 @@ from rpm.api.deps import AuditTrail, Conn, Rules, status_of
 from rpm.api.patients import read_patient
 from rpm.auth.access import Permission
 from rpm.rules.care_plans import PlanVersion, StalePlan
+from rpm.rules.engine import RuleEngine
+from rpm.rules.plan import CarePlan
+from rpm.rules.templates import TEMPLATES, UnknownTemplate, plan_from_templates
 from rpm.web import plan_form
 from rpm.web.deps import (
     PREFIX,
@@ -89,10 +92,7 @@ async def preview(
     except FormRefused as exc:
         context["preview_refusal"], status = str(exc), 422
     else:
-        result = await dry_run_plan(conn, user.principal, record, rules, patient_id, proposed)
-        current = result.current.by_rule if result.current else None
-        context["dry_run"] = result
-        context["counts"] = plan_form.counts_by_rule(proposed, current, result.proposed.by_rule)
+        context |= await _dry_run(conn, user, record, rules, patient_id, proposed)
         status = 200
     if is_htmx(request):
         return render(request, user, "_dry_run.html", context, status)
@@ -128,6 +128,99 @@ async def save(
     return RedirectResponse(location, 303)
 
 
+@router.post(f"{_PLAN}/template/preview")
+async def template_preview(
+    request: Request,
+    conn: Conn,
+    user: BrowserChangesCarePlans,
+    record: BrowserAudit,
+    rules: Rules,
+    patient_id: int,
+) -> Response:
+    """What a plan from the chosen templates would have raised on the last 30 days,
+    beside the plan in force (the API's dry run); nothing saved. To htmx, the preview
+    alone; else the whole page."""
+    names = await _templates_chosen(request)
+    context: dict[str, Any] = {"chosen": names}
+    try:
+        proposed = _from_templates(names)
+    except FormRefused as exc:
+        context["preview_refusal"], status = str(exc), 422
+    else:
+        context |= await _dry_run(conn, user, record, rules, patient_id, proposed)
+        status = 200
+    if is_htmx(request):
+        return render(request, user, "_dry_run.html", context, status)
+    page = await _page(conn, user, record, patient_id)
+    return render(request, user, "care_plan.html", page | context, status)
+
+
+@router.post(f"{_PLAN}/template")
+async def save_template(
+    request: Request,
+    conn: Conn,
+    user: BrowserChangesCarePlans,
+    record: BrowserAudit,
+    patient_id: int,
+    based_on_version: Annotated[int | None, Form(ge=1)] = None,
+    reason: Annotated[str, Form(max_length=1000)] = "",
+) -> Response:
+    """The plan of the chosen templates as the patient's next version (the API's
+    `replace_plan`, audited, compare-and-set on `based_on_version`), then the page saying
+    so; or the page again, saying why not."""
+    names = await _templates_chosen(request)
+    try:
+        plan_form.check_reason(reason)
+        saved = await replace_plan(
+            conn,
+            user.principal,
+            record,
+            patient_id,
+            _from_templates(names),
+            reason.strip(),
+            based_on_version,
+        )
+    except (FormRefused, StalePlan) as exc:
+        status = 422 if isinstance(exc, FormRefused) else status_of(exc)
+        page = await _page(conn, user, record, patient_id)
+        page |= {"template_refusal": str(exc), "chosen": names, "template_reason": reason}
+        return render(request, user, "care_plan.html", page, status)
+    location = f"{PREFIX}/patients/{patient_id}/care-plan?saved={saved.version}"
+    return RedirectResponse(location, 303)
+
+
+async def _templates_chosen(request: Request) -> list[str]:
+    form = await request.form()
+    return [name for name in form.getlist("templates") if isinstance(name, str)]
+
+
+def _from_templates(names: list[str]) -> CarePlan:
+    if not names:
+        raise FormRefused("choose at least one condition: its template gives the plan's rules")
+    try:
+        return plan_from_templates(names)
+    except UnknownTemplate as exc:
+        raise FormRefused(str(exc)) from None
+
+
+async def _dry_run(
+    conn: AsyncConnection[TupleRow],
+    user: BrowserUser,
+    record: AuditTrail,
+    rules: RuleEngine,
+    patient_id: int,
+    proposed: CarePlan,
+) -> dict[str, Any]:
+    """The preview's context: the API's dry run of `proposed`, and its counts by rule."""
+    result = await dry_run_plan(conn, user.principal, record, rules, patient_id, proposed)
+    current = result.current.by_rule if result.current else None
+    return {
+        "titles": {r.id: r.title or r.id for r in proposed.rules},
+        "dry_run": result,
+        "counts": plan_form.counts_by_rule(proposed, current, result.proposed.by_rule),
+    }
+
+
 async def _entered(request: Request) -> dict[str, str]:
     """The form's fields (Starlette keeps the form it parsed for the route's own fields)."""
     form = await request.form()
@@ -150,6 +243,7 @@ async def _page(
         "patient": patient,
         "may_change": principal.may(Permission.CHANGE_CARE_PLANS),
         "reason": "",
+        "templates": list(TEMPLATES.values()),
     }
     if patient.care_plan_version is None:
         return context | {"current": None}
@@ -168,5 +262,7 @@ async def _page(
         "outcomes": await read_plan_outcomes(conn, principal, record, patient_id),
         "editing": editing,
         "rules": plan_form.limit_fields(editing.plan, entered),
+        "all_rules": plan_form.rule_fields(editing.plan, entered),
+        "sms": plan_form.sms_fields(editing.plan, entered),
         "other_rules": plan_form.other_rules(editing.plan),
     }

@@ -32,7 +32,7 @@ from rpm.ingest import readings
 from rpm.patients import registry as patients
 from rpm.rules import engine as rules_engine
 from rpm.rules.plan import CarePlan
-from rpm.web import charts
+from rpm.web import charts, enrolment
 from rpm.web.deps import PREFIX, BrowserAudit, BrowserReadsPatients, clock_of, render
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -70,6 +70,7 @@ async def patients_page(
         "teams": teams,
         "ref": ref,
         "after": after,
+        "may_enrol": user.principal.may(Permission.ENROL_PATIENTS),
         # A full page may have more after it (the last page can be found empty).
         "next_after": found[-1].id if len(found) == PAGE_SIZE and not ref else None,
     }
@@ -84,9 +85,10 @@ async def patient_page(
     record: BrowserAudit,
     patient_id: int,
     days: Period = Period.MONTH,
+    done: Annotated[str, Query(max_length=200)] = "",
 ) -> Response:
     """The patient, charts of each kind of reading they have over the last `days`, and
-    their alerts, newest first."""
+    their alerts, newest first. `done`: what was just done (enrolled, paused, ...)."""
     principal = user.principal
     patient = await read_patient(conn, principal, record, patient_id)
     team = await care_teams.team(conn, patient.care_team_id) if patient.care_team_id else None
@@ -117,7 +119,9 @@ async def patient_page(
         "charts": drawn,
         "alerts": history,
         "history_size": HISTORY_SIZE,
+        "done": done,
     }
+    context |= await enrolment.manage_context(conn, principal, record, patient)
     return render(request, user, "patient.html", context)
 
 

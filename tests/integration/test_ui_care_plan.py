@@ -216,7 +216,7 @@ def test_save_makes_a_new_version_and_a_stale_form_is_refused_in_words(
     assert re.search(r'name="limit:bp_crisis:0"[^>]* value="170"', no_reason.text)
     unchanged = ui_client.post(path, data=_form(1, bp_crisis_0="180") | csrf | {"reason": "x"})
     assert unchanged.status_code == 422
-    assert "No limit was changed: there is nothing to save." in unchanged.text
+    assert "Nothing was changed: there is nothing to save." in unchanged.text
 
     saved = ui_client.post(
         path,

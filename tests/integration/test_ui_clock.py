@@ -162,6 +162,7 @@ def test_no_page_shows_a_utc_time_to_a_user_in_chicago(
             {"outcome": "no_action_needed", "note": "Rechecked"},
         ),
         (f"/ui/patients/{patient}/time-logs", {"minutes": "12", "note": "Called"}),
+        (f"/ui/patients/{patient}/notes", {"body": "Handed over to the evening shift"}),
     ):
         done = ui_client.post(path, data={**csrf, **data}, follow_redirects=False)
         assert done.status_code == 303, (path, done.text)
@@ -176,6 +177,7 @@ def test_no_page_shows_a_utc_time_to_a_user_in_chicago(
         f"/ui/alerts/{crisis}",
         f"/ui/alerts/{seeded['resolved']}",
         "/ui/adherence",
+        "/ui/huddle",
         f"/ui/patients/{patient}/care-plan",
         "/ui/settings",
     ]
