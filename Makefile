@@ -55,8 +55,11 @@ up: $(STAMP)
 migrate: $(STAMP)
 	$(BIN)/rpm migrate
 
+# On every core (pytest-xdist), a test file to a process: a file's tests share its
+# module fixtures (a service, a broker), and every test has databases of its own.
+# PYTEST_ARGS='-n 0' runs it in one process.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,7 +41,9 @@ from tests.support import (
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-_taken: list[Path] = []
+# When this run began: the screenshots it took are the files written since (also those of
+# other processes, when the suite runs on several cores).
+_STARTED = time.time()
 
 
 # Per module, never per session: while Playwright's sync API runs, its event loop counts
@@ -145,7 +148,6 @@ class BrowserPage:
         # caret="initial": hiding the caret means injecting a style, which the pages'
         # Content-Security-Policy refuses (and the refusal would count as an error here).
         self.page.screenshot(path=path, full_page=True, caret="initial")
-        _taken.append(path)
 
 
 def _on_console(errors: list[str]) -> Any:
@@ -185,5 +187,6 @@ def open_page(chromium: Browser, request: pytest.FixtureRequest) -> Iterator[Ope
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _taken:
-        terminalreporter.write_line(f"browser screenshots ({len(_taken)}): {SCREENSHOTS}")
+    taken = [p for p in SCREENSHOTS.glob("*.png") if p.stat().st_mtime >= _STARTED]
+    if taken:
+        terminalreporter.write_line(f"browser screenshots ({len(taken)}): {SCREENSHOTS}")
