@@ -15,9 +15,11 @@ import asyncio
 import os
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -31,6 +33,33 @@ from rpm.db.store import prepare_schema
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
 NO_SKIPS = os.environ.get("RPM_TEST_NO_SKIPS") == "1"
+
+# What the run's summary says beyond pass and fail, kept where it reaches this process
+# when the suite runs on several cores (pytest-xdist loads only this conftest in the
+# process that prints the summary): the labelled scenarios' lines travel as their
+# reports' user properties (tests/e2e/conftest.py), and the browser tests' screenshots
+# are the files written since the run began.
+SCENARIO_LINE = "labelled scenario"
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
+_STARTED = time.time()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    lines = [
+        value
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        if getattr(report, "when", None) == "call"
+        for name, value in report.user_properties
+        if name == SCENARIO_LINE
+    ]
+    if lines:
+        terminalreporter.section("labelled scenarios: recall and precision")
+        for line in lines:
+            terminalreporter.write_line(line)
+    taken = [p for p in SCREENSHOTS.glob("*.png") if p.stat().st_mtime >= _STARTED]
+    if taken:
+        terminalreporter.write_line(f"browser screenshots ({len(taken)}): {SCREENSHOTS}")
 
 
 @pytest.hookimpl(wrapper=True)

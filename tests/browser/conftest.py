@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,8 +29,8 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from tests.conftest import SCREENSHOTS
 from tests.support import (
-    ROOT,
     TEST_PASSWORD,
     ApiCall,
     MosquittoProcess,
@@ -40,10 +39,6 @@ from tests.support import (
 )
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-# When this run began: the screenshots it took are the files written since (also those of
-# other processes, when the suite runs on several cores).
-_STARTED = time.time()
 
 
 # Per module, never per session: while Playwright's sync API runs, its event loop counts
@@ -184,9 +179,3 @@ def open_page(chromium: Browser, request: pytest.FixtureRequest) -> Iterator[Ope
     yield open_one
     for context in contexts:
         context.close()
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    taken = [p for p in SCREENSHOTS.glob("*.png") if p.stat().st_mtime >= _STARTED]
-    if taken:
-        terminalreporter.write_line(f"browser screenshots ({len(taken)}): {SCREENSHOTS}")

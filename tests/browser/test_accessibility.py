@@ -15,7 +15,8 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.browser.conftest import SCREENSHOTS, RunningRpm, sign_in
+from tests.browser.conftest import RunningRpm, sign_in
+from tests.conftest import SCREENSHOTS
 from tests.support import (
     ROOT,
     TEST_PASSWORD,
