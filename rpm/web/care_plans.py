@@ -13,6 +13,7 @@ is refused with the API's 409 sentence, never merged silently.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -87,17 +88,11 @@ async def preview(
     entered = await _entered(request)
     base = await read_plan_version(conn, user.principal, record, patient_id, based_on_version)
     context: dict[str, Any] = {"titles": {r.id: r.title or r.id for r in base.plan.rules}}
-    try:
-        proposed = plan_form.proposed_plan(base.plan, entered)
-    except FormRefused as exc:
-        context["preview_refusal"], status = str(exc), 422
-    else:
-        context |= await _dry_run(conn, user, record, rules, patient_id, proposed)
-        status = 200
-    if is_htmx(request):
-        return render(request, user, "_dry_run.html", context, status)
-    page = await _page(conn, user, record, patient_id, base, entered)
-    return render(request, user, "care_plan.html", page | context, status)
+    return await _preview(
+        request, conn, user, record, rules, patient_id, context,
+        lambda: plan_form.proposed_plan(base.plan, entered),
+        lambda: _page(conn, user, record, patient_id, base, entered),
+    )  # fmt: skip
 
 
 @router.post(_PLAN)
@@ -142,8 +137,27 @@ async def template_preview(
     alone; else the whole page."""
     names = await _templates_chosen(request)
     context: dict[str, Any] = {"chosen": names}
+    return await _preview(
+        request, conn, user, record, rules, patient_id, context,
+        lambda: _from_templates(names), lambda: _page(conn, user, record, patient_id),
+    )  # fmt: skip
+
+
+async def _preview(
+    request: Request,
+    conn: AsyncConnection[TupleRow],
+    user: BrowserUser,
+    record: AuditTrail,
+    rules: RuleEngine,
+    patient_id: int,
+    context: dict[str, Any],
+    proposed_plan: Callable[[], CarePlan],
+    whole_page: Callable[[], Awaitable[dict[str, Any]]],
+) -> Response:
+    """The dry run of the proposed plan (or why the form gives none): to htmx, the preview
+    alone; else the whole page with it."""
     try:
-        proposed = _from_templates(names)
+        proposed = proposed_plan()
     except FormRefused as exc:
         context["preview_refusal"], status = str(exc), 422
     else:
@@ -151,8 +165,7 @@ async def template_preview(
         status = 200
     if is_htmx(request):
         return render(request, user, "_dry_run.html", context, status)
-    page = await _page(conn, user, record, patient_id)
-    return render(request, user, "care_plan.html", page | context, status)
+    return render(request, user, "care_plan.html", await whole_page() | context, status)
 
 
 @router.post(f"{_PLAN}/template")
