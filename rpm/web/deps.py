@@ -82,6 +82,7 @@ templates.filters.update(
     reading=web_format.reading,
     sentence=_sentence,
     day=web_format.day,
+    month=web_format.month,
     # Times: "Sat 5 Dec 2026, 15:23 CST"; for <time datetime>; with the patient's beside.
     timestamp=_on_clock("timestamp"),
     iso=_on_clock("iso"),

@@ -54,6 +54,12 @@ def day(on: date) -> str:
     return f"{on:%a} {on.day} {on:%b} {on.year}"
 
 
+def month(value: object) -> str:
+    """A calendar month as a clinician reads it: "2026-12" (or a `Month`) as "December 2026"."""
+    year, number = str(value).split("-")
+    return f"{date(int(year), int(number), 1):%B %Y}"
+
+
 def zone(name: str) -> ZoneInfo:
     """The IANA zone of that name; ValueError, in words, for anything else."""
     try:

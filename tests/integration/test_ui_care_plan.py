@@ -96,7 +96,10 @@ def test_the_plan_page_for_a_nurse_reads_and_refuses_changes(
     assert "Care managers of the patient's care team change the care plan." in text
     assert "Also in the plan, without limits: Missed readings (missed_readings)." in text
     # Versions: who, when, why; the first has no change before it.
-    assert re.search(r'<tr id="version-1">\s*<td>1 <span class="muted">\(in force\)</span>', text)
+    assert re.search(
+        r'<tr id="version-1">\s*<td class="card-title">Version 1 <span class="muted">\(in force\)',
+        text,
+    )
     assert "enrolment: templates hypertension" in text
     assert "Version 1 is the first: nothing has changed yet." in text
     path = f"/ui/patients/{patient}/care-plan"
@@ -229,9 +232,10 @@ def test_save_makes_a_new_version_and_a_stale_form_is_refused_in_words(
     page = html.unescape(ui_client.get(saved.headers["Location"]).text)
     assert "Saved: the care plan is now at version 2." in page
     assert re.search(
-        r'<tr id="version-2">\s*<td>2 <span class="muted">\(in force\)</span></td>\s*'
-        r'<td class="nowrap">[^<]+UTC</td>\s*<td>manager-1</td>\s*'
-        r"<td>Reviewed at clinic: earlier call</td>",
+        r'<tr id="version-2">\s*<td class="card-title">Version 2 <span class="muted">\(in force\)'
+        r'</span></td>\s*<td data-label="Saved" class="nowrap">[^<]+UTC</td>\s*'
+        r'<td data-label="By">manager-1</td>\s*'
+        r'<td data-label="Why">Reviewed at clinic: earlier call</td>',
         page,
     )
     assert "From version 1 to 2, by manager-1:" in page
