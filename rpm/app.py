@@ -72,6 +72,7 @@ from rpm.web import patients as patients_ui
 from rpm.web import program as program_ui
 from rpm.web import settings as settings_ui
 from rpm.web import sign_in as sign_in_ui
+from rpm.web import teams as teams_ui
 from rpm.web import worklist as worklist_ui
 
 logger = logging.getLogger(__name__)
@@ -250,6 +251,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         huddle_ui,
         care_plans_ui,
         devices_ui,
+        teams_ui,
         dead_letters_ui,
     ):
         app.include_router(api.router)

@@ -1,5 +1,11 @@
 """Care teams over HTTP: staff, teams and their members, and the on-call schedule by
-escalation tier (1: on-call nurse, 2: backup nurse, 3: physician)."""
+escalation tier (1: on-call nurse, 2: backup nurse, 3: physician).
+
+Admins create teams; care managers and admins add staff and run a team's members and
+rota, a care manager only their own teams' (another team is 404, as if there were none).
+The changes are functions the web UI's team pages call too (`rpm.web.teams`), so both
+refuse and audit alike.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,19 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from rpm.api import problems
-from rpm.api.deps import Audit, AuditTrail, Conn, ManagesCareTeams, ReadsCareTeams, RequestBody
+from rpm.api.deps import (
+    Audit,
+    AuditTrail,
+    Conn,
+    CreatesCareTeams,
+    ManagesRota,
+    ReadsCareTeams,
+    RequestBody,
+)
 from rpm.api.values import Instant, LocalTime
 from rpm.auth.access import Principal
 from rpm.care_teams import registry
-from rpm.care_teams.registry import CareTeamRecord, NewStaff, ShiftRecord, StaffRecord
+from rpm.care_teams.registry import CareTeamRecord, Connection, NewStaff, ShiftRecord, StaffRecord
 
 router = APIRouter(
     prefix="/api/v1",
@@ -55,10 +69,12 @@ class StaffIn(RequestBody):
 
 
 @router.post("/staff", status_code=status.HTTP_201_CREATED, summary="Add a staff member")
-async def add_staff(
-    conn: Conn, admin: ManagesCareTeams, record: Audit, staff: StaffIn
-) -> StaffRecord:
-    added = await registry.add_staff(conn, NewStaff(**staff.model_dump()))
+async def add_staff(conn: Conn, user: ManagesRota, record: Audit, staff: StaffIn) -> StaffRecord:
+    return await add_staff_member(conn, record, NewStaff(**staff.model_dump()))
+
+
+async def add_staff_member(conn: Connection, record: AuditTrail, staff: NewStaff) -> StaffRecord:
+    added = await registry.add_staff(conn, staff)
     await record("add", "staff", added.id)
     return added
 
@@ -85,9 +101,13 @@ class TeamIn(RequestBody):
     summary="Create a care team",
 )
 async def create_team(
-    conn: Conn, admin: ManagesCareTeams, record: Audit, team: TeamIn
+    conn: Conn, admin: CreatesCareTeams, record: Audit, team: TeamIn
 ) -> CareTeamRecord:
-    created = await registry.create_team(conn, team.name)
+    return await create_care_team(conn, record, team.name)
+
+
+async def create_care_team(conn: Connection, record: AuditTrail, name: str) -> CareTeamRecord:
+    created = await registry.create_team(conn, name)
     await record("create", "care_team", created.id)
     return created
 
@@ -103,7 +123,7 @@ async def list_teams(
 
 
 async def team_in_view(
-    conn: Conn, user: Principal, record: AuditTrail, team_id: int
+    conn: Connection, user: Principal, record: AuditTrail, team_id: int
 ) -> CareTeamRecord:
     """The team, if the user is in it (or sees every team); else 404 as for none, the
     attempt audited."""
@@ -130,9 +150,16 @@ async def get_team(conn: Conn, user: ReadsCareTeams, record: Audit, team_id: int
     summary="Add a staff member to the team",
 )
 async def add_member(
-    conn: Conn, admin: ManagesCareTeams, record: Audit, team_id: int, staff_id: int
+    conn: Conn, user: ManagesRota, record: Audit, team_id: int, staff_id: int
+) -> CareTeamRecord:
+    return await add_team_member(conn, user, record, team_id, staff_id)
+
+
+async def add_team_member(
+    conn: Connection, user: Principal, record: AuditTrail, team_id: int, staff_id: int
 ) -> CareTeamRecord:
     # Membership is access: the member's login sees the team's patients from now on.
+    await team_in_view(conn, user, record, team_id)
     async with conn.transaction():
         team = await registry.add_member(conn, team_id, staff_id)
     await record("add_member", "care_team", team_id, details={"staff_id": staff_id})
@@ -165,14 +192,56 @@ class ShiftIn(RequestBody):
     summary="Put a member on call for a period, at a tier",
 )
 async def add_shift(
-    conn: Conn, admin: ManagesCareTeams, record: Audit, team_id: int, shift: ShiftIn
+    conn: Conn, user: ManagesRota, record: Audit, team_id: int, shift: ShiftIn
 ) -> ShiftRecord:
-    await registry.team(conn, team_id)
-    added = await registry.add_shift(
-        conn, team_id, shift.staff_id, shift.tier, shift.starts_at, shift.ends_at
+    return await put_on_call(
+        conn, user, record, team_id, shift.staff_id, shift.tier, shift.starts_at, shift.ends_at
     )
+
+
+async def put_on_call(
+    conn: Connection,
+    user: Principal,
+    record: AuditTrail,
+    team_id: int,
+    staff_id: int,
+    tier: int,
+    starts_at: datetime,
+    ends_at: datetime,
+) -> ShiftRecord:
+    await team_in_view(conn, user, record, team_id)
+    added = await registry.add_shift(conn, team_id, staff_id, tier, starts_at, ends_at)
     await record("add_shift", "care_team", team_id, details={"shift_id": added.id})
     return added
+
+
+class ShiftTakenOff(BaseModel):
+    deleted: bool = Field(description="true: the shift had not started, and is gone")
+    shift: ShiftRecord | None = Field(description="The shift under way, now ending now")
+
+
+@router.delete(
+    "/care-teams/{team_id}/shifts/{shift_id}",
+    summary="Take a shift off the rota: deleted if yet to start, ended now if under way",
+    description="A shift that is over stays (409): it is the record of who was on call.",
+)
+async def remove_shift(
+    conn: Conn, user: ManagesRota, record: Audit, team_id: int, shift_id: int
+) -> ShiftTakenOff:
+    ended = await take_off_call(conn, user, record, team_id, shift_id)
+    return ShiftTakenOff(deleted=ended is None, shift=ended)
+
+
+async def take_off_call(
+    conn: Connection, user: Principal, record: AuditTrail, team_id: int, shift_id: int
+) -> ShiftRecord | None:
+    """The shift off the rota (`registry.take_off_rota`), audited; the shortened shift, or
+    None when it was deleted."""
+    await team_in_view(conn, user, record, team_id)
+    ended = await registry.take_off_rota(conn, team_id, shift_id, datetime.now(UTC))
+    details = {"shift_id": shift_id, "deleted": ended is None}
+    await record("remove_shift", "care_team", team_id, details=details)
+    return ended
 
 
 @router.get("/care-teams/{team_id}/shifts", summary="The team's shifts in a period")

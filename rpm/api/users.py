@@ -10,10 +10,10 @@ from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rpm.api import problems
-from rpm.api.deps import Audit, Conn, ManagesUsers, RequestBody, SignedInUser
+from rpm.api.deps import Audit, AuditTrail, Conn, ManagesUsers, RequestBody, SignedInUser
 from rpm.auth import passwords, repository
-from rpm.auth.access import Role
-from rpm.auth.repository import ApiKeyRecord, NewUser, UserRecord
+from rpm.auth.access import Principal, Role
+from rpm.auth.repository import ApiKeyRecord, Connection, NewUser, UserRecord
 from rpm.auth.tokens import new_api_key
 
 router = APIRouter(
@@ -62,13 +62,20 @@ class UserIn(RequestBody):
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, summary="Add a user")
 async def add_user(conn: Conn, admin: ManagesUsers, record: Audit, user: UserIn) -> UserRecord:
+    new = NewUser(user.username, user.role, user.staff_id)
+    return await create_login(conn, admin, record, new, user.password)
+
+
+async def create_login(
+    conn: Connection, admin: Principal, record: AuditTrail, user: NewUser, password: str | None
+) -> UserRecord:
+    """The user, with the password's hash (None: an integration, API keys only), audited:
+    for the API and the staff page alike."""
     password_hash = None
-    if user.password is not None:
-        passwords.check_strength(user.password, user.username)
-        password_hash = passwords.hash_password(user.password)
-    created = await repository.create_user(
-        conn, NewUser(user.username, user.role, user.staff_id), password_hash, admin.username
-    )
+    if password is not None:
+        passwords.check_strength(password, user.username)
+        password_hash = passwords.hash_password(password)
+    created = await repository.create_user(conn, user, password_hash, admin.username)
     await record("create", "user", created.id, details={"role": created.role})
     return created
 

@@ -32,7 +32,8 @@ class Permission(StrEnum):
     CHANGE_CARE_PLANS = "change care plans"
     ACT_ON_ALERTS = "acknowledge, assign or resolve alerts"
     READ_CARE_TEAMS = "read care teams and on-call shifts"
-    MANAGE_CARE_TEAMS = "manage staff, care teams and on-call shifts"
+    CREATE_CARE_TEAMS = "create care teams"
+    MANAGE_ROTA = "add staff, or change the members and on-call shifts of a care team"
     MANAGE_DEVICES = "manage devices"
     MANAGE_DEAD_LETTERS = "read or replay rejected messages"
     MANAGE_USERS = "manage users and API keys"
@@ -50,7 +51,10 @@ GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.CHANGE_CARE_PLANS: frozenset({Role.CARE_MANAGER}),
     Permission.ACT_ON_ALERTS: _CLINICAL,
     Permission.READ_CARE_TEAMS: _CLINICAL | {Role.ADMIN},
-    Permission.MANAGE_CARE_TEAMS: frozenset({Role.ADMIN}),
+    Permission.CREATE_CARE_TEAMS: frozenset({Role.ADMIN}),
+    # A care manager runs their own teams' rota (object level: `rpm.api.care_teams`);
+    # giving a staff member a sign-in stays with admins (MANAGE_USERS).
+    Permission.MANAGE_ROTA: frozenset({Role.CARE_MANAGER, Role.ADMIN}),
     Permission.MANAGE_DEVICES: frozenset({Role.ADMIN}),
     Permission.MANAGE_DEAD_LETTERS: frozenset({Role.ADMIN}),
     Permission.MANAGE_USERS: frozenset({Role.ADMIN}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -156,6 +157,13 @@ class Credentials:
     user_id: int
     password_hash: str | None
     active: bool
+
+
+async def logins_of_staff(conn: Connection, staff_ids: Collection[int]) -> dict[int, UserRecord]:
+    """The logins of these staff members, by staff id (those without one are absent)."""
+    async with conn.cursor(row_factory=class_row(UserRecord)) as cursor:
+        await cursor.execute(_USER + " WHERE staff_id = ANY(%s)", [list(staff_ids)])
+        return {user.staff_id: user for user in await cursor.fetchall() if user.staff_id}
 
 
 async def username_of_staff(conn: Connection, staff_id: int) -> str | None:

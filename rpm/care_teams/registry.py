@@ -288,6 +288,44 @@ async def add_shift(
     return ShiftRecord(*row)
 
 
+async def shift(conn: Connection, team_id: int, shift_id: int) -> ShiftRecord:
+    async with conn.cursor(row_factory=class_row(ShiftRecord)) as cursor:
+        await cursor.execute(
+            "SELECT id, care_team_id, staff_id, tier, starts_at, ends_at FROM on_call_shift"
+            " WHERE care_team_id = %s AND id = %s",
+            [team_id, shift_id],
+        )
+        found = await cursor.fetchone()
+    if found is None:
+        raise CareTeamNotFound(f"care team {team_id} has no shift {shift_id}")
+    return found
+
+
+async def take_off_rota(
+    conn: Connection, team_id: int, shift_id: int, now: datetime
+) -> ShiftRecord | None:
+    """Take a shift off the rota: one yet to start is deleted (None back); one under way
+    ends now (the shortened shift back). One that is over stays: it is the record of who
+    was on call when an alert went out."""
+    taken = await shift(conn, team_id, shift_id)
+    if taken.ends_at <= now:
+        raise CareTeamConflict(
+            f"shift {shift_id} is over: it stays as the record of who was on call then"
+        )
+    if taken.starts_at >= now:
+        await conn.execute("DELETE FROM on_call_shift WHERE id = %s", [shift_id])
+        return None
+    async with conn.cursor(row_factory=class_row(ShiftRecord)) as cursor:
+        await cursor.execute(
+            "UPDATE on_call_shift SET ends_at = %s WHERE id = %s"
+            " RETURNING id, care_team_id, staff_id, tier, starts_at, ends_at",
+            [now, shift_id],
+        )
+        ended = await cursor.fetchone()
+    assert ended is not None
+    return ended
+
+
 async def shifts(
     conn: Connection, team_id: int, since: datetime, until: datetime
 ) -> list[ShiftRecord]:

@@ -11,12 +11,13 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import jinja2
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from psycopg import AsyncConnection
@@ -24,6 +25,7 @@ from psycopg.rows import TupleRow
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rpm.api import values as api_values
 from rpm.api.deps import (
     AuditTrail,
     Conn,
@@ -86,6 +88,7 @@ templates.filters.update(
     # Times: "Sat 5 Dec 2026, 15:23 CST"; for <time datetime>; with the patient's beside.
     timestamp=_on_clock("timestamp"),
     iso=_on_clock("iso"),
+    time_of_day=_on_clock("time_of_day"),
     patient_time=_on_clock("beside_patient"),
     # A core message's instants on the reader's clock.
     clocked=_on_clock("words"),
@@ -109,6 +112,8 @@ PAGES = (
     Page("Adherence", f"{PREFIX}/adherence", Permission.READ_PATIENT_DATA),
     Page("Huddle", f"{PREFIX}/huddle", Permission.READ_PATIENT_DATA),
     Page("Time report", f"{PREFIX}/reports/time", Permission.READ_PROGRAM_REPORTS),
+    Page("Teams", f"{PREFIX}/teams", Permission.READ_CARE_TEAMS),
+    Page("Staff", f"{PREFIX}/staff", Permission.MANAGE_USERS),
     Page("Devices", f"{PREFIX}/devices", Permission.MANAGE_DEVICES),
     Page("Dead letters", f"{PREFIX}/dead-letters", Permission.MANAGE_DEAD_LETTERS),
 )
@@ -225,6 +230,10 @@ BrowserManagesDevices = Annotated[BrowserUser, Depends(require(Permission.MANAGE
 BrowserManagesDeadLetters = Annotated[BrowserUser, Depends(require(Permission.MANAGE_DEAD_LETTERS))]
 BrowserLogsTime = Annotated[BrowserUser, Depends(require(Permission.LOG_TIME))]
 BrowserHandsOff = Annotated[BrowserUser, Depends(require(Permission.HAND_OFF))]
+BrowserReadsCareTeams = Annotated[BrowserUser, Depends(require(Permission.READ_CARE_TEAMS))]
+BrowserManagesRota = Annotated[BrowserUser, Depends(require(Permission.MANAGE_ROTA))]
+BrowserCreatesCareTeams = Annotated[BrowserUser, Depends(require(Permission.CREATE_CARE_TEAMS))]
+BrowserManagesUsers = Annotated[BrowserUser, Depends(require(Permission.MANAGE_USERS))]
 BrowserReadsProgramReports = Annotated[
     BrowserUser, Depends(require(Permission.READ_PROGRAM_REPORTS))
 ]
@@ -240,6 +249,28 @@ def clock_of(request: Request, user: BrowserUser | None) -> web_format.Clock:
     service's (`RPM_TIME_ZONE`), which is also the clock of a page with nobody signed in."""
     chosen = user.principal.time_zone if user else None
     return web_format.Clock.of(chosen, settings_of(request).service.time_zone)
+
+
+# A form's datetime-local inputs carry no time zone: their times are on the reader's
+# clock, as every time on the pages is. Empty means now (or none, as the form says).
+AtField = Annotated[str, Form(max_length=40)]
+
+
+def form_instant(value: str, what: str, clock: web_format.Clock) -> datetime | None:
+    """The form's time as the API's `Instant` would take it (in UTC, years 1 to 9999);
+    None for empty; else 422, in words."""
+    if not value.strip():
+        return None
+    try:
+        at = clock.entered(value)
+    except ValueError:
+        raise HTTPException(
+            422, f"{what} {value!r} is not a date and time (YYYY-MM-DDTHH:MM, {clock.name})"
+        ) from None
+    try:
+        return api_values.in_utc(at)
+    except ValueError as exc:
+        raise HTTPException(422, f"{what} {value!r}: {exc}") from None
 
 
 def is_htmx(request: Request) -> bool:

@@ -22,7 +22,6 @@ from fastapi.responses import RedirectResponse, Response
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
-from rpm.api import values as api_values
 from rpm.api.deps import AuditTrail, Conn, status_of
 from rpm.api.devices import (
     assign_device,
@@ -35,13 +34,14 @@ from rpm.api.devices import (
 )
 from rpm.devices.model import DeviceKind
 from rpm.devices.registry import DeviceRecord, RegistryError
-from rpm.web import format as web_format
 from rpm.web.deps import (
     PREFIX,
+    AtField,
     BrowserAudit,
     BrowserManagesDevices,
     BrowserUser,
     clock_of,
+    form_instant,
     is_htmx,
     render,
 )
@@ -144,28 +144,6 @@ async def _device_context(
     }
 
 
-# The form's datetime-local inputs carry no time zone: their times are on the reader's
-# clock, as every time on the pages is. Empty means now.
-AtField = Annotated[str, Form(max_length=40)]
-
-
-def _instant(value: str, what: str, clock: web_format.Clock) -> datetime | None:
-    """The form's time as the API's `Instant` would take it (in UTC, years 1 to 9999);
-    None for empty; else 422, in words."""
-    if not value.strip():
-        return None
-    try:
-        at = clock.entered(value)
-    except ValueError:
-        raise HTTPException(
-            422, f"{what} {value!r} is not a date and time (YYYY-MM-DDTHH:MM, {clock.name})"
-        ) from None
-    try:
-        return api_values.in_utc(at)
-    except ValueError as exc:
-        raise HTTPException(422, f"{what} {value!r}: {exc}") from None
-
-
 @router.post("/devices/{serial}/assign")
 async def assign(
     request: Request,
@@ -177,7 +155,7 @@ async def assign(
     at: AtField = "",
 ) -> Response:
     clock = clock_of(request, user)
-    since = _instant(at, "the start", clock)
+    since = form_instant(at, "the start", clock)
 
     def said(device: DeviceRecord) -> str:
         assert device.assigned_at is not None
@@ -204,7 +182,7 @@ async def unassign(
     serial: str,
     at: AtField = "",
 ) -> Response:
-    until = _instant(at, "the end", clock_of(request, user))
+    until = form_instant(at, "the end", clock_of(request, user))
     taken_back = f"device {serial} is no longer assigned to a patient"
     return await _change(
         request,

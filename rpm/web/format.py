@@ -130,6 +130,10 @@ class Clock:
         )
         return f"{said} {beside}"
 
+    def time_of_day(self, at: datetime) -> str:
+        """The wall-clock time alone ("08:00"), where the day is said beside it."""
+        return f"{self.local(at):%H:%M}"
+
     def day_mark(self, at: datetime) -> str:
         """A day on a chart's time axis: "5 Dec"."""
         local = self.local(at)

@@ -46,9 +46,15 @@ def _seed(rpm: RunningRpm) -> dict[str, str]:
     York) with a month of readings, alerts and a device; a cuff nobody has, whose message is a dead
     letter. The pages to scan, by name."""
     ward = Ward.open(rpm.admin, "Team A")
+    staff = {}
     for username, role in (("nurse-1", "nurse"), ("manager-1", "care_manager")):
-        staff = ward.staff(username, username.title(), role=role)
-        add_user(rpm.database_url, username, role, TEST_PASSWORD, staff)
+        staff[username] = ward.staff(username, username.title(), role=role)
+        add_user(rpm.database_url, username, role, TEST_PASSWORD, staff[username])
+    # The nurse on call from an hour ago for twelve hours: the rota has cover and gaps.
+    start = datetime.now(UTC) - timedelta(hours=1)
+    shift = {"staff_id": staff["nurse-1"], "tier": 1, "starts_at": start.isoformat(),
+             "ends_at": (start + timedelta(hours=12)).isoformat()}  # fmt: skip
+    rpm.admin("POST", f"/api/v1/care-teams/{ward.team_id}/shifts", shift)
     with psycopg.connect(rpm.database_url, autocommit=True) as conn:
         conn.execute("UPDATE staff SET time_zone = 'America/Chicago'")
         conn.execute("UPDATE app_user SET time_zone = 'America/Chicago'")
@@ -90,6 +96,9 @@ def _seed(rpm: RunningRpm) -> dict[str, str]:
         "adherence": "/ui/adherence",
         "care-plan": f"/ui/patients/{patient}/care-plan",
         "settings": "/ui/settings",
+        "teams": "/ui/teams",
+        "team": f"/ui/teams/{ward.team_id}",
+        "staff": "/ui/staff",
         "time-report": "/ui/reports/time",
         "devices": "/ui/devices",
         "device": "/ui/devices/BP-1",
@@ -126,9 +135,10 @@ def _publish_unassigned(rpm: RunningRpm, now: datetime) -> None:
 
 
 def _pages_of(role: str, pages: dict[str, str]) -> list[str]:
-    admin_only = {"devices", "device", "dead-letters", "dead-letter"}
+    admin_only = {"devices", "device", "dead-letters", "dead-letter", "staff"}
     if role == "admin-1":
-        return [name for name in pages if name in admin_only or name == "settings"]
+        everyone = {"settings", "teams", "team"}
+        return [name for name in pages if name in admin_only or name in everyone]
     # The time report is for care managers (and admins).
     skipped = admin_only | ({"time-report"} if role == "nurse-1" else set())
     return [name for name in pages if name not in skipped]

@@ -5,7 +5,8 @@ as a new version; nothing scrolls sideways. Screenshots in test-artifacts/screen
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.publish as mqtt_publish
 import pytest
@@ -65,20 +66,49 @@ def test_a_care_manager_enrols_then_edits_the_missed_readings_rule(
 
 
 def test_enrol_to_first_alert(rpm: RunningRpm, open_page: OpenPage) -> None:
-    """From a database holding only the first admin (the `rpm` fixture adds it as `rpm
-    users add` does): the care team and its staff through the API (the UI has no staff or
-    teams pages yet); then all in the browser: a care manager enrols a patient and gives
-    a plan from a template with its preview, the admin registers a cuff and gives it, a
-    crisis reading over MQTT becomes an alert, and the nurse on a phone acknowledges it."""
-    ward = Ward.open(rpm.admin, "Team A")
-    manager = ward.staff("manager-1", "Care Manager One", role="care_manager")
-    add_user(rpm.database_url, "manager-1", "care_manager", TEST_PASSWORD, manager)
-    nurse = ward.staff("nurse-1", "Nurse One")
-    add_user(rpm.database_url, "nurse-1", "nurse", TEST_PASSWORD, nurse)
+    """Issue 18's "done when": from a database holding only the first admin (the `rpm`
+    fixture adds it as `rpm users add` does), all in the browser. The admin creates the
+    care team, adds its nurse and care manager and gives them sign-ins; the care manager
+    puts the nurse on call, enrols a patient and gives a plan from a template with its
+    preview; the admin registers a cuff and gives it; a crisis reading over MQTT becomes
+    an alert, and the nurse on a phone acknowledges it."""
+    admin = open_page(1280, 800)
+    sign_in(admin.page, rpm, "admin-1")
+    admin.page.get_by_role("link", name="Teams", exact=True).click()
+    admin.page.get_by_label("Name").fill("Team A")
+    admin.page.get_by_role("button", name="Create team").click()
+    expect(admin.page.get_by_role("status")).to_contain_text("Care team created")
+    for name, username, role in (
+        ("Care Manager One", "manager-1", "care_manager"),
+        ("Nurse One", "nurse-1", "nurse"),
+    ):
+        admin.page.get_by_label("Name as the team knows them").fill(name)
+        admin.page.get_by_label("Username", exact=True).fill(username)
+        admin.page.get_by_label("Role", exact=True).select_option(role)
+        admin.page.get_by_label("Their time zone").fill("America/Chicago")
+        admin.page.get_by_role("button", name="Add staff member").click()
+        expect(admin.page.get_by_role("status")).to_contain_text("Staff member added")
+    admin.screenshot("team-1280")
+    admin.page.get_by_role("link", name="Staff", exact=True).click()
+    for username in ("manager-1", "nurse-1"):
+        admin.page.get_by_label(f"Password for {username}").fill(TEST_PASSWORD)
+        admin.page.get_by_role("button", name="Give a sign-in").first.click()
+        expect(admin.page.get_by_role("status")).to_contain_text("Sign-in given")
+    admin.screenshot("staff-1280")
 
     desk = open_page(1280, 800)
     page = desk.page
     sign_in(page, rpm, "manager-1")
+    page.get_by_role("link", name="Teams", exact=True).click()
+    page.get_by_role("link", name="Team A").click()
+    now = datetime.now(ZoneInfo("America/Chicago"))
+    page.get_by_label("Who", exact=True).select_option(label="Nurse One (nurse), no mobile: no SMS")
+    for label, at in (("From", now - timedelta(hours=1)), ("To", now + timedelta(hours=11))):
+        page.get_by_label(label, exact=True).fill(at.strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_role("button", name="Add shift").click()
+    expect(page.get_by_role("status")).to_contain_text("Shift added to the rota.")
+    expect(page.locator(".facts")).to_contain_text("Nurse One")
+    desk.screenshot("rota-1280")
     page.goto(f"{rpm.url}/ui/patients/new")
     page.get_by_label("Clinic reference").fill("MRN-4001")
     page.get_by_label("Given name").fill("Test")
@@ -96,8 +126,6 @@ def test_enrol_to_first_alert(rpm: RunningRpm, open_page: OpenPage) -> None:
     page.get_by_role("button", name="Save the templates' plan as version 1").click()
     expect(page.get_by_role("status").filter(has_text="Saved")).to_be_visible()
 
-    admin = open_page(1280, 800)
-    sign_in(admin.page, rpm, "admin-1")
     admin.page.goto(f"{rpm.url}/ui/devices")
     admin.page.get_by_label("Serial").fill("BP-4001")
     admin.page.get_by_role("button", name="Register").click()

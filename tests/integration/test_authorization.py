@@ -120,18 +120,21 @@ TABLE = [
           scoped=True),
     Route("GET", "/api/v1/patients/{patient}/care-plan/outcomes", ANYONE_SIGNED_IN,
           scoped=True),
-    # Care teams: clinicians read their own; admins manage (and read all).
-    Route("POST", "/api/v1/staff", "A",
+    # Care teams: clinicians read their own; admins create them; care managers run
+    # their own teams' members and rota, admins every team's.
+    Route("POST", "/api/v1/staff", "CA",
           {"username": "{unique}", "display_name": "Test Nurse", "role": "nurse"}),
     Route("GET", "/api/v1/staff", "NCA"),
     Route("POST", "/api/v1/care-teams", "A", {"name": "{unique}"}),
     Route("GET", "/api/v1/care-teams", "NCA"),
     Route("GET", "/api/v1/care-teams/{team}", "NCA", scoped=True),
-    Route("PUT", "/api/v1/care-teams/{own_team}/members/{staff}", "A"),
-    Route("POST", "/api/v1/care-teams/{own_team}/shifts", "A",
-          {"staff_id": "{staff}", "tier": 1, "starts_at": SINCE.isoformat(),
-           "ends_at": (SINCE + timedelta(hours=8)).isoformat()}),
+    Route("PUT", "/api/v1/care-teams/{team}/members/{member}", "CA", scoped=True),
+    Route("POST", "/api/v1/care-teams/{team}/shifts", "CA",
+          {"staff_id": "{member}", "tier": 1, "starts_at": SINCE.isoformat(),
+           "ends_at": (SINCE + timedelta(hours=8)).isoformat()}, scoped=True),
     Route("GET", "/api/v1/care-teams/{team}/shifts", "NCA", scoped=True),
+    # A shift under way: the first call ends it now, later ones are refused as over (409).
+    Route("DELETE", "/api/v1/care-teams/{team}/shifts/{shift}", "CA", scoped=True),
     # Alerts: every role reads its own teams'; clinicians act.
     Route("GET", "/api/v1/alerts", ANYONE_SIGNED_IN),
     Route("GET", "/api/v1/alerts/{alert}", ANYONE_SIGNED_IN, scoped=True),
@@ -249,6 +252,11 @@ def _populate(client: TestClient, database_url: str) -> World:
     for staff_id in (nurse, manager):
         call("PUT", f"/api/v1/care-teams/{teams[0]}/members/{staff_id}")
     ids: dict[str, Any] = {"own_team": teams[0], "staff": nurse}
+    physician = call(
+        "POST", "/api/v1/staff",
+        {"username": "authz-physician", "display_name": "Test Physician", "role": "physician"},
+    )["id"]  # fmt: skip
+    call("PUT", f"/api/v1/care-teams/{teams[1]}/members/{physician}")
     for variant, team in zip(("own", "other"), teams, strict=True):
         patient = call(
             "POST",
@@ -261,7 +269,10 @@ def _populate(client: TestClient, database_url: str) -> World:
             "team": team,
             "alert": _alert(database_url, patient),
             "time_log": _time_log(database_url, patient, nurse),
+            # A member already: adding them again changes nobody's access.
+            "member": nurse if variant == "own" else physician,
         }
+        ids[variant]["shift"] = _shift_under_way(database_url, team, ids[variant]["member"])
     ids["serial"] = call(
         "POST", "/api/v1/devices", {"serial": "authz-bp", "kind": "blood_pressure_cuff"}
     )["serial"]
@@ -314,6 +325,20 @@ def _time_log(database_url: str, patient_id: int, staff_id: int) -> int:
             " FROM (SELECT now() - interval '1 day' - %s * interval '1 hour' AS at) t"
             " RETURNING id",
             [patient_id, staff_id, patient_id],
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _shift_under_way(database_url: str, team_id: int, staff_id: int) -> int:
+    """A backup-tier shift from yesterday to next year (clear of the tier-1 one the table
+    adds)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO on_call_shift (care_team_id, staff_id, tier, starts_at, ends_at)"
+            " VALUES (%s, %s, 2, now() - interval '1 day', now() + interval '1 year')"
+            " RETURNING id",
+            [team_id, staff_id],
         ).fetchone()
     assert row is not None
     return int(row[0])
