@@ -36,17 +36,20 @@ _UTC_TIME = re.compile(
     r"\bUTC\b|\bGMT\b|[+-]00:00\b|\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?Z\b|\bZulu\b", re.IGNORECASE
 )
 # Pages that show no instant at all (the patients list; the time report's months).
-_TIMELESS = {"/ui/patients", "/ui/reports/time"}
+_TIMELESS = {"/ui/patients", "/ui/reports/time", "/ui/teams"}
 # A time on the Chicago clock: "Sat 5 Dec 2026, 15:23 CST".
 _CHICAGO_TIME = re.compile(r"\w{3} \d{1,2} \w{3} \d{4}, \d{2}:\d{2} C[SD]T")
 
 
 def _utc_times(page: str) -> list[str]:
     """The UTC times in a page's HTML (its text and its attributes), with the context
-    around each. Two things are not the UI's own times and are left out: the zone list to
-    choose from (UTC is one of the choices) and a dead letter's raw payload (the device's
-    bytes, shown as they came)."""
+    around each. Some things are not the UI's own times and are left out: the zone lists to
+    choose from (UTC is one of the choices), a staff member's zone, and a dead letter's raw
+    payload (the device's bytes, shown as they came)."""
     page = re.sub(r'<select id="time-zone".*?</select>', "", page, flags=re.DOTALL)
+    # A staff member's zone, a setting of theirs (and the list to pick one from).
+    page = re.sub(r'<td data-label="Time zone">[^<]*</td>', "", page)
+    page = re.sub(r"<datalist .*?</datalist>", "", page, flags=re.DOTALL)
     page = re.sub(r"<pre[^>]*>.*?</pre>", "", page, flags=re.DOTALL)
     text = html.unescape(page)
     return [text[max(0, m.start() - 60) : m.end() + 20] for m in _UTC_TIME.finditer(text)]
@@ -109,6 +112,12 @@ def _seed(ui_client: TestClient, db_url: str, clinic: Clinic) -> dict[str, objec
     # The manager's staff record is in Chicago: their default clock, chosen by nobody.
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("UPDATE staff SET time_zone = %s WHERE id = %s", [CHICAGO, manager])
+
+    # The nurse on call over the evening: the team's rota and its shifts.
+    start, end = NOW - timedelta(hours=2), NOW + timedelta(hours=10)
+    shift = {"staff_id": clinic.nurse, "tier": 1, "starts_at": start.isoformat(),
+             "ends_at": end.isoformat()}  # fmt: skip
+    first.call("POST", f"/api/v1/care-teams/{first.team_id}/shifts", shift)
 
     # Devices and a dead letter (the admin's pages): a cuff nobody has.
     first.call("POST", "/api/v1/devices", {"serial": "BP-LOOSE", "kind": "blood_pressure_cuff"})
@@ -179,6 +188,8 @@ def test_no_page_shows_a_utc_time_to_a_user_in_chicago(
         "/ui/adherence",
         "/ui/huddle",
         f"/ui/patients/{patient}/care-plan",
+        "/ui/teams",
+        f"/ui/teams/{clinic.first.team_id}",
         "/ui/settings",
     ]
     shown = _check_pages(ui_client, nurse_pages)
@@ -204,7 +215,8 @@ def test_no_page_shows_a_utc_time_to_a_user_in_chicago(
         follow_redirects=False,
     )
     assert saved_plan.status_code == 303, saved_plan.text
-    _check_pages(ui_client, [f"/ui/patients/{patient}/care-plan", "/ui/reports/time"])
+    team = f"/ui/teams/{clinic.first.team_id}"
+    _check_pages(ui_client, [f"/ui/patients/{patient}/care-plan", "/ui/reports/time", team])
     ui_client.post("/ui/logout", data={CSRF_FIELD: htmx["X-CSRF-Token"]})
 
     # The admin (no staff record) chooses hers over the API, as any signed-in user may.
