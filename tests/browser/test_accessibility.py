@@ -94,6 +94,8 @@ def _seed(rpm: RunningRpm) -> dict[str, str]:
         "patient": f"/ui/patients/{patient}",
         "alert": f"/ui/alerts/{alert}",
         "adherence": "/ui/adherence",
+        "huddle": "/ui/huddle",
+        "enrol": "/ui/patients/new",
         "care-plan": f"/ui/patients/{patient}/care-plan",
         "settings": "/ui/settings",
         "teams": "/ui/teams",
@@ -137,10 +139,10 @@ def _publish_unassigned(rpm: RunningRpm, now: datetime) -> None:
 def _pages_of(role: str, pages: dict[str, str]) -> list[str]:
     admin_only = {"devices", "device", "dead-letters", "dead-letter", "staff"}
     if role == "admin-1":
-        everyone = {"settings", "teams", "team"}
+        everyone = {"settings", "teams", "team", "enrol"}
         return [name for name in pages if name in admin_only or name in everyone]
     # The time report is for care managers (and admins).
-    skipped = admin_only | ({"time-report"} if role == "nurse-1" else set())
+    skipped = admin_only | ({"time-report", "enrol"} if role == "nurse-1" else set())
     return [name for name in pages if name not in skipped]
 
 
