@@ -8,6 +8,7 @@ message names each bad variable and what it expects.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass
 from datetime import time, timedelta
@@ -360,6 +361,33 @@ class HttpSettings(_Area):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # Behind a TLS terminator the peer is the proxy: only from these addresses are its
+    # X-Forwarded-For (the client's address, for the audit trail and sign-in limits) and
+    # X-Forwarded-Proto (https, for the links rpm writes: FHIR, SMART) believed; from any
+    # other peer those headers are ignored, or a client could forge its address.
+    trusted_proxies: str = Field(
+        "127.0.0.1,::1",
+        description="Comma-separated addresses or networks (CIDR) of the TLS-terminating"
+        " proxy, whose X-Forwarded-For and X-Forwarded-Proto are believed.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        # Written out as uvicorn parses them: it takes an entry it cannot parse (a network
+        # with host bits set, say) for a literal name and trusts nothing by it, silently.
+        entries = []
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                if "/" in entry:
+                    entries.append(str(ipaddress.ip_network(entry, strict=False)))
+                else:
+                    entries.append(str(ipaddress.ip_address(entry)))
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (e.g. 172.28.0.0/24)"
+                ) from None
+        return ",".join(entries)
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,7 @@ async def _serve(settings: Settings, demo_seconds: float | None) -> int:
                 create_app(wiring),
                 host=settings.http.host,
                 port=settings.http.port,
+                forwarded_allow_ips=settings.http.trusted_proxies,
                 log_config=None,
                 access_log=False,
             )

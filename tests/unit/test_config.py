@@ -57,6 +57,11 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
         ("RPM_MQTT_URL", "http://broker", "RPM_MQTT_URL: expected mqtt://"),
         ("RPM_MQTT_URL", "mqtt://broker:99999", "RPM_MQTT_URL: the port is not a number"),
         ("RPM_MQTT_SHARED_GROUP", "a/b", "RPM_MQTT_SHARED_GROUP='a/b': String should match"),
+        (
+            "RPM_HTTP_TRUSTED_PROXIES",
+            "caddy",
+            "RPM_HTTP_TRUSTED_PROXIES='caddy': 'caddy' is not an IP address",
+        ),
     ],
 )
 def test_a_bad_value_names_the_variable_and_what_is_expected(
@@ -97,3 +102,11 @@ def test_broker_address_from_url() -> None:
     assert str(address) == "mqtts://broker.example:8884"
     assert BrokerAddress.from_url("mqtt://localhost").port == 1883
     assert BrokerAddress.from_url("mqtts://localhost").port == 8883
+
+
+def test_trusted_proxies_are_written_out_as_uvicorn_parses_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # uvicorn would take 172.28.0.1/24 (host bits set) for a name and trust nobody by it.
+    monkeypatch.setenv("RPM_HTTP_TRUSTED_PROXIES", " 172.28.0.1/24, ::1 ,10.0.0.7")
+    assert load_settings().http.trusted_proxies == "172.28.0.0/24,::1,10.0.0.7"

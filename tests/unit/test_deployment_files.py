@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-def test_compose_parses_and_names_the_three_services() -> None:
-    assert set(COMPOSE["services"]) == {"db", "mqtt", "rpm"}
+def test_compose_parses_and_names_the_four_services() -> None:
+    assert set(COMPOSE["services"]) == {"db", "mqtt", "rpm", "proxy"}
     assert COMPOSE["services"]["db"]["image"].startswith("timescale/timescaledb:")
     assert COMPOSE["services"]["mqtt"]["image"].startswith("eclipse-mosquitto:2")
 
 
-@pytest.mark.parametrize("service", ["db", "mqtt", "rpm"])
+@pytest.mark.parametrize("service", ["db", "mqtt", "rpm", "proxy"])
 def test_every_service_has_a_health_check_and_restarts(service: str) -> None:
     definition = COMPOSE["services"][service]
     assert definition["healthcheck"]["test"]
@@ -79,3 +80,14 @@ def test_every_file_the_dockerfile_copies_exists() -> None:
             *sources, _destination = shlex.split(line)[1:]
             for source in sources:
                 assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+
+
+def test_rpm_is_reached_through_the_proxy_only_and_believes_it_alone() -> None:
+    services = COMPOSE["services"]
+    assert "ports" not in services["rpm"]
+    proxy_address = services["proxy"]["networks"]["default"]["ipv4_address"]
+    assert services["rpm"]["environment"]["RPM_HTTP_TRUSTED_PROXIES"] == proxy_address
+    subnet = COMPOSE["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ip_address(proxy_address) in ip_network(subnet)
+    assert "./deploy/caddy/Caddyfile:/etc/caddy/Caddyfile:ro" in services["proxy"]["volumes"]
+    assert "reverse_proxy {$RPM_UPSTREAM:rpm:8000}" in (ROOT / "deploy/caddy/Caddyfile").read_text()
