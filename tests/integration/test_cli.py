@@ -177,3 +177,18 @@ def test_tls_make_certs_makes_a_ca_and_a_server_certificate_then_rotates_it(
     refused = make_certs("not a host")
     assert refused.returncode == 1
     assert refused.stderr == "rpm: 'not a host' is neither a host name nor an IP address\n"
+
+
+def test_rpm_up_with_a_missing_ca_file_stops_at_once_naming_the_setting(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RPM_")}
+    env["RPM_MQTT_URL"] = "mqtts://rpm-ingest:secret@broker.example:8883"
+    env["RPM_MQTT_CA_FILE"] = str(tmp_path / "nowhere" / "ca.crt")
+    completed = subprocess.run(
+        [RPM, "up"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert completed.stderr == (
+        "rpm: invalid settings:\n"
+        f"  RPM_MQTT_CA_FILE='{tmp_path / 'nowhere' / 'ca.crt'}': no such file (or not a file)\n"
+    )

@@ -11,6 +11,8 @@ import asyncio
 import json
 import logging
 import shutil
+import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from pathlib import Path
 import aiomqtt
 import psycopg
 import pytest
+from cryptography import x509
 from fastapi.testclient import TestClient
 
 from rpm.app import create_app
@@ -55,6 +58,12 @@ class TlsBroker:
 
 @pytest.fixture
 def broker(tmp_path: Path, certs: MadeCertificates) -> Iterator[TlsBroker]:
+    started = _start_broker(tmp_path, certs.directory)
+    yield started
+    started.process.stop()
+
+
+def _start_broker(tmp_path: Path, certs: Path) -> TlsBroker:
     if shutil.which("mosquitto_passwd") is None:
         pytest.skip("Mosquitto is not installed (Debian package mosquitto)")
     passwd = tmp_path / "passwd"
@@ -65,14 +74,13 @@ def broker(tmp_path: Path, certs: MadeCertificates) -> Iterator[TlsBroker]:
     listener = (ROOT / "deploy/mosquitto/tls.conf").read_text()
     assert "listener 8883\n" in listener
     listener = listener.replace("listener 8883\n", f"listener {tls_port} 127.0.0.1\n").replace(
-        "/mosquitto/certs/", f"{certs.directory}/"
+        "/mosquitto/certs/", f"{certs}/"
     )
     config = f"allow_anonymous false\npassword_file {passwd}\npersistence false\n{listener}"
     # MosquittoProcess adds a plain listener of its own first: the internal network's.
     process = MosquittoProcess(config, tmp_path)
     process.start()
-    yield TlsBroker(process, tls_port)
-    process.stop()
+    return TlsBroker(process, tls_port)
 
 
 def _device_message(measured_at: datetime) -> Message:
@@ -237,3 +245,35 @@ async def test_the_plain_listener_still_serves_the_internal_network(broker: TlsB
         password=PASSWORDS["rpm-ingest"],
     ) as client:
         await client.publish("rpm/v1/consumer-check", b"", qos=1)
+
+
+def _served_certificate(port: int, ca: Path) -> x509.Certificate:
+    """The certificate a new connection is given, once verified as a device verifies it."""
+    context = ssl.create_default_context(cafile=ca)
+    with (
+        socket.create_connection(("localhost", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        served = tls.getpeercert(binary_form=True)
+    assert served is not None
+    return x509.load_der_x509_certificate(served)
+
+
+def test_a_renewed_server_certificate_is_served_after_a_sighup(
+    tmp_path: Path, certs: MadeCertificates
+) -> None:
+    own = tmp_path / "certs"
+    shutil.copytree(certs.directory, own)
+    broker = _start_broker(tmp_path, own)
+    try:
+        before = _served_certificate(broker.tls_port, own / "ca.crt")
+        renewed = make_certificates(own, ["localhost"])
+        assert renewed.ca_kept
+        broker.process.reload()
+        deadline = time.monotonic() + 10
+        while (served := _served_certificate(broker.tls_port, own / "ca.crt")) == before:
+            assert time.monotonic() < deadline, "the renewed certificate was not served"
+            time.sleep(0.1)
+        assert served == x509.load_pem_x509_certificate(renewed.server_cert.read_bytes())
+    finally:
+        broker.process.stop()
