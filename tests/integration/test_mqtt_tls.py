@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 
 from rpm.app import create_app
 from rpm.certs import MadeCertificates, make_certificates
-from rpm.config import BrokerAddress, BrokerTls, MqttSettings
+from rpm.config import BrokerAddress, BrokerTls, MqttSettings, SettingsError
 from rpm.health import Health
 from rpm.ingest.consumer import ConsumerOptions, MqttConsumer
 from simulators.devices import Message
@@ -76,7 +76,13 @@ def _start_broker(tmp_path: Path, certs: Path) -> TlsBroker:
     listener = listener.replace("listener 8883\n", f"listener {tls_port} 127.0.0.1\n").replace(
         "/mosquitto/certs/", f"{certs}/"
     )
-    config = f"allow_anonymous false\npassword_file {passwd}\npersistence false\n{listener}"
+    # Included as the compose stack includes it: a directory of its own.
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "tls.conf").write_text(listener)
+    config = (
+        f"allow_anonymous false\npassword_file {passwd}\npersistence false\n"
+        f"include_dir {tmp_path / 'conf.d'}\n"
+    )
     # MosquittoProcess adds a plain listener of its own first: the internal network's.
     process = MosquittoProcess(config, tmp_path)
     process.start()
@@ -235,6 +241,16 @@ async def test_tls_to_the_plain_port_asks_whether_it_is_the_tls_listener(
     said = await _refusal(_tls_address(broker.plain_port, certs.ca_cert), caplog)
     assert said.startswith(f"mqtts://localhost:{broker.plain_port}: no TLS connection (")
     assert said.endswith(f"is port {broker.plain_port} the broker's TLS listener?")
+
+
+async def test_a_ca_file_gone_by_a_reconnection_stops_the_consumer_naming_it(
+    tmp_path: Path,
+) -> None:
+    gone = tmp_path / "ca.crt"  # read at every connection: here, never there
+    address = BrokerAddress("localhost", free_port(), tls=BrokerTls(gone))
+    consumer = MqttConsumer(address, _options(), _NothingArrives(), Health())  # type: ignore[arg-type]
+    with pytest.raises(SettingsError, match=f"^RPM_MQTT_CA_FILE: {gone} holds no PEM CA"):
+        await consumer.run()
 
 
 async def test_the_plain_listener_still_serves_the_internal_network(broker: TlsBroker) -> None:
