@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from dataclasses import dataclass
 from datetime import time, timedelta
 from pathlib import Path
@@ -123,6 +124,21 @@ class MqttSettings(_Area):
     embedded_port: int = Field(
         1884, ge=1, le=65535, description="Port of the embedded broker (beside a system 1883)."
     )
+    # No switch turns verification off: a device network is where a spoofed broker would
+    # collect readings, and a private CA (`rpm tls make-certs`) costs one file here.
+    ca_file: Path | None = Field(
+        None,
+        description="mqtts:// only: PEM file of the CA certificate(s) the broker's certificate"
+        " must chain to; unset: the system's trust store.",
+    )
+    client_cert_file: Path | None = Field(
+        None,
+        description="mqtts:// only: PEM client certificate, for a broker that asks for one"
+        " (with RPM_MQTT_CLIENT_KEY_FILE).",
+    )
+    client_key_file: Path | None = Field(
+        None, description="The client certificate's private key (PEM, not encrypted)."
+    )
 
     @field_validator("url")
     @classmethod
@@ -137,6 +153,47 @@ class MqttSettings(_Area):
         except ValueError as exc:
             raise ValueError(f"the port is not a number from 1 to 65535 ({exc})") from None
         return value
+
+    @field_validator("ca_file", "client_cert_file", "client_key_file")
+    @classmethod
+    def _readable_file(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError("no such file (or not a file)")
+        return path
+
+    def broker(self) -> BrokerAddress:
+        """The configured broker (`url` must be set), with its TLS files under mqtts://."""
+        assert self.url is not None, "only a configured broker has an address"
+        return BrokerAddress.from_url(self.url, self._tls())
+
+    def _tls(self) -> BrokerTls | None:
+        if self.url is None or urlsplit(self.url).scheme != "mqtts":
+            return None
+        return BrokerTls(self.ca_file, self.client_cert_file, self.client_key_file)
+
+    def tls_problems(self) -> list[str]:
+        """What keeps the TLS settings from making a connection, one line a variable."""
+        files = {
+            "RPM_MQTT_CA_FILE": self.ca_file,
+            "RPM_MQTT_CLIENT_CERT_FILE": self.client_cert_file,
+            "RPM_MQTT_CLIENT_KEY_FILE": self.client_key_file,
+        }
+        given = [name for name, path in files.items() if path is not None]
+        if not given:
+            return []
+        tls = self._tls()
+        # A CA with a plain URL means someone believes the connection is encrypted.
+        if tls is None:
+            return [f"{name}: set, but RPM_MQTT_URL is not an mqtts:// URL" for name in given]
+        if self.client_cert_file is not None and self.client_key_file is None:
+            return ["RPM_MQTT_CLIENT_KEY_FILE: needed with RPM_MQTT_CLIENT_CERT_FILE"]
+        if self.client_key_file is not None and self.client_cert_file is None:
+            return ["RPM_MQTT_CLIENT_CERT_FILE: needed with RPM_MQTT_CLIENT_KEY_FILE"]
+        try:
+            tls.context()
+        except SettingsError as exc:
+            return [str(exc)]
+        return []
 
 
 class IngestSettings(_Area):
@@ -391,6 +448,39 @@ class HttpSettings(_Area):
 
 
 @dataclass(frozen=True)
+class BrokerTls:
+    """How an mqtts:// connection verifies the broker, and proves who we are if asked."""
+
+    ca_file: Path | None = None  # None: the system's trust store
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """A client context that checks the broker's certificate and host name.
+
+        Made for each connection, so that a CA bundle replaced on disk (a CA rotation)
+        is read at the next reconnection. Raises `SettingsError` naming the variable.
+        """
+        try:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(
+                f"RPM_MQTT_CA_FILE: {self.ca_file} holds no PEM CA certificate we can read ({exc})"
+            ) from None
+        # MQTT brokers and device stacks all speak 1.2; nothing older is safe.
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file is not None:
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise SettingsError(
+                    f"RPM_MQTT_CLIENT_CERT_FILE, RPM_MQTT_CLIENT_KEY_FILE: {self.cert_file} and"
+                    f" {self.key_file} are not a PEM certificate and its unencrypted key ({exc})"
+                ) from None
+        return context
+
+
+@dataclass(frozen=True)
 class BrokerAddress:
     """Where the MQTT broker is, parsed from `RPM_MQTT_URL` or the embedded defaults."""
 
@@ -398,12 +488,16 @@ class BrokerAddress:
     port: int
     username: str | None = None
     password: str | None = None
-    tls: bool = False
+    tls: BrokerTls | None = None  # None: plain MQTT
 
     @classmethod
-    def from_url(cls, url: str) -> BrokerAddress:
+    def from_url(cls, url: str, tls: BrokerTls | None = None) -> BrokerAddress:
+        """An mqtts:// URL without `tls` verifies the broker against the system's CAs."""
         parts = urlsplit(url)
-        tls = parts.scheme == "mqtts"
+        if parts.scheme == "mqtts":
+            tls = tls or BrokerTls()
+        elif tls is not None:
+            raise ValueError(f"TLS files for a plain {parts.scheme}:// URL")
         return cls(
             host=parts.hostname or "127.0.0.1",
             port=parts.port or (8883 if tls else 1883),
@@ -462,6 +556,8 @@ def load_settings() -> Settings:
     if problems:
         raise SettingsError("invalid settings:\n" + "\n".join(f"  {p}" for p in problems))
     settings = Settings.model_validate(areas)
+    if problems := settings.mqtt.tls_problems():
+        raise SettingsError("invalid settings:\n" + "\n".join(f"  {p}" for p in problems))
     if settings.database.pool_min_size > settings.database.pool_max_size:
         raise SettingsError(
             "invalid settings:\n  RPM_DATABASE_POOL_MIN_SIZE: must not exceed "

@@ -8,8 +8,10 @@ import os
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated
 
+import aiomqtt
 import typer
 
 from simulators.provision import Credentials, ProvisionError, provision
@@ -103,6 +105,16 @@ def run(
     mqtt_url: Annotated[
         str, typer.Option(envvar="RPM_SIM_MQTT_URL", help="The broker devices publish to.")
     ] = "mqtt://127.0.0.1:1883",
+    mqtt_ca: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="RPM_SIM_MQTT_CA",
+            exists=True,
+            dir_okay=False,
+            help="mqtts:// only: the CA certificate (PEM) the broker's must chain to; unset:"
+            " the system's trust store.",
+        ),
+    ] = None,
     webhook_url: Annotated[
         str | None,
         typer.Option(
@@ -141,14 +153,20 @@ def run(
     if pace == Pace.LOAD:
         messages = messages[: int(rate * duration)]
     offsets = wall_schedule(messages, pace, duration, rate)
-    target = Target(mqtt_url, webhook_url, webhook_secret)
+    target = Target(mqtt_url, webhook_url, webhook_secret, mqtt_ca)
     typer.echo(
         f"{simulation.scenario.name}: {len(simulation.patients)} patients, {len(messages)} messages"
         f" from {simulation.start:%Y-%m-%d %H:%M} UTC, {pace} pace",
         err=True,
     )
     with typer.progressbar(length=len(messages), label="sending", file=sys.stderr) as bar:
-        summary = asyncio.run(send(messages, offsets, target, bar.update))
+        try:
+            summary = asyncio.run(send(messages, offsets, target, bar.update))
+        except aiomqtt.MqttError as exc:
+            # A certificate that does not verify lands here too: say which option matters.
+            hint = "; is --mqtt-ca the broker's CA?" if "CERTIFICATE_VERIFY" in str(exc) else ""
+            typer.echo(f"\nrpm-sim: no connection to the broker: {exc}{hint}", err=True)
+            raise typer.Exit(1) from None
     typer.echo(summary.describe())
     if summary.errors:
         raise typer.Exit(1)

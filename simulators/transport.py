@@ -7,6 +7,7 @@ MQTT topics and the webhook URL), exactly like a device or a vendor's gateway.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -14,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -36,6 +38,16 @@ class Target:
     mqtt_url: str
     webhook_url: str | None = None  # e.g. http://127.0.0.1:8000/webhooks/tenovi
     webhook_secret: str | None = None
+    # mqtts:// only: the CA a device is given to verify the broker (docs/tls.md); None:
+    # the system's trust store. Hostnames are always checked, as a device must.
+    mqtt_ca: Path | None = None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if urlsplit(self.mqtt_url).scheme != "mqtts":
+            return None
+        context = ssl.create_default_context(cafile=self.mqtt_ca)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
 
 
 @dataclass
@@ -98,7 +110,7 @@ async def send(
         password=address.password,
         identifier=f"rpm-sim-{int(time.time())}",
         max_inflight_messages=MAX_IN_FLIGHT,
-        tls_params=aiomqtt.TLSParameters() if address.scheme == "mqtts" else None,
+        tls_context=target.tls_context(),
     ) as client:
         # Many publishes in flight is the point here, not a leak to warn about.
         client.pending_calls_threshold = MAX_IN_FLIGHT

@@ -93,6 +93,11 @@ class MosquittoProcess:
             self._process.communicate(timeout=10)
             self._process = None
 
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto reads its configuration, certificates included, again."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGHUP)
+
 
 def npm_ci(package_dir: Path) -> None:
     """A test tool's npm packages (tests/<tool>/package.json), exactly as its committed

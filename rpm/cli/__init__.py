@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rpm.cli import dead_letters, devices, integrations, serve, smart_clients, users
+from rpm.cli import dead_letters, devices, integrations, serve, smart_clients, tls, users
 
 cli = typer.Typer(
     help="rpm: remote patient monitoring ingest and alerting.",
@@ -18,6 +18,7 @@ cli.add_typer(dead_letters.app, name="dead-letters")
 cli.add_typer(integrations.app, name="integrations")
 cli.add_typer(users.app, name="users")
 cli.add_typer(smart_clients.app, name="smart-clients")
+cli.add_typer(tls.app, name="tls")
 
 
 def main() -> None:

@@ -117,7 +117,7 @@ async def _serve(settings: Settings, demo_seconds: float | None) -> int:
     async with AsyncExitStack() as stack:
         database_url = settings.database.url or await embedded_database(settings, stack)
         if settings.mqtt.url:
-            broker = BrokerAddress.from_url(settings.mqtt.url)
+            broker = settings.mqtt.broker()
         else:
             broker = await _embedded_broker(settings, stack)
         if shutdown.requested:

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -119,8 +120,61 @@ def loses_shared_subscriptions(version: str) -> bool | None:
     return tuple(int(part) for part in found.groups()) < SHARED_SUBSCRIPTIONS_RESTORED_SINCE
 
 
-def _tls(address: BrokerAddress) -> aiomqtt.TLSParameters | None:
-    return aiomqtt.TLSParameters() if address.tls else None
+class _ClosedIfHandshakeFails(ssl.SSLSocket):
+    """paho leaves the socket open when the TLS handshake fails (a certificate that does
+    not verify, say), one leaked socket for every reconnection attempt: this closes it."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def _tls_context(address: BrokerAddress) -> ssl.SSLContext | None:
+    if address.tls is None:
+        return None
+    context = address.tls.context()
+    context.sslsocket_class = _ClosedIfHandshakeFails
+    return context
+
+
+# What OpenSSL says, inside Python's message, when the peer's certificate fails: e.g.
+# "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate in
+# certificate chain (_ssl.c:1006)". aiomqtt keeps only the text of the error it wraps.
+_CLOSED_BEFORE_CONNACK = "the broker closed the connection before accepting it"
+_VERIFY_FAILED = re.compile(
+    r"CERTIFICATE_VERIFY_FAILED\]\s*(?:certificate verify failed: )?(.*?)\s*(?:\(_ssl\.c:\d+\))?$"
+)
+
+
+def describe_broker_error(address: BrokerAddress, error: aiomqtt.MqttError) -> str:
+    """What went wrong connecting, in words an operator can act on: a certificate that did
+    not verify, or TLS on one side only, rather than OpenSSL's bare text."""
+    text = str(error)
+    if (failed := _VERIFY_FAILED.search(text)) is not None:
+        trusted = (
+            f"RPM_MQTT_CA_FILE ({address.tls.ca_file})"
+            if address.tls and address.tls.ca_file
+            else "the system's trust store (RPM_MQTT_CA_FILE is unset)"
+        )
+        return (
+            f"the broker's certificate did not verify for host {address.host} ({address}):"
+            f" {failed.group(1).rstrip('.')}. It must be signed by a CA in {trusted} and"
+            f" name {address.host} (docs/tls.md)"
+        )
+    if address.tls is not None and ("SSL" in text or "reset" in text or "EOF" in text):
+        return (
+            f"{address}: no TLS connection ({text}); is port {address.port} the broker's"
+            " TLS listener?"
+        )
+    if address.tls is None and text == _CLOSED_BEFORE_CONNACK:
+        return (
+            f"{address}: {text}; if port {address.port} is a TLS listener (8883, say),"
+            " use an mqtts:// URL"
+        )
+    return f"{address}: {text}"
 
 
 async def broker_version(address: BrokerAddress, protocol: aiomqtt.ProtocolVersion) -> str | None:
@@ -134,7 +188,7 @@ async def broker_version(address: BrokerAddress, protocol: aiomqtt.ProtocolVersi
                 username=address.username,
                 password=address.password,
                 protocol=protocol,
-                tls_params=_tls(address),
+                tls_context=_tls_context(address),
             ) as client:
                 await client.subscribe(VERSION_TOPIC)
                 async for message in client.messages:
@@ -169,14 +223,37 @@ class _ManualAckClient:
             identifier=options.client_id,
             protocol=options.protocol,
             keepalive=options.keepalive_s,
-            tls_params=_tls(address),
+            tls_context=_tls_context(address),
             # A persistent session: unacknowledged messages survive our restart.
             clean_session=None if v5 else False,
             clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
         )
         self.client._client.manual_ack_set(True)
+        self._fail_connect_on_close()
         self._getter: asyncio.Task[aiomqtt.Message] | None = None
+
+    def _fail_connect_on_close(self) -> None:
+        """Fail the connection attempt as soon as the broker closes it before its CONNACK.
+
+        aiomqtt ignores a disconnection before CONNACK and waits out its timeout instead,
+        which is what a plain client sees on a TLS listener: the broker drops it at once.
+        """
+        paho_client = self.client._client
+        aiomqtt_on_disconnect = paho_client.on_disconnect
+        assert aiomqtt_on_disconnect is not None
+        loop = self.client._loop
+
+        def fail_connect() -> None:
+            if not self.client._connected.done():
+                self.client._connected.set_exception(aiomqtt.MqttError(_CLOSED_BEFORE_CONNACK))
+
+        def on_disconnect(*args: Any) -> None:
+            # paho calls this from the connecting thread as well as from the event loop.
+            loop.call_soon_threadsafe(fail_connect)
+            aiomqtt_on_disconnect(*args)
+
+        paho_client.on_disconnect = on_disconnect
 
     def ack(self, message: aiomqtt.Message) -> None:
         if message.qos > 0:
@@ -330,7 +407,7 @@ class MqttConsumer:
                     # session, and whatever we took but did not acknowledge, for our return.
             except aiomqtt.MqttError as exc:
                 delay = backoff.next_delay()
-                self._health.set("broker", False, f"{self._address}: {exc}")
+                self._health.set("broker", False, describe_broker_error(self._address, exc))
                 logger.debug("reconnecting to %s in %.1f s", self._address, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)

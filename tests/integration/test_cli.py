@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 RPM = str(Path(sys.executable).with_name("rpm"))
 
@@ -131,3 +133,62 @@ def test_an_integration_secret_is_shown_once_and_can_be_revoked(
     assert "already exists" in taken.stderr
     badly_named = _rpm(db_url, tmp_path, "integrations", "create", "Clinic A", "--vendor", "tenovi")
     assert "lower-case letters" in badly_named.stderr
+
+
+def test_tls_make_certs_makes_a_ca_and_a_server_certificate_then_rotates_it(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "certs"
+
+    def make_certs(*hosts: str) -> subprocess.CompletedProcess[str]:
+        host_options = [option for host in hosts for option in ("--host", host)]
+        return subprocess.run(
+            [RPM, "tls", "make-certs", *host_options, "--out", str(out)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    made = make_certs("broker.example", "192.0.2.10")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("made a new CA; new server certificate for broker.example,")
+    assert "broker (mounted at /mosquitto/certs/): ca.crt, server.crt, server.key" in made.stdout
+    assert f"devices and rpm (RPM_MQTT_CA_FILE): {out / 'ca.crt'}" in made.stdout
+    modes = {path.name: path.stat().st_mode & 0o777 for path in out.iterdir()}
+    assert modes["ca.key"] == modes["server.key"] == 0o600
+    assert set(modes) == {"ca.crt", "ca.key", "server.crt", "server.key"}
+
+    ca = x509.load_pem_x509_certificate((out / "ca.crt").read_bytes())
+    server = x509.load_pem_x509_certificate((out / "server.crt").read_bytes())
+    server.verify_directly_issued_by(ca)
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["broker.example"]
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["192.0.2.10"]
+    assert server.public_key().key_size == 2048  # type: ignore[union-attr]
+    assert ca.public_key().key_size == 3072  # type: ignore[union-attr]
+
+    # Run again: the same CA (devices keep trusting it), a new server certificate.
+    rotated = make_certs("broker.example")
+    assert rotated.returncode == 0, rotated.stderr
+    assert rotated.stdout.startswith("kept the existing CA;")
+    assert (out / "ca.crt").read_bytes() == ca.public_bytes(serialization.Encoding.PEM)
+    renewed = x509.load_pem_x509_certificate((out / "server.crt").read_bytes())
+    assert renewed.serial_number != server.serial_number
+    renewed.verify_directly_issued_by(ca)
+
+    refused = make_certs("not a host")
+    assert refused.returncode == 1
+    assert refused.stderr == "rpm: 'not a host' is neither a host name nor an IP address\n"
+
+
+def test_rpm_up_with_a_missing_ca_file_stops_at_once_naming_the_setting(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RPM_")}
+    env["RPM_MQTT_URL"] = "mqtts://rpm-ingest:secret@broker.example:8883"
+    env["RPM_MQTT_CA_FILE"] = str(tmp_path / "nowhere" / "ca.crt")
+    completed = subprocess.run(
+        [RPM, "up"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert completed.stderr == (
+        "rpm: invalid settings:\n"
+        f"  RPM_MQTT_CA_FILE='{tmp_path / 'nowhere' / 'ca.crt'}': no such file (or not a file)\n"
+    )

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rpm.config import BrokerAddress, SettingsError, load_settings
+from rpm.config import BrokerAddress, BrokerTls, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -98,7 +98,7 @@ def test_pool_minimum_above_maximum_is_refused(monkeypatch: pytest.MonkeyPatch) 
 
 def test_broker_address_from_url() -> None:
     address = BrokerAddress.from_url("mqtts://ingest:p%40ss@broker.example:8884")
-    assert address == BrokerAddress("broker.example", 8884, "ingest", "p@ss", tls=True)
+    assert address == BrokerAddress("broker.example", 8884, "ingest", "p@ss", tls=BrokerTls())
     assert str(address) == "mqtts://broker.example:8884"
     assert BrokerAddress.from_url("mqtt://localhost").port == 1883
     assert BrokerAddress.from_url("mqtts://localhost").port == 8883
