@@ -16,18 +16,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from ipaddress import ip_address
 from pathlib import Path
 
 import httpx2
 import psycopg
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from rpm.certs import make_certificates
 from tests.conftest import DatabaseFactory
 from tests.support import TEST_PASSWORD, MosquittoProcess, RpmProcess, add_user, free_port
 
@@ -47,51 +42,6 @@ def _this_machines_address() -> str:
             return str(probe.getsockname()[0])
         except OSError:
             return "127.0.0.1"
-
-
-def _certificates(workdir: Path, address: str) -> tuple[Path, Path, Path]:
-    """A CA of the test's own and the proxy's certificate for `address`, signed by it."""
-    now = datetime.now(UTC)
-
-    def issue(
-        subject: str,
-        key: ec.EllipticCurvePrivateKey,
-        issuer_key: ec.EllipticCurvePrivateKey,
-        issuer: x509.Name | None,
-        ca: bool,
-    ) -> x509.Certificate:
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(issuer or name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if not ca:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ip_address(address))]), critical=False
-            )
-        return builder.sign(issuer_key, hashes.SHA256())
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = issue("rpm test CA", ca_key, ca_key, None, ca=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = issue(address, key, ca_key, ca.subject, ca=False)
-    paths = workdir / "ca.crt", workdir / "proxy.crt", workdir / "proxy.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
 
 
 @dataclass
@@ -137,7 +87,8 @@ def proxied(
         RPM_MQTT_URL=f"mqtt://127.0.0.1:{broker.port}",
     )
     address = _this_machines_address()
-    ca, cert, key = _certificates(workdir, address)
+    # The TLS listener's own certificate maker (rpm tls make-certs) serves the proxy too.
+    made = make_certificates(workdir / "certs", [address])
     port = free_port()
     # The deployed file, with a certificate of the test's (instead of ACME) and neither
     # Caddy's admin endpoint nor its port-80 redirect, which would clash with other tests.
@@ -147,7 +98,7 @@ def proxied(
     config = workdir / "Caddyfile"
     config.write_text(
         "{\n\tadmin off\n\tauto_https disable_redirects\n}\n\n"
-        + caddyfile.replace(site, f"{site}\ttls {cert} {key}\n")
+        + caddyfile.replace(site, f"{site}\ttls {made.server_cert} {made.server_key}\n")
     )
     environment = {
         "PATH": "/usr/bin:/bin",
@@ -170,7 +121,7 @@ def proxied(
         _wait_listening(port, caddy)
         add_user(db_url, "nurse-https", "nurse", TEST_PASSWORD)
         base = f"https://{address}:{port}"
-        trust = ssl.create_default_context(cafile=str(ca))
+        trust = ssl.create_default_context(cafile=str(made.ca_cert))
         with httpx2.Client(base_url=base, verify=trust, timeout=10) as client:
             yield Proxied(client, base, address, db_url)
     finally:
