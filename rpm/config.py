@@ -122,8 +122,19 @@ class MqttSettings(_Area):
     embedded_port: int = Field(
         1884, ge=1, le=65535, description="Port of the embedded broker (beside a system 1883)."
     )
+    # Off by default: the embedded broker has no dynamic security plugin, and a broker
+    # whose device accounts are kept some other way is left to it.
+    dynsec_url: str | None = Field(
+        None,
+        description="mqtt:// or mqtts:// URL, with the user and password of the broker's"
+        " dynamic security admin: rpm then makes, rotates and revokes each device's broker"
+        " identity as the registry changes. Unset: rpm leaves the broker's accounts alone.",
+    )
+    dynsec_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="How long a device change waits for the broker's answer."
+    )
 
-    @field_validator("url")
+    @field_validator("url", "dynsec_url")
     @classmethod
     def _mqtt_url(cls, value: str | None) -> str | None:
         if value is None:
