@@ -51,12 +51,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class MosquittoProcess:
-    """A Mosquitto of the test's own (own port, config and data), to stop and restart."""
+DYNSEC_PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
 
-    def __init__(self, config: str, workdir: Path, port: int | None = None) -> None:
+
+class MosquittoProcess:
+    """A Mosquitto of the test's own (own port, config and data), to stop and restart.
+
+    With `entrypoint`, that script starts it (deploy/mosquitto/entrypoint.sh), given the
+    config's path in MOSQUITTO_CONFIG and `env`."""
+
+    def __init__(
+        self,
+        config: str,
+        workdir: Path,
+        port: int | None = None,
+        entrypoint: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         if shutil.which("mosquitto") is None:
             pytest.skip("Mosquitto is not installed (Debian package mosquitto)")
+        self._entrypoint = entrypoint
+        self._env = env or {}
         self.port = port or free_port()
         self.config_path = workdir / "mosquitto.conf"
         # As root Mosquitto would switch to its own user, which cannot read our files.
@@ -67,8 +82,14 @@ class MosquittoProcess:
         self._process: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
+        command = ["mosquitto", "-c", str(self.config_path)]
+        env = None
+        if self._entrypoint is not None:
+            command = ["sh", str(self._entrypoint)]
+            env = os.environ | self._env | {"MOSQUITTO_CONFIG": str(self.config_path)}
         self._process = subprocess.Popen(
-            ["mosquitto", "-c", str(self.config_path)],
+            command,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -510,3 +531,30 @@ def assert_every_control_is_labelled(page: str) -> None:
         r'<(?:select|textarea|input)(?![^>]*type="hidden")[^>]*\sid="([^"]+)"', page
     ):
         assert f'for="{control}"' in page, control
+
+
+DEPLOY_MOSQUITTO = ROOT / "deploy" / "mosquitto"
+
+
+def deploy_broker(workdir: Path, ingest_password: str, admin_password: str) -> MosquittoProcess:
+    """deploy/mosquitto/ as docker-compose.yml runs it, here: its entrypoint (which makes
+    the broker's accounts on the first start) and its configuration, with only the paths
+    the compose file mounts rewritten to `workdir`, and Debian's path of the plugin."""
+    if not DYNSEC_PLUGIN.exists():
+        pytest.skip(f"Mosquitto's dynamic security plugin is not at {DYNSEC_PLUGIN}")
+    data = workdir / "data"
+    data.mkdir(exist_ok=True)
+    config = (
+        (DEPLOY_MOSQUITTO / "mosquitto.conf")
+        .read_text()
+        .replace("listener 1883\n", "")
+        .replace("/usr/lib/mosquitto_dynamic_security.so", str(DYNSEC_PLUGIN))
+        .replace("/mosquitto/data/", f"{data}/")
+    )
+    env = {
+        "RPM_MQTT_PASSWORD": ingest_password,
+        "RPM_MQTT_DYNSEC_PASSWORD": admin_password,
+        "MOSQUITTO_DATA": str(data),
+        "MOSQUITTO_BOOTSTRAP_PORT": str(free_port()),
+    }
+    return MosquittoProcess(config, workdir, entrypoint=DEPLOY_MOSQUITTO / "entrypoint.sh", env=env)
