@@ -339,6 +339,7 @@ _STATUS_OF: dict[type[Exception], int] = {
     # The broker answered with an error (a bad gateway), or did not answer (unavailable).
     broker_identities.BrokerRefused: 502,
     broker_identities.BrokerUnavailable: 503,
+    broker_identities.ServiceClient: 409,
     dead_letters.DeadLetterNotFound: 404,
     dead_letters.AlreadyReplayed: 409,
     patients.PatientNotFound: 404,

@@ -35,6 +35,8 @@ router = APIRouter(
             409: "The change conflicts with the device's state or history",
             502: "The MQTT broker refused the change of the device's broker identity:"
             " nothing was changed",
+            503: "The database, or the MQTT broker that keeps the devices' identities, is not"
+            " available at the moment: nothing was changed; retry after Retry-After",
         }
     ),
 )

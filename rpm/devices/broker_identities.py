@@ -44,6 +44,10 @@ class BrokerRefused(BrokerIdentityError):
     pass
 
 
+class ServiceClient(BrokerIdentityError):
+    """The serial is the name of one of the service's own broker clients."""
+
+
 class BrokerIdentities:
     """Device identities on a Mosquitto with the dynamic security plugin."""
 
@@ -73,7 +77,10 @@ class BrokerIdentities:
 
     async def _send(self, serial: str, action: str, commands: Sequence[Command]) -> None:
         if serial in self._reserved:
-            raise BrokerRefused(f"{serial!r} is one of the service's own broker clients")
+            raise ServiceClient(
+                f"{serial!r} is the name of one of the service's own broker clients, never a"
+                " device's; nothing was changed in rpm"
+            )
         correlation = uuid.uuid4().hex
         payload = json.dumps(identities.request(commands, correlation))
         try:
