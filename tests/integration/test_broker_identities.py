@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -36,6 +39,7 @@ from tests.support import (
     wiring,
 )
 
+RPM = str(Path(sys.executable).with_name("rpm"))
 INGEST_PW = "ingest-test-pw"
 ADMIN_PW = "admin-test-pw"
 
@@ -282,3 +286,39 @@ def test_the_devices_page_shows_a_new_secret_once(
     new = rotated.text.split('<code id="device-secret">')[1].split("</code>")[0]
     assert new != secret
     assert asyncio.run(_refused(broker.port, "SC-UI", secret))
+
+
+def test_the_cli_prints_a_new_secret_once_and_revokes(
+    broker: MosquittoProcess, db_url: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RPM_")}
+    env |= {
+        "RPM_DATABASE_URL": db_url,
+        "RPM_MQTT_URL": f"mqtt://rpm-ingest:{INGEST_PW}@127.0.0.1:{broker.port}",
+        "RPM_MQTT_DYNSEC_URL": f"mqtt://rpm-admin:{ADMIN_PW}@127.0.0.1:{broker.port}",
+    }
+
+    def rpm(*args: str) -> dict[str, object]:
+        done = subprocess.run(
+            [RPM, "devices", *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        result: dict[str, object] = json.loads(done.stdout)
+        logged.append(done.stderr)
+        return result
+
+    logged: list[str] = []
+
+    secret = rpm("register", "SC-CLI", "--kind", "glucometer")["mqtt_password"]
+    assert isinstance(secret, str)
+    assert not asyncio.run(_refused(broker.port, "SC-CLI", secret))
+    rotated = rpm("rotate-secret", "SC-CLI")["mqtt_password"]
+    assert isinstance(rotated, str)
+    assert asyncio.run(_refused(broker.port, "SC-CLI", secret))
+    assert rpm("deactivate", "SC-CLI")["status"] == "inactive"
+    assert asyncio.run(_refused(broker.port, "SC-CLI", rotated))
+    # The log says what was done, never a secret.
+    assert "action=revoke device_serial=SC-CLI" in logged[-1]
+    assert secret not in "".join(logged)
+    assert rotated not in "".join(logged)
