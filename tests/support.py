@@ -74,6 +74,7 @@ class MosquittoProcess:
         self._env = env or {}
         self.port = port or free_port()
         self.config_path = workdir / "mosquitto.conf"
+        self.log_path = workdir / "mosquitto.log"
         # As root Mosquitto would switch to its own user, which cannot read our files.
         run_as = f"user {os.environ.get('USER') or 'root'}\n" if os.geteuid() == 0 else ""
         self.config_path.write_text(
@@ -87,17 +88,16 @@ class MosquittoProcess:
         if self._entrypoint is not None:
             command = ["sh", str(self._entrypoint)]
             env = os.environ | self._env | {"MOSQUITTO_CONFIG": str(self.config_path)}
-        self._process = subprocess.Popen(
-            command,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        # To a file, not a pipe nobody reads: a broker logging each connection (the deploy
+        # configuration) would block on a full pipe after some hundred of them.
+        with self.log_path.open("a", encoding="utf-8") as log:
+            self._process = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+            )
         deadline = time.monotonic() + 10
         while True:
             if self._process.poll() is not None:
-                output = self._process.stdout.read() if self._process.stdout else ""
+                output = self.log_path.read_text(encoding="utf-8")
                 raise RuntimeError(f"mosquitto exited:\n{output}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
