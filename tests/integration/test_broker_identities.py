@@ -322,3 +322,36 @@ def test_the_cli_prints_a_new_secret_once_and_revokes(
     assert "action=revoke device_serial=SC-CLI" in logged[-1]
     assert secret not in "".join(logged)
     assert rotated not in "".join(logged)
+
+
+def test_without_javascript_a_secret_is_shown_on_the_page_that_answers(
+    service: TestClient, broker: MosquittoProcess, db_url: str
+) -> None:
+    """A redirect would lose it: the answer to the post is the device's page, with it."""
+    service.base_url = "https://testserver"  # type: ignore[assignment]
+    add_user(db_url, "admin-ui", "admin", TEST_PASSWORD)
+    browser_sign_in(service, "admin-ui")
+    csrf = {"csrf_token": browser_csrf(db_url, "admin-ui")}
+    registered = service.post(
+        "/ui/devices", data=csrf | {"serial": "SC-NOJS", "kind": "weight_scale"}
+    )
+    assert registered.status_code == 201, registered.text
+    assert "<h1>Device SC-NOJS</h1>" in registered.text
+    assert registered.headers["Cache-Control"] == "no-store"
+    secret = registered.text.split('<code id="device-secret">')[1].split("</code>")[0]
+
+    # Given to a first patient from the patient's page, then to a second: a new secret.
+    first, second = _patient(db_url, "P-1"), _patient(db_url, "P-2")
+    given = service.post(
+        f"/ui/patients/{first}/devices", data=csrf | {"serial": "SC-NOJS"}, follow_redirects=False
+    )
+    assert given.status_code == 303
+    service.post("/ui/devices/SC-NOJS/unassign", data=csrf)
+    moved = service.post(f"/ui/patients/{second}/devices", data=csrf | {"serial": "SC-NOJS"})
+    assert moved.status_code == 200, moved.text
+    assert "with a new MQTT password" in moved.text
+    assert moved.headers["Cache-Control"] == "no-store"
+    new = moved.text.split('<code id="device-secret">')[1].split("</code>")[0]
+    assert new != secret
+    assert asyncio.run(_refused(broker.port, "SC-NOJS", secret))
+    assert not asyncio.run(_refused(broker.port, "SC-NOJS", new))
