@@ -6,8 +6,9 @@ then the broker's, then the commit. A broker that fails or does not answer rolls
 registry's change back, so that the refusal ("nothing was changed") is true of rpm. The
 one gap left is the commit failing after the broker's change: then a registration leaves
 a broker client whose secret nobody was shown (registering again says the broker has
-the client; delete it with `mosquitto_ctrl dynsec deleteClient`), and a deactivation
-leaves a device that the broker refuses but rpm still counts as active: both fail closed.
+the client; delete it with `mosquitto_ctrl dynsec deleteClient`), a rotation leaves the
+device with a secret nobody was shown (rotate again), and a deactivation leaves a device
+that the broker refuses but rpm still counts as active: each fails closed.
 
 `identities` None: rpm does not manage the broker (`RPM_MQTT_DYNSEC_URL` unset, the
 embedded development broker), and the registry alone changes, as before.

@@ -5,13 +5,14 @@ taken back, given a new MQTT password, or retired.
 Where rpm manages the broker's identities, a registration, a move to another patient and
 a rotation show the device's new MQTT password on the page that answers the post, this
 once (`_device_secret.html`), never in a URL: that page is not kept by the browser's
-cache (`Cache-Control: no-store`), and a reload asks to post again rather than show it.
+cache (`Cache-Control: no-store`), and reloading it posts again (a registration is then
+refused, a rotation makes another secret) rather than showing the same one.
 
 Reads and changes go through the API's own audited calls (`rpm.api.devices`:
 `read_devices`, `read_device` and `read_assignments`; `register_device`,
-`assign_device`, `unassign_device`, `rotate_device_secret` and `deactivate_device`, which
-name the patient
-concerned), so the pages refuse and audit exactly as `/api/v1/devices` does. The actions
+`assign_device`, `unassign_device`, `rotate_device_secret` and `deactivate_device`,
+which name the patient concerned), so the pages refuse and audit exactly as
+`/api/v1/devices` does. The actions
 post with htmx and get the device's section back, saying what was done or why not;
 without JavaScript the forms post normally.
 """
