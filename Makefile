@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up migrate test lint fmt lock bench bench-rules bench-alerts bench-program bench-burden clean
+.PHONY: help install up migrate test lint fmt lock bench bench-rules bench-alerts bench-program bench-burden bench-identities clean
 
 help:
 	@echo "make up       install, then run the whole service (embedded database and broker unless"
@@ -26,6 +26,8 @@ help:
 	@echo "              patients with a year of readings each (same needs, BENCH_ARGS)"
 	@echo "make bench-burden  alert burden of the care-plan templates on 1,000 simulated patients"
 	@echo "              over 90 days, through the rule engine's own evaluation (no database; BENCH_ARGS)"
+	@echo "make bench-identities  how soon Mosquitto's dynamic security plugin drops a rotated or"
+	@echo "              revoked device (a Mosquitto of its own, no database; BENCH_ARGS)"
 
 # The install resolves nothing: every file it installs, the build backend included, is named
 # and hash-pinned in a lock, and pip installs exactly those (--no-deps), so whichever pip a
@@ -82,6 +84,9 @@ bench-program: $(STAMP)
 
 bench-burden: $(STAMP)
 	$(BIN)/python -m benchmarks.burden $(BENCH_ARGS)
+
+bench-identities: $(STAMP)
+	$(BIN)/python -m benchmarks.identities $(BENCH_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

@@ -52,6 +52,7 @@ from rpm.config import BrokerAddress, Settings
 from rpm.db.migrate import MigrationError
 from rpm.db.store import make_pool, prepare_schema
 from rpm.db.timescale import TimescaleUnavailable
+from rpm.devices import broker_identities
 from rpm.ehr.handoff import EhrHandoff
 from rpm.ehr.pusher import EhrPusher
 from rpm.fhir.exporter import BulkExporter
@@ -107,6 +108,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         app.state.pool = pool
         app.state.health = wiring.health
         app.state.settings = settings
+        app.state.identities = broker_identities.from_settings(settings.mqtt)
 
         policy = policy_of(settings.alerts)
         dispatcher = _dispatcher(pool, settings, policy)

@@ -139,8 +139,19 @@ class MqttSettings(_Area):
     client_key_file: Path | None = Field(
         None, description="The client certificate's private key (PEM, not encrypted)."
     )
+    # Off by default: the embedded broker has no dynamic security plugin, and a broker
+    # whose device accounts are kept some other way is left to it.
+    dynsec_url: str | None = Field(
+        None,
+        description="mqtt:// or mqtts:// URL, with the user and password of the broker's"
+        " dynamic security admin: rpm then makes, rotates and revokes each device's broker"
+        " identity as the registry changes. Unset: rpm leaves the broker's accounts alone.",
+    )
+    dynsec_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="How long a device change waits for the broker's answer."
+    )
 
-    @field_validator("url")
+    @field_validator("url", "dynsec_url")
     @classmethod
     def _mqtt_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -164,10 +175,16 @@ class MqttSettings(_Area):
     def broker(self) -> BrokerAddress:
         """The configured broker (`url` must be set), with its TLS files under mqtts://."""
         assert self.url is not None, "only a configured broker has an address"
-        return BrokerAddress.from_url(self.url, self._tls())
+        return BrokerAddress.from_url(self.url, self._tls(self.url))
 
-    def _tls(self) -> BrokerTls | None:
-        if self.url is None or urlsplit(self.url).scheme != "mqtts":
+    def dynsec_broker(self) -> BrokerAddress | None:
+        """The dynamic security admin's broker, reached with the same TLS files."""
+        if self.dynsec_url is None:
+            return None
+        return BrokerAddress.from_url(self.dynsec_url, self._tls(self.dynsec_url))
+
+    def _tls(self, url: str | None) -> BrokerTls | None:
+        if url is None or urlsplit(url).scheme != "mqtts":
             return None
         return BrokerTls(self.ca_file, self.client_cert_file, self.client_key_file)
 
@@ -181,7 +198,7 @@ class MqttSettings(_Area):
         given = [name for name, path in files.items() if path is not None]
         if not given:
             return []
-        tls = self._tls()
+        tls = self._tls(self.url)
         # A CA with a plain URL means someone believes the connection is encrypted.
         if tls is None:
             return [f"{name}: set, but RPM_MQTT_URL is not an mqtts:// URL" for name in given]

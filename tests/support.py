@@ -51,14 +51,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class MosquittoProcess:
-    """A Mosquitto of the test's own (own port, config and data), to stop and restart."""
+DYNSEC_PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
 
-    def __init__(self, config: str, workdir: Path, port: int | None = None) -> None:
+
+class MosquittoProcess:
+    """A Mosquitto of the test's own (own port, config and data), to stop and restart.
+
+    With `entrypoint`, that script starts it (deploy/mosquitto/entrypoint.sh), given the
+    config's path in MOSQUITTO_CONFIG and `env`."""
+
+    def __init__(
+        self,
+        config: str,
+        workdir: Path,
+        port: int | None = None,
+        entrypoint: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         if shutil.which("mosquitto") is None:
             pytest.skip("Mosquitto is not installed (Debian package mosquitto)")
+        self._entrypoint = entrypoint
+        self._env = env or {}
         self.port = port or free_port()
         self.config_path = workdir / "mosquitto.conf"
+        self.log_path = workdir / "mosquitto.log"
         # As root Mosquitto would switch to its own user, which cannot read our files.
         run_as = f"user {os.environ.get('USER') or 'root'}\n" if os.geteuid() == 0 else ""
         self.config_path.write_text(
@@ -67,16 +83,21 @@ class MosquittoProcess:
         self._process: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
-        self._process = subprocess.Popen(
-            ["mosquitto", "-c", str(self.config_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        command = ["mosquitto", "-c", str(self.config_path)]
+        env = None
+        if self._entrypoint is not None:
+            command = ["sh", str(self._entrypoint)]
+            env = os.environ | self._env | {"MOSQUITTO_CONFIG": str(self.config_path)}
+        # To a file, not a pipe nobody reads: a broker logging each connection (the deploy
+        # configuration) would block on a full pipe after some hundred of them.
+        with self.log_path.open("a", encoding="utf-8") as log:
+            self._process = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+            )
         deadline = time.monotonic() + 10
         while True:
             if self._process.poll() is not None:
-                output = self._process.stdout.read() if self._process.stdout else ""
+                output = self.log_path.read_text(encoding="utf-8")
                 raise RuntimeError(f"mosquitto exited:\n{output}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
@@ -515,3 +536,30 @@ def assert_every_control_is_labelled(page: str) -> None:
         r'<(?:select|textarea|input)(?![^>]*type="hidden")[^>]*\sid="([^"]+)"', page
     ):
         assert f'for="{control}"' in page, control
+
+
+DEPLOY_MOSQUITTO = ROOT / "deploy" / "mosquitto"
+
+
+def deploy_broker(workdir: Path, ingest_password: str, admin_password: str) -> MosquittoProcess:
+    """deploy/mosquitto/ as docker-compose.yml runs it, here: its entrypoint (which makes
+    the broker's accounts on the first start) and its configuration, with only the paths
+    the compose file mounts rewritten to `workdir`, and Debian's path of the plugin."""
+    if not DYNSEC_PLUGIN.exists():
+        pytest.skip(f"Mosquitto's dynamic security plugin is not at {DYNSEC_PLUGIN}")
+    data = workdir / "data"
+    data.mkdir(exist_ok=True)
+    config = (
+        (DEPLOY_MOSQUITTO / "mosquitto.conf")
+        .read_text()
+        .replace("listener 1883\n", "")
+        .replace("/usr/lib/mosquitto_dynamic_security.so", str(DYNSEC_PLUGIN))
+        .replace("/mosquitto/data/", f"{data}/")
+    )
+    env = {
+        "RPM_MQTT_PASSWORD": ingest_password,
+        "RPM_MQTT_DYNSEC_PASSWORD": admin_password,
+        "MOSQUITTO_DATA": str(data),
+        "MOSQUITTO_BOOTSTRAP_PORT": str(free_port()),
+    }
+    return MosquittoProcess(config, workdir, entrypoint=DEPLOY_MOSQUITTO / "entrypoint.sh", env=env)

@@ -35,7 +35,8 @@ from rpm.auth import service as auth_service
 from rpm.auth.access import Permission, Principal
 from rpm.auth.passwords import WeakPassword
 from rpm.care_teams import registry as care_teams
-from rpm.devices import registry
+from rpm.devices import broker_identities, registry
+from rpm.devices.identities import Identities
 from rpm.ehr import repository as ehr
 from rpm.ingest import dead_letters
 from rpm.ingest.service import IngestService
@@ -144,6 +145,12 @@ async def _connection(request: Request) -> AsyncIterator[AsyncConnection[TupleRo
 def _ingest_service(request: Request) -> IngestService:
     service: IngestService = request.app.state.ingest
     return service
+
+
+def _identities(request: Request) -> Identities | None:
+    """The broker's device identities, or None when rpm does not manage them."""
+    identities: Identities | None = request.app.state.identities
+    return identities
 
 
 def _rule_engine(request: Request) -> RuleEngine:
@@ -266,6 +273,7 @@ Pool = Annotated[AsyncConnectionPool, Depends(_pool)]
 Conn = Annotated[AsyncConnection[TupleRow], Depends(_connection)]
 Ingest = Annotated[IngestService, Depends(_ingest_service)]
 Rules = Annotated[RuleEngine, Depends(_rule_engine)]
+DeviceIdentities = Annotated[Identities | None, Depends(_identities)]
 Audit = Annotated[AuditTrail, Depends(_audit_trail)]
 # The signed-in user, if their role may do what the route does (function level).
 ReadsPatients = Annotated[Principal, Depends(require(Permission.READ_PATIENT_DATA))]
@@ -328,6 +336,10 @@ _STATUS_OF: dict[type[Exception], int] = {
     registry.NotFound: 404,
     registry.Conflict: 409,
     registry.RegistryError: 422,
+    # The broker answered with an error (a bad gateway), or did not answer (unavailable).
+    broker_identities.BrokerRefused: 502,
+    broker_identities.BrokerUnavailable: 503,
+    broker_identities.ServiceClient: 409,
     dead_letters.DeadLetterNotFound: 404,
     dead_letters.AlreadyReplayed: 409,
     patients.PatientNotFound: 404,
@@ -393,6 +405,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def refused(request: Request, exc: Exception) -> JSONResponse:
         code = status_of(exc)
         headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+        if code == 503:
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
         return problem(request, code, str(exc), headers)
 
     async def locked(request: Request, exc: Exception) -> JSONResponse:

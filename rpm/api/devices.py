@@ -1,9 +1,15 @@
 """The device registry over HTTP, for administrators (the same calls as `rpm devices`).
 A device names the patient who has it, so reading or changing one is audited like any
-patient data, naming the patients; the devices page calls the same functions."""
+patient data, naming the patients; the devices page calls the same functions.
+
+Where rpm manages the broker's device identities (`rpm.devices.provisioning`), a
+registration, a move to another patient and a rotation answer with the device's new MQTT
+password, this once: rpm keeps no copy (the broker keeps a salted hash) and never logs
+or audits it. A change and its audit row commit together, after the broker's answer."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Annotated
 
@@ -13,9 +19,10 @@ from psycopg.rows import TupleRow
 from pydantic import ConfigDict, Field
 
 from rpm.api import problems
-from rpm.api.deps import Audit, AuditTrail, Conn, ManagesDevices, RequestBody
+from rpm.api.deps import Audit, AuditTrail, Conn, DeviceIdentities, ManagesDevices, RequestBody
 from rpm.api.values import Instant
-from rpm.devices import registry
+from rpm.devices import provisioning, registry
+from rpm.devices.identities import Identities
 from rpm.devices.model import DeviceKind
 from rpm.devices.registry import AssignmentRecord, DeviceRecord
 
@@ -26,9 +33,29 @@ router = APIRouter(
         {
             404: "No such device or patient",
             409: "The change conflicts with the device's state or history",
+            502: "The MQTT broker refused the change of the device's broker identity:"
+            " nothing was changed",
+            503: "The database, or the MQTT broker that keeps the devices' identities, is not"
+            " available at the moment: nothing was changed; retry after Retry-After",
         }
     ),
 )
+
+
+@dataclass(frozen=True)
+class DeviceWithSecret(DeviceRecord):
+    mqtt_password: Annotated[
+        str | None,
+        Field(
+            description="The device's new MQTT password (its username and client id are its"
+            " serial), shown this once: rpm keeps no copy. Null when none was issued (rpm"
+            " does not manage the broker's identities, or the change needs no new one)."
+        ),
+    ]
+
+    @classmethod
+    def of(cls, issued: provisioning.Issued) -> DeviceWithSecret:
+        return cls(**asdict(issued.device), mqtt_password=issued.secret)
 
 
 class NewDevice(RequestBody):
@@ -99,42 +126,67 @@ async def read_assignments(
 
 
 async def register_device(
-    conn: AsyncConnection[TupleRow], record: AuditTrail, serial: str, kind: DeviceKind, model: str
-) -> DeviceRecord:
-    device = await registry.register(conn, serial, kind, model)
-    await record("register", "device", device.serial)
-    return device
+    conn: AsyncConnection[TupleRow],
+    record: AuditTrail,
+    identities: Identities | None,
+    serial: str,
+    kind: DeviceKind,
+    model: str,
+) -> provisioning.Issued:
+    async with conn.transaction():
+        issued = await provisioning.register(conn, identities, serial, kind, model)
+        await record("register", "device", issued.device.serial, details=_issued(issued))
+    return issued
 
 
 async def deactivate_device(
-    conn: AsyncConnection[TupleRow], record: AuditTrail, serial: str
+    conn: AsyncConnection[TupleRow], record: AuditTrail, identities: Identities | None, serial: str
 ) -> DeviceRecord:
-    """Retire the device, which ends its assignment: audited naming the patient who had it."""
-    before = await registry.get(conn, serial)
-    device = await registry.deactivate(conn, serial)
-    await record("deactivate", "device", serial, [before.patient_id])
+    """Retire the device, which ends its assignment and revokes its broker identity:
+    audited naming the patient who had it."""
+    async with conn.transaction():
+        before = await registry.get(conn, serial)
+        device = await provisioning.deactivate(conn, identities, serial)
+        await record("deactivate", "device", serial, [before.patient_id])
     return device
 
 
 async def assign_device(
     conn: AsyncConnection[TupleRow],
     record: AuditTrail,
+    identities: Identities | None,
     serial: str,
     patient_id: int,
     at: datetime | None,
-) -> DeviceRecord:
+) -> provisioning.Issued:
     """Give the device to the patient from `at` (None: now), audited naming the patient:
-    for the API and the devices page alike."""
-    device = await registry.assign(conn, serial, patient_id, at)
-    await record("assign", "device", serial, [patient_id])
-    return device
+    for the API and the devices page alike. From another patient, it gets a new secret."""
+    async with conn.transaction():
+        issued = await provisioning.assign(conn, identities, serial, patient_id, at)
+        await record("assign", "device", serial, [patient_id], details=_issued(issued))
+    return issued
+
+
+async def rotate_device_secret(
+    conn: AsyncConnection[TupleRow], record: AuditTrail, identities: Identities | None, serial: str
+) -> provisioning.Issued:
+    async with conn.transaction():
+        issued = await provisioning.rotate(conn, identities, serial)
+        await record("rotate_secret", "device", serial, [issued.device.patient_id], _issued(issued))
+    return issued
+
+
+def _issued(issued: provisioning.Issued) -> dict[str, object]:
+    # That a secret was issued, never the secret.
+    return {"secret_issued": issued.secret is not None}
 
 
 async def unassign_device(
     conn: AsyncConnection[TupleRow], record: AuditTrail, serial: str, at: datetime | None
 ) -> DeviceRecord:
     """End the device's assignment at `at` (None: now), audited naming the patient who had
-    it: for the API and the devices page alike."""
+    it: for the API and the devices page alike. Its broker identity stays: it may still
+    send readings, dead-lettered until it is assigned again."""
     before = await registry.get(conn, serial)
     device = await registry.unassign(conn, serial, at)
     await record("unassign", "device", serial, [before.patient_id])
@@ -156,11 +208,22 @@ async def list_devices(
     return await read_devices(conn, record, after, limit, patient_id, unassigned)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, summary="Register a device")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a device (and make its broker identity: its password, shown once)",
+)
 async def register(
-    conn: Conn, admin: ManagesDevices, record: Audit, device: NewDevice
-) -> DeviceRecord:
-    return await register_device(conn, record, device.serial, device.kind, device.model)
+    conn: Conn,
+    admin: ManagesDevices,
+    record: Audit,
+    identities: DeviceIdentities,
+    device: NewDevice,
+) -> DeviceWithSecret:
+    issued = await register_device(
+        conn, record, identities, device.serial, device.kind, device.model
+    )
+    return DeviceWithSecret.of(issued)
 
 
 @router.get("/{serial}", summary="One device")
@@ -180,9 +243,27 @@ async def assignments(
     summary="Give the device to a patient, ending its current assignment",
 )
 async def assign(
-    conn: Conn, admin: ManagesDevices, record: Audit, serial: str, assignment: DeviceAssignment
-) -> DeviceRecord:
-    return await assign_device(conn, record, serial, assignment.patient_id, assignment.at)
+    conn: Conn,
+    admin: ManagesDevices,
+    record: Audit,
+    identities: DeviceIdentities,
+    serial: str,
+    assignment: DeviceAssignment,
+) -> DeviceWithSecret:
+    issued = await assign_device(
+        conn, record, identities, serial, assignment.patient_id, assignment.at
+    )
+    return DeviceWithSecret.of(issued)
+
+
+@router.post(
+    "/{serial}/rotate-secret",
+    summary="A new MQTT password for the device, shown once; the old one stops working now",
+)
+async def rotate_secret(
+    conn: Conn, admin: ManagesDevices, record: Audit, identities: DeviceIdentities, serial: str
+) -> DeviceWithSecret:
+    return DeviceWithSecret.of(await rotate_device_secret(conn, record, identities, serial))
 
 
 @router.post("/{serial}/unassign", summary="End the device's assignment")
@@ -194,7 +275,10 @@ async def unassign(
 
 @router.post(
     "/{serial}/deactivate",
-    summary="Retire the device: its messages are dead-lettered from now on",
+    summary="Retire the device: the broker refuses it, and its messages are dead-lettered,"
+    " from now on",
 )
-async def deactivate(conn: Conn, admin: ManagesDevices, record: Audit, serial: str) -> DeviceRecord:
-    return await deactivate_device(conn, record, serial)
+async def deactivate(
+    conn: Conn, admin: ManagesDevices, record: Audit, identities: DeviceIdentities, serial: str
+) -> DeviceRecord:
+    return await deactivate_device(conn, record, identities, serial)

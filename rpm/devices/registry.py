@@ -168,6 +168,13 @@ async def deactivate(conn: Connection, serial: str) -> DeviceRecord:
     return await get(conn, serial)
 
 
+async def lock(conn: Connection, serial: str) -> str:
+    """The device's status, its row locked until the transaction ends: for a change of
+    the device made elsewhere (its broker identity) that must not cross another change."""
+    _, status, _ = await _lock(conn, serial, None)
+    return status
+
+
 async def _lock(conn: Connection, serial: str, at: datetime | None) -> tuple[int, str, datetime]:
     cursor = await conn.execute(
         "SELECT id, status, coalesce(%s, now()) FROM device WHERE serial = %s FOR UPDATE",

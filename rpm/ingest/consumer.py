@@ -132,7 +132,7 @@ class _ClosedIfHandshakeFails(ssl.SSLSocket):
             raise
 
 
-def _tls_context(address: BrokerAddress) -> ssl.SSLContext | None:
+def tls_context(address: BrokerAddress) -> ssl.SSLContext | None:
     if address.tls is None:
         return None
     context = address.tls.context()
@@ -188,7 +188,7 @@ async def broker_version(address: BrokerAddress, protocol: aiomqtt.ProtocolVersi
                 username=address.username,
                 password=address.password,
                 protocol=protocol,
-                tls_context=_tls_context(address),
+                tls_context=tls_context(address),
             ) as client:
                 await client.subscribe(VERSION_TOPIC)
                 async for message in client.messages:
@@ -223,7 +223,7 @@ class _ManualAckClient:
             identifier=options.client_id,
             protocol=options.protocol,
             keepalive=options.keepalive_s,
-            tls_context=_tls_context(address),
+            tls_context=tls_context(address),
             # A persistent session: unacknowledged messages survive our restart.
             clean_session=None if v5 else False,
             clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,

@@ -20,7 +20,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from pydantic import ValidationError
 
-from rpm.api.deps import AuditTrail, Conn, Forbidden
+from rpm.api.deps import AuditTrail, Conn, DeviceIdentities, Forbidden
 from rpm.api.devices import assign_device, read_device, read_devices, unassign_device
 from rpm.api.patients import Enrolment, StatusChange, change_status, enrol_patient
 from rpm.auth import audit
@@ -39,6 +39,7 @@ from rpm.web.deps import (
     error_response,
     render,
 )
+from rpm.web.devices import NO_STORE, device_context
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -148,23 +149,32 @@ async def set_status(
 
 @router.post("/patients/{patient_id}/devices")
 async def give_device(
+    request: Request,
     conn: Conn,
     user: BrowserManagesDevices,
     record: BrowserAudit,
+    identities: DeviceIdentities,
     patient_id: int,
     serial: Annotated[str, Form(min_length=1, max_length=200)],
     replaces: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     """Give the patient a device (the API's `assign_device`); `replaces`: the serial of
-    the one it takes the place of, taken back first (`unassign_device`). Both audited."""
+    the one it takes the place of, taken back first (`unassign_device`). Both audited.
+    A device that was another patient's gets a new MQTT password: the device's page then
+    shows it, once."""
     async with conn.transaction():
         if replaces:
             old = await read_device(conn, record, replaces)
             if old.patient_id != patient_id:
                 raise devices.Conflict(f"device {replaces} is not patient {patient_id}'s")
             await unassign_device(conn, record, replaces, None)
-        device = await assign_device(conn, record, serial, patient_id, None)
-    return RedirectResponse(patient_path(patient_id, f"device:{device.serial}"), 303)
+        issued = await assign_device(conn, record, identities, serial, patient_id, None)
+    if issued.secret is not None:
+        context = await device_context(conn, record, identities, serial)
+        outcome = f"device {serial} is now patient {patient_id}'s, with a new MQTT password"
+        context |= {"outcome": outcome, "secret": issued.secret}
+        return render(request, user, "device.html", context, headers=NO_STORE)
+    return RedirectResponse(patient_path(patient_id, f"device:{serial}"), 303)
 
 
 # Status changes are found among the patient's last this many audited changes.

@@ -86,6 +86,7 @@ TABLE = [
     Route("GET", "/api/v1/devices/{serial}/assignments", "A"),
     Route("POST", "/api/v1/devices/{serial}/assign", "A", {"patient_id": "{patient}"}),
     Route("POST", "/api/v1/devices/{serial}/unassign", "A", {}),
+    Route("POST", "/api/v1/devices/{serial}/rotate-secret", "A"),
     Route("POST", "/api/v1/devices/{spare_serial}/deactivate", "A"),
     # Patients: every role reads (its own teams'); care managers (into their own teams)
     # and admins enrol and move.

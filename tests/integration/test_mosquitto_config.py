@@ -1,63 +1,56 @@
-"""deploy/mosquitto/ run by the real Mosquitto: the configuration loads and the ACL holds.
+"""deploy/mosquitto/ run by the real Mosquitto with its dynamic security plugin: the
+entrypoint makes the service's accounts on the first start, the configuration loads, and
+topic access holds for the service and for a device rpm gave an identity.
 
-The broker is our own (own port, data directory and password file); only the paths that
-docker-compose.yml mounts are rewritten to this test's directory.
+The broker is our own (own port and data directory); only the paths that
+docker-compose.yml mounts are rewritten to this test's directory (`deploy_broker`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
-from tests.support import MosquittoProcess
+from rpm.config import BrokerAddress
+from rpm.devices.broker_identities import BrokerIdentities
+from tests.support import MosquittoProcess, deploy_broker
 
-ROOT = Path(__file__).resolve().parents[2]
-PASSWORDS = {"rpm-ingest": "ingest-test-pw", "BP-0001": "device-1-pw", "BP-0002": "device-2-pw"}
+INGEST_PW = "ingest-test-pw"
+ADMIN_PW = "admin-test-pw"
 
 
 @pytest.fixture
-def broker_port(tmp_path: Path) -> Iterator[int]:
-    if shutil.which("mosquitto_passwd") is None:
-        pytest.skip("Mosquitto is not installed (Debian package mosquitto)")
-    passwd = tmp_path / "passwd"
-    passwd.touch(mode=0o600)
-    for user, password in PASSWORDS.items():
-        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True)
-    (tmp_path / "data").mkdir()
-    config = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
-    config = (
-        config.replace("listener 1883\n", "")
-        .replace("/mosquitto/data/passwd", str(passwd))
-        .replace("/mosquitto/data/", f"{tmp_path / 'data'}/")
-        .replace("/mosquitto/config/acl", str(ROOT / "deploy/mosquitto/acl"))
-    )
-    broker = MosquittoProcess(config, tmp_path)
+def broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
+    broker = deploy_broker(tmp_path, INGEST_PW, ADMIN_PW)
     broker.start()
-    yield broker.port
+    yield broker
     broker.stop()
 
 
-def _client(port: int, user: str | None) -> aiomqtt.Client:
+def _client(port: int, user: str | None, password: str | None = None) -> aiomqtt.Client:
     return aiomqtt.Client(
         "127.0.0.1",
         port,
         username=user,
-        password=PASSWORDS.get(user or ""),
-        identifier=f"{user or 'anonymous'}-{port}",
+        password=password,
+        identifier=user or f"anonymous-{port}",
         protocol=aiomqtt.ProtocolVersion.V5,
     )
 
 
+def _admin(port: int) -> BrokerIdentities:
+    return BrokerIdentities(BrokerAddress("127.0.0.1", port, "rpm-admin", ADMIN_PW))
+
+
 @pytest.fixture
-async def ingest(broker_port: int) -> AsyncIterator[aiomqtt.Client]:
-    async with _client(broker_port, "rpm-ingest") as client:
-        await client.subscribe("$share/rpm/rpm/v1/devices/+/readings", qos=1)
+async def ingest(broker: MosquittoProcess) -> AsyncIterator[aiomqtt.Client]:
+    async with _client(broker.port, "rpm-ingest", INGEST_PW) as client:
+        granted = await client.subscribe("$share/rpm/rpm/v1/devices/+/readings", qos=1)
+        assert [code.value for code in granted] == [1]
         yield client
 
 
@@ -70,17 +63,58 @@ async def _next_topic(client: aiomqtt.Client, within_s: float) -> str | None:
     return str(message.topic)
 
 
-async def test_anonymous_clients_are_refused(broker_port: int) -> None:
+async def test_anonymous_clients_are_refused(broker: MosquittoProcess) -> None:
     with pytest.raises(aiomqtt.MqttError):
-        async with _client(broker_port, None):
+        async with _client(broker.port, None):
             pass
 
 
-async def test_a_device_publishes_only_to_its_own_topic(
-    broker_port: int, ingest: aiomqtt.Client
+async def test_the_ingest_service_reads_every_device_and_the_broker_version(
+    broker: MosquittoProcess,
 ) -> None:
-    async with _client(broker_port, "BP-0001") as device:
+    async with _client(broker.port, "rpm-ingest", INGEST_PW) as client:
+        filters = [
+            "rpm/v1/devices/+/readings",
+            "rpm/v1/devices/+/status",
+            "$share/rpm/rpm/v1/devices/+/status",
+            "$SYS/broker/version",
+            "$SYS/broker/uptime",
+        ]
+        for topic_filter in filters:
+            granted = await client.subscribe(topic_filter, qos=1)
+            assert granted[0].value < 0x80, topic_filter
+        # Not what it needs: refused.
+        assert (await client.subscribe("#", qos=1))[0].value >= 0x80
+        assert (await client.subscribe("$CONTROL/dynamic-security/#"))[0].value >= 0x80
+
+
+async def test_a_device_publishes_only_to_its_own_topics(
+    broker: MosquittoProcess, ingest: aiomqtt.Client
+) -> None:
+    secret = await _admin(broker.port).create("BP-0001")
+    async with _client(broker.port, "BP-0001", secret) as device:
+        assert (await device.subscribe("rpm/v1/devices/+/readings"))[0].value >= 0x80
         await device.publish("rpm/v1/devices/BP-0002/readings", b"{}", qos=1)
         await device.publish("rpm/v1/devices/BP-0001/readings", b"{}", qos=1)
     assert await _next_topic(ingest, within_s=5) == "rpm/v1/devices/BP-0001/readings"
     assert await _next_topic(ingest, within_s=0.5) is None
+
+
+async def test_a_device_must_use_its_serial_as_client_id(broker: MosquittoProcess) -> None:
+    """Else it could take over another client's session (the ingest service's)."""
+    secret = await _admin(broker.port).create("BP-0003")
+    with pytest.raises(aiomqtt.MqttError):
+        async with aiomqtt.Client(
+            "127.0.0.1", broker.port, username="BP-0003", password=secret, identifier="rpm-1"
+        ):
+            pass
+
+
+async def test_accounts_outlive_a_restart_and_are_made_once(broker: MosquittoProcess) -> None:
+    secret = await _admin(broker.port).create("BP-0004")
+    broker.stop()
+    broker.start()  # the file exists: the entrypoint leaves it be
+    async with _client(broker.port, "BP-0004", secret):
+        pass
+    async with _client(broker.port, "rpm-ingest", INGEST_PW):
+        pass

@@ -16,6 +16,7 @@ PURE = {
     "rpm.devices.checks",
     "rpm.devices.codecs",
     "rpm.devices.tenovi",
+    "rpm.devices.identities",
     "rpm.ingest.pipeline",
     "rpm.rules.plan",
     "rpm.rules.templates",
