@@ -73,6 +73,7 @@ class MosquittoProcess:
         self._entrypoint = entrypoint
         self._env = env or {}
         self.port = port or free_port()
+        self.tls_port: int | None = None  # a TLS listener's, when its config has one
         self.config_path = workdir / "mosquitto.conf"
         self.log_path = workdir / "mosquitto.log"
         # As root Mosquitto would switch to its own user, which cannot read our files.
@@ -541,20 +542,38 @@ def assert_every_control_is_labelled(page: str) -> None:
 DEPLOY_MOSQUITTO = ROOT / "deploy" / "mosquitto"
 
 
-def deploy_broker(workdir: Path, ingest_password: str, admin_password: str) -> MosquittoProcess:
+def deploy_broker(
+    workdir: Path, ingest_password: str, admin_password: str, certs: Path | None = None
+) -> MosquittoProcess:
     """deploy/mosquitto/ as docker-compose.yml runs it, here: its entrypoint (which makes
     the broker's accounts on the first start) and its configuration, with only the paths
-    the compose file mounts rewritten to `workdir`, and Debian's path of the plugin."""
+    the compose file mounts rewritten to `workdir`, and Debian's path of the plugin.
+
+    With `certs` (a directory of `rpm tls make-certs`), the TLS listener of tls.conf is
+    mounted as compose mounts it, on a port of its own (`tls_port`); without, the
+    included directory is empty."""
     if not DYNSEC_PLUGIN.exists():
         pytest.skip(f"Mosquitto's dynamic security plugin is not at {DYNSEC_PLUGIN}")
     data = workdir / "data"
     data.mkdir(exist_ok=True)
+    included = workdir / "conf.d"
+    included.mkdir(exist_ok=True)
+    tls_port = None
+    if certs is not None:
+        tls_port = free_port()
+        listener = (DEPLOY_MOSQUITTO / "tls.conf").read_text()
+        (included / "tls.conf").write_text(
+            listener.replace("listener 8883\n", f"listener {tls_port} 127.0.0.1\n").replace(
+                "/mosquitto/certs/", f"{certs}/"
+            )
+        )
     config = (
         (DEPLOY_MOSQUITTO / "mosquitto.conf")
         .read_text()
         .replace("listener 1883\n", "")
         .replace("/usr/lib/mosquitto_dynamic_security.so", str(DYNSEC_PLUGIN))
         .replace("/mosquitto/data/", f"{data}/")
+        .replace("/mosquitto/config/conf.d", str(included))
     )
     env = {
         "RPM_MQTT_PASSWORD": ingest_password,
@@ -562,4 +581,8 @@ def deploy_broker(workdir: Path, ingest_password: str, admin_password: str) -> M
         "MOSQUITTO_DATA": str(data),
         "MOSQUITTO_BOOTSTRAP_PORT": str(free_port()),
     }
-    return MosquittoProcess(config, workdir, entrypoint=DEPLOY_MOSQUITTO / "entrypoint.sh", env=env)
+    broker = MosquittoProcess(
+        config, workdir, entrypoint=DEPLOY_MOSQUITTO / "entrypoint.sh", env=env
+    )
+    broker.tls_port = tls_port
+    return broker

@@ -15,7 +15,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from rpm.config import BrokerAddress
+from rpm.certs import make_certificates
+from rpm.config import BrokerAddress, BrokerTls
 from rpm.devices.broker_identities import BrokerIdentities
 from tests.support import MosquittoProcess, deploy_broker
 
@@ -118,3 +119,41 @@ async def test_accounts_outlive_a_restart_and_are_made_once(broker: MosquittoPro
         pass
     async with _client(broker.port, "rpm-ingest", INGEST_PW):
         pass
+
+
+async def test_the_compose_stack_broker_serves_devices_and_rpm_over_tls(tmp_path: Path) -> None:
+    """The whole of what compose runs: the plugin's accounts and tls.conf's listener, with
+    certificates from `rpm tls make-certs`; rpm verifies the broker with ca.crt alone."""
+    certs = make_certificates(tmp_path / "certs", ["localhost"])
+    broker = deploy_broker(tmp_path, INGEST_PW, ADMIN_PW, certs=certs.directory)
+    broker.start()
+    try:
+        assert broker.tls_port is not None
+        tls = BrokerTls(ca_file=certs.ca_cert)
+        # rpm's admin makes the device's identity over TLS, as compose's RPM_MQTT_DYNSEC_URL.
+        admin = BrokerAddress("localhost", broker.tls_port, "rpm-admin", ADMIN_PW, tls=tls)
+        secret = await BrokerIdentities(admin).create("BP-0005")
+        context = tls.context()
+        async with aiomqtt.Client(
+            "localhost",
+            broker.tls_port,
+            username="rpm-ingest",
+            password=INGEST_PW,
+            identifier="rpm-ingest",
+            protocol=aiomqtt.ProtocolVersion.V5,
+            tls_context=context,
+        ) as ingest:
+            await ingest.subscribe("$share/rpm/rpm/v1/devices/+/readings", qos=1)
+            async with aiomqtt.Client(
+                "localhost",
+                broker.tls_port,
+                username="BP-0005",
+                password=secret,
+                identifier="BP-0005",
+                protocol=aiomqtt.ProtocolVersion.V5,
+                tls_context=context,
+            ) as device:
+                await device.publish("rpm/v1/devices/BP-0005/readings", b"{}", qos=1)
+            assert await _next_topic(ingest, within_s=5) == "rpm/v1/devices/BP-0005/readings"
+    finally:
+        broker.stop()

@@ -15,6 +15,7 @@ from rpm.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+CERTS = "./deploy/certs"
 
 
 def test_compose_parses_and_names_the_four_services() -> None:
@@ -34,7 +35,10 @@ def test_every_mounted_file_exists() -> None:
     for name, service in COMPOSE["services"].items():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
-            if source.startswith("."):
+            if source.startswith(CERTS):
+                # The clinic's own, never in git: what `rpm tls make-certs` writes there.
+                assert source.removeprefix(CERTS) in ("", "/ca.crt"), source
+            elif source.startswith("."):
                 assert (ROOT / source).is_file(), f"{name} mounts missing {source}"
             else:
                 assert source in COMPOSE["volumes"], f"{name} uses undeclared volume {source}"
@@ -95,3 +99,21 @@ def test_rpm_is_reached_through_the_proxy_only_and_believes_it_alone() -> None:
     assert ip_address(proxy_address) in ip_network(subnet)
     assert "./deploy/caddy/Caddyfile:/etc/caddy/Caddyfile:ro" in services["proxy"]["volumes"]
     assert "reverse_proxy {$RPM_UPSTREAM:rpm:8000}" in (ROOT / "deploy/caddy/Caddyfile").read_text()
+
+
+def test_devices_and_rpm_reach_the_broker_over_tls_only() -> None:
+    mqtt, rpm = COMPOSE["services"]["mqtt"], COMPOSE["services"]["rpm"]
+    assert mqtt["ports"] == ["8883:8883"]
+    assert "./deploy/mosquitto/tls.conf:/mosquitto/config/conf.d/tls.conf:ro" in mqtt["volumes"]
+    assert f"{CERTS}:/mosquitto/certs:ro" in mqtt["volumes"]
+    config = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
+    assert "include_dir /mosquitto/config/conf.d\n" in config
+    listener = (ROOT / "deploy/mosquitto/tls.conf").read_text()
+    assert "listener 8883\n" in listener
+    assert "certfile /mosquitto/certs/server.crt\n" in listener
+    environment = rpm["environment"]
+    assert environment["RPM_MQTT_URL"].startswith("mqtts://rpm-ingest:")
+    assert environment["RPM_MQTT_URL"].endswith("@mqtt:8883")
+    assert environment["RPM_MQTT_DYNSEC_URL"].startswith("mqtts://")
+    assert f"{CERTS}/ca.crt:{environment['RPM_MQTT_CA_FILE']}:ro" in rpm["volumes"]
+    assert (ROOT / ".gitignore").read_text().count("deploy/certs/") == 1
