@@ -87,19 +87,22 @@ async def devices_page(
 ) -> Response:
     """The devices in serial order, a page at a time, and the form to register one
     (`serial` filled in: a dead letter's page links here for a device not yet known)."""
+    context = await _list_context(conn, record, after) | _register_context(serial, None, "")
+    return render(request, user, "devices.html", context)
+
+
+async def _list_context(conn: Conn, record: BrowserAudit, after: str) -> dict[str, Any]:
     page = await read_devices(conn, record, after, PAGE_SIZE + 1)
     more = len(page) > PAGE_SIZE
     page = page[:PAGE_SIZE]
-    context = {
+    return {
         "devices": page,
         "after": after,
         "first_page": _devices_url(None),
         "next_page": _devices_url(page[-1].serial) if more else None,
         "device_path": device_path,
         "now": datetime.now(UTC),
-        **_register_context(serial, None, ""),
     }
-    return render(request, user, "devices.html", context)
 
 
 def _register_context(serial: str, kind: DeviceKind | None, model: str) -> dict[str, Any]:
@@ -132,7 +135,9 @@ async def register(
     path = device_path(issued.device.serial)
     if issued.secret is not None:
         if is_htmx(request):
-            context = {"issued": issued, "device_path": device_path}
+            # The first page of the list comes too, out of band: it holds the new device.
+            context = await _list_context(conn, record, "")
+            context |= {"issued": issued, "device_list_oob": True}
             context |= _register_context("", None, "")
             return render(request, user, "_register_device.html", context, 201, NO_STORE)
         context = await device_context(conn, record, identities, issued.device.serial)

@@ -276,6 +276,10 @@ def test_the_devices_page_shows_a_new_secret_once(
     assert registered.status_code == 201, registered.text
     assert registered.headers["Cache-Control"] == "no-store"
     secret = registered.text.split('<code id="device-secret">')[1].split("</code>")[0]
+    # htmx swaps the form alone: the list comes out of band, holding the new device.
+    listing = registered.text.split('<div id="device-list" hx-swap-oob="true">')[1]
+    assert 'href="/ui/devices/SC-UI"' in listing
+    assert "No devices are registered yet" not in registered.text
     assert not asyncio.run(_refused(broker.port, "SC-UI", secret))
     page = service.get("/ui/devices/SC-UI")
     assert secret not in page.text

@@ -150,7 +150,9 @@ def test_an_admin_registers_a_device_assigns_it_takes_it_back_and_retires_it(
     assert "Device BP-UI-1 is deactivated; it cannot be assigned." in section
 
     listed = ui_client.get("/ui/devices").text
-    row = re.search(r"<tr>\s*<th scope=\"row\" class=\"nowrap\">.*?BP-UI-1.*?</tr>", listed, re.S)
+    row = re.search(
+        r"<tr>\s*<th scope=\"row\" class=\"nowrap card-title\">.*?BP-UI-1.*?</tr>", listed, re.S
+    )
     assert row is not None
     for shown in ("Blood pressure cuff", "Test cuff", "Inactive", "Unassigned", "Never"):
         assert shown in row.group(0)
@@ -252,16 +254,18 @@ def test_the_device_list_is_paged_in_serial_order(
         )
     browser_sign_in(ui_client, "admin-1")
     first = ui_client.get("/ui/devices").text
-    serials = re.findall(r'<th scope="row" class="nowrap"><a href="[^"]+">([^<]+)</a>', first)
+    serials = re.findall(
+        r'<th scope="row" class="nowrap card-title"><a href="[^"]+">([^<]+)</a>', first
+    )
     assert serials == [f"GL-{n:03}" for n in range(1, 26)]
     assert "80 %" in first
     assert "2 h ago" in first
     link = re.search(r'<a href="(/ui/devices\?after=[^"]+)">Next page</a>', first)
     assert link is not None
     second = ui_client.get(link.group(1)).text
-    assert re.findall(r'<th scope="row" class="nowrap"><a href="[^"]+">([^<]+)</a>', second) == [
-        f"GL-{n:03}" for n in range(26, 31)
-    ]
+    assert re.findall(
+        r'<th scope="row" class="nowrap card-title"><a href="[^"]+">([^<]+)</a>', second
+    ) == [f"GL-{n:03}" for n in range(26, 31)]
     assert '<a href="/ui/devices">First page</a>' in second
     assert "Next page" not in second
 
