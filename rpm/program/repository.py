@@ -40,16 +40,11 @@ async def episodes(conn: Connection, patient_id: int) -> list[Episode]:
         return await cursor.fetchall()
 
 
-# The single readings of patient `{patient}` in [{lo}, {hi}) (their `{columns}`), each
-# kind found through the patient-kind-time index rather than by reading the patient's
-# whole history.
+# The single readings of patient `{patient}` in [{lo}, {hi}) (their `{columns}`): a range of
+# the patient's entries in the patient-kind-time index, at most a day here.
 _SINGLES_WITHIN = """
-unnest(ARRAY['blood_pressure', 'body_weight', 'blood_glucose', 'heart_rate']) AS k (kind)
-CROSS JOIN LATERAL (
-    SELECT {columns} FROM reading
-    WHERE patient_id = {patient} AND kind = k.kind AND statistic IS NULL
-    AND measured_at >= {lo} AND measured_at < {hi}
-) r
+(SELECT {columns} FROM reading WHERE patient_id = {patient} AND statistic IS NULL
+ AND measured_at >= {lo} AND measured_at < {hi}) r
 """
 _DEVICE_AND_TIME = "device_id, measured_at"
 
@@ -69,7 +64,7 @@ _READING_DAYS = sql.SQL(
     " FROM b CROSS JOIN LATERAL (VALUES"
     "  (b.start_at, least(b.end_at, (b.first_day + 1)::timestamp AT TIME ZONE %(tz)s)),"
     "  (greatest(b.start_at, b.last_day::timestamp AT TIME ZONE %(tz)s), b.end_at)"
-    " ) AS span (lo, hi) CROSS JOIN {singles} JOIN device d ON d.id = r.device_id"
+    " ) AS span (lo, hi) CROSS JOIN LATERAL {singles} JOIN device d ON d.id = r.device_id"
 ).format(
     singles=sql.SQL(
         _SINGLES_WITHIN.format(
@@ -184,8 +179,9 @@ async def current_periods(
         " ARRAY(SELECT day.local_day FROM reading_day day WHERE day.patient_id = c.patient_id"
         "       AND day.local_day > c.first_day AND day.local_day >= c.period_first"
         "       AND day.local_day < c.period_first + 30"
-        "       UNION SELECT c.first_day WHERE c.period_first = c.first_day"
-        "       AND EXISTS (SELECT FROM {first_day_read})"
+        # CASE, not AND: PostgreSQL would look the readings up for every patient first.
+        "       UNION SELECT c.first_day WHERE CASE WHEN c.period_first = c.first_day"
+        "       THEN EXISTS (SELECT FROM {first_day_read}) END"
         "       ORDER BY 1),"
         " {last}"
         " FROM c ORDER BY c.patient_id"
