@@ -52,18 +52,19 @@ _INSERT = (
     " ON CONFLICT DO NOTHING RETURNING device_id, kind, measured_at"
 )
 
-# The batch's single readings (summaries are not readings of a day) as arrays, grouped by
-# patient, local day on the patient's clock and device. FOR SHARE on the patients: a change
-# of time zone (whose trigger rebuilds the patient's days from `reading`) waits for this
-# batch to commit, or this batch for it and then counts on the new zone. Rows go in key
-# order so that two batches that share days lock them in the same order.
+# The batch's single readings as arrays, counted per patient, local day on the patient's
+# clock and device. FOR SHARE on the patients: a change of time zone (whose trigger
+# rebuilds the patient's days from `reading`) waits for this batch to commit, or this
+# batch for it and then counts on the new zone. Rows go in key order so that two batches
+# that share days lock them in the same order. Binary parameters (%b): as text, the
+# arrays of timestamps cost more than the rest of the statement (docs/benchmarks.md).
 _COUNT_DAYS = """
 WITH zone AS (
-    SELECT id, time_zone FROM patient WHERE id = ANY(%(patients)s::bigint[]) FOR SHARE
+    SELECT id, time_zone FROM patient WHERE id = ANY(%(patients)b::bigint[]) FOR SHARE
 )
 INSERT INTO reading_day AS day (patient_id, local_day, device_id, readings, last_measured_at)
 SELECT b.patient_id, (b.at AT TIME ZONE zone.time_zone)::date, b.device_id, count(*), max(b.at)
-FROM unnest(%(patients)s::bigint[], %(devices)s::bigint[], %(times)s::timestamptz[])
+FROM unnest(%(patients)b::bigint[], %(devices)b::bigint[], %(times)b::timestamptz[])
      AS b (patient_id, device_id, at)
 JOIN zone ON zone.id = b.patient_id
 GROUP BY 1, 2, 3
