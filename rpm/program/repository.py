@@ -118,10 +118,10 @@ CROSS JOIN LATERAL (
 """
 # When patient `{patient}`'s last single reading was measured: on their latest day with
 # readings (a local day is later exactly when its readings are), the latest of its devices'.
+# One backward step through the patient's days in the key's index.
 _LAST_READING_AT = """
-(SELECT max(last.last_measured_at) FROM reading_day last
- WHERE last.patient_id = {patient}
- AND last.local_day = (SELECT max(local_day) FROM reading_day WHERE patient_id = {patient}))
+(SELECT last_measured_at FROM reading_day WHERE patient_id = {patient}
+ ORDER BY local_day DESC, last_measured_at DESC LIMIT 1)
 """
 
 
