@@ -467,8 +467,9 @@ def add_readings(
     readings: Iterable[tuple[datetime, dict[str, float]]],
 ) -> None:
     """Readings as ingest stores them, from the device with this serial: (when, values by
-    column, e.g. {"systolic_mmhg": 150, "diastolic_mmhg": 90}). Ingest's own tests cover
-    that path; these are for what reads them."""
+    column, e.g. {"systolic_mmhg": 150, "diastolic_mmhg": 90}), their days counted in
+    `reading_day` as ingest counts them. Ingest's own tests cover that path; these are for
+    what reads them."""
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT id FROM device WHERE serial = %s", [serial]).fetchone()
         assert row is not None, f"no device {serial}"
@@ -482,6 +483,7 @@ def add_readings(
                 ).format(columns, sql.SQL(", ").join(sql.Placeholder() * len(values))),
                 [device_id, kind, at, patient_id, *values.values()],
             )
+        conn.execute("SELECT reading_day_rebuild(%s)", [patient_id])
 
 
 def api_call_through(client: TestClient, headers: dict[str, str]) -> ApiCall:

@@ -69,7 +69,7 @@ async def configure_timescale(
             "SELECT add_retention_policy('reading', drop_after => %s::interval)",
             [f"{settings.retention_days} days"],
         )
-    await _configure_reading_counts(conn, settings)
+    await _drop_reading_counts(conn)
     logger.info(
         "reading is a TimescaleDB hypertable (chunks %s, columnstore after %s days, %s)",
         chunk,
@@ -79,48 +79,11 @@ async def configure_timescale(
     return True
 
 
-# Adherence and billing count days with readings on each patient's own clock, and every
-# UTC offset in use is a whole number of quarter hours: so quarter-hour buckets add up to
-# any patient's local days exactly, where UTC days would not. Summaries (`statistic`) are
-# not readings of a day. `materialized_only = false` (the default was flipped in 2.13)
-# adds the buckets not yet materialized at query time, so the counts are never stale;
-# rpm/program/repository.py reads `reading` itself, with the same result, where this
-# view does not exist.
-READING_COUNTS = "reading_quarter_hours"
-_CREATE_READING_COUNTS = f"""
-CREATE MATERIALIZED VIEW {READING_COUNTS}
-WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
-SELECT patient_id, device_id, time_bucket(INTERVAL '15 minutes', measured_at) AS bucket,
-       count(*) AS readings
-FROM reading
-WHERE statistic IS NULL
-GROUP BY patient_id, device_id, bucket
-WITH NO DATA
-"""  # noqa: S608 (constants only)
-
-
-async def _configure_reading_counts(
-    conn: psycopg.AsyncConnection[TupleRow], settings: DatabaseSettings
-) -> None:
-    cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", [READING_COUNTS])
-    row = await cursor.fetchone()
-    if not (row and row[0]):
-        await conn.execute(_CREATE_READING_COUNTS)
-    # The refresh window must end before the raw data's retention drops chunks, or a
-    # refresh would empty the buckets of the dropped days: the counts outlive the
-    # readings. Without retention it reaches back to the first reading (NULL), so that
-    # a device's late backlog is counted.
-    start_offset = (
-        f"{settings.retention_days * 24 - 1} hours" if settings.retention_days is not None else None
-    )
-    await conn.execute(
-        "SELECT remove_continuous_aggregate_policy(%s, if_exists => true)", [READING_COUNTS]
-    )
-    await conn.execute(
-        "SELECT add_continuous_aggregate_policy(%s, start_offset => %s::interval,"
-        " end_offset => INTERVAL '15 minutes', schedule_interval => INTERVAL '15 minutes')",
-        [READING_COUNTS, start_offset],
-    )
+async def _drop_reading_counts(conn: psycopg.AsyncConnection[TupleRow]) -> None:
+    """Releases before migration 0017 kept a continuous aggregate of quarter-hour reading
+    counts for adherence and billing; `reading_day` has replaced it. Here rather than in
+    the migration, so that the migrations stay plain PostgreSQL."""
+    await conn.execute("DROP MATERIALIZED VIEW IF EXISTS reading_quarter_hours")
 
 
 async def _why_unusable(conn: psycopg.AsyncConnection[TupleRow]) -> str | None:

@@ -7,6 +7,10 @@ savepoint is rolled back and the batch goes the careful way: binary COPY into a
 per-session staging table, then one `INSERT ... SELECT ... ON CONFLICT DO NOTHING`. Either
 way a repeated reading is dropped by the database, not by luck. The direct COPY is the
 common case, and takes about a quarter less time a row (docs/benchmarks.md).
+
+Either path then adds the readings it inserted to `reading_day`, the per-patient local-day
+counts that program operations read (migration 0017), in the same transaction: one
+statement a batch, so a duplicate is never counted and a rolled-back batch never was.
 """
 
 from __future__ import annotations
@@ -47,6 +51,28 @@ _INSERT = (
     f"INSERT INTO reading ({_COLUMNS}) SELECT {_COLUMNS} FROM reading_staging"  # noqa: S608
     " ON CONFLICT DO NOTHING RETURNING device_id, kind, measured_at"
 )
+
+# The batch's single readings as arrays, counted per patient, local day on the patient's
+# clock and device. FOR SHARE on the patients: a change of time zone (whose trigger
+# rebuilds the patient's days from `reading`) waits for this batch to commit, or this
+# batch for it and then counts on the new zone. Rows go in key order so that two batches
+# that share days lock them in the same order. Binary parameters (%b): as text, the
+# arrays of timestamps cost more than the rest of the statement (docs/benchmarks.md).
+_COUNT_DAYS = """
+WITH zone AS (
+    SELECT id, time_zone FROM patient WHERE id = ANY(%(patients)b::bigint[]) FOR SHARE
+)
+INSERT INTO reading_day AS day (patient_id, local_day, device_id, readings, last_measured_at)
+SELECT b.patient_id, (b.at AT TIME ZONE zone.time_zone)::date, b.device_id, count(*), max(b.at)
+FROM unnest(%(patients)b::bigint[], %(devices)b::bigint[], %(times)b::timestamptz[])
+     AS b (patient_id, device_id, at)
+JOIN zone ON zone.id = b.patient_id
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
+ON CONFLICT (patient_id, local_day, device_id) DO UPDATE
+SET readings = day.readings + excluded.readings,
+    last_measured_at = greatest(day.last_measured_at, excluded.last_measured_at)
+"""
 
 _DEVICES = """
 SELECT d.id, d.serial, d.kind, d.status = 'active',
@@ -133,8 +159,10 @@ async def _insert_readings(conn: Connection, rows: Sequence[ReadingRow]) -> list
 
 
 async def copy_readings(conn: Connection, rows: Sequence[ReadingRow]) -> None:
-    """Binary COPY straight into `reading`; a key already there raises UniqueViolation."""
+    """Binary COPY straight into `reading`, and their days counted; a key already there
+    raises UniqueViolation."""
     await _copy(conn, _COPY_DIRECT, rows)
+    await _count_days(conn, rows)
 
 
 async def upsert_readings(conn: Connection, rows: Sequence[ReadingRow]) -> list[ReadingRow]:
@@ -150,7 +178,24 @@ async def upsert_readings(conn: Connection, rows: Sequence[ReadingRow]) -> list[
         if key in keys:
             keys.discard(key)
             inserted.append(row)
+    await _count_days(conn, inserted)
     return inserted
+
+
+async def _count_days(conn: Connection, inserted: Sequence[ReadingRow]) -> None:
+    """Add readings just inserted to their days; their local days are PostgreSQL's, as
+    `reading_day_rebuild` computes them, so the two cannot disagree on a zone's rules."""
+    singles = [row for row in inserted if row.reading.statistic is None]
+    if not singles:
+        return
+    await conn.execute(
+        _COUNT_DAYS,
+        {
+            "patients": [row.patient_id for row in singles],
+            "devices": [row.device_id for row in singles],
+            "times": [row.reading.measured_at for row in singles],
+        },
+    )
 
 
 async def _copy(conn: Connection, statement: str, rows: Sequence[ReadingRow]) -> None:

@@ -1,10 +1,11 @@
 """The SQL of program operations' reads: episodes of care, and the local days on which a
 patient's devices sent readings.
 
-Days come from the TimescaleDB continuous aggregate of quarter-hour counts where it
-exists (rpm/db/timescale.py), else from `reading` itself. The two give the same days: a
-quarter-hour bucket lies within one local day in every time zone, so a day has a
-bucket with readings exactly when it has a reading.
+Days come from `reading_day` (migration 0017), which ingest keeps per patient, local day
+and device as it stores readings: a read looks days up instead of counting readings. A
+day only partly inside the range asked for (the episode began at noon, the range ends now)
+is checked against `reading` itself, for that day alone, so the answer is what counting
+the readings in the range would give.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from datetime import date, datetime, time, timedelta
 
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow, class_row
-
-from rpm.db.timescale import READING_COUNTS
 
 Connection = AsyncConnection[TupleRow]
 
@@ -41,59 +40,48 @@ async def episodes(conn: Connection, patient_id: int) -> list[Episode]:
         return await cursor.fetchall()
 
 
-@dataclass(frozen=True)
-class DaySource:
-    """Where days with readings are counted from: the continuous aggregate's buckets, or
-    the readings (single measurements only) themselves."""
+# The single readings of patient `{patient}` in [{lo}, {hi}) (their `{columns}`): a range of
+# the patient's entries in the patient-kind-time index, at most a day here.
+_SINGLES_WITHIN = """
+(SELECT {columns} FROM reading WHERE patient_id = {patient} AND statistic IS NULL
+ AND measured_at >= {lo} AND measured_at < {hi}) r
+"""
+_DEVICE_AND_TIME = "device_id, measured_at"
 
-    relation: str
-    time_column: str
-    singles_only: bool
-
-
-AGGREGATE = DaySource(READING_COUNTS, "bucket", singles_only=False)
-READINGS = DaySource("reading", "measured_at", singles_only=True)
-
-
-async def day_source(conn: Connection) -> DaySource:
-    cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", [READING_COUNTS])
-    row = await cursor.fetchone()
-    return AGGREGATE if row and row[0] else READINGS
-
-
-def _days_query(source: DaySource, select: str, where: str) -> sql.Composed:
-    """`select` and `where` use `q` (the source: patient_id, device_id, `at`), `d` (its
-    device) and the query's own names; constants and placeholders only."""
-    singles = sql.SQL(" AND q.statistic IS NULL" if source.singles_only else "")
-    return sql.SQL(
-        "SELECT {select} FROM (SELECT patient_id, device_id, {time} AS at{statistic}"
-        " FROM {relation}) q JOIN device d ON d.id = q.device_id WHERE {where}{singles}"
-    ).format(
-        select=sql.SQL(select),
-        time=sql.Identifier(source.time_column),
-        statistic=sql.SQL(", statistic" if source.singles_only else ""),
-        relation=sql.Identifier(source.relation),
-        where=sql.SQL(where),
-        singles=singles,
+# Days wholly inside [start, end) from `reading_day`; the day holding `start` and the one
+# holding `end` (where the range begins or ends inside them) from the readings in the range.
+_READING_DAYS = sql.SQL(
+    "WITH b AS (SELECT %(start)s::timestamptz AS start_at, %(end)s::timestamptz AS end_at,"
+    " (%(start)s::timestamptz AT TIME ZONE %(tz)s)::date AS first_day,"
+    " (%(end)s::timestamptz AT TIME ZONE %(tz)s)::date AS last_day)"
+    " SELECT d.kind, day.local_day FROM b, reading_day day JOIN device d ON d.id = day.device_id"
+    " WHERE day.patient_id = %(patient)s"
+    " AND day.local_day BETWEEN b.first_day AND b.last_day"
+    " AND (day.local_day::timestamp AT TIME ZONE %(tz)s) >= b.start_at"
+    " AND ((day.local_day + 1)::timestamp AT TIME ZONE %(tz)s) <= b.end_at"
+    " UNION"
+    " SELECT d.kind, (r.measured_at AT TIME ZONE %(tz)s)::date"
+    " FROM b CROSS JOIN LATERAL (VALUES"
+    "  (b.start_at, least(b.end_at, (b.first_day + 1)::timestamp AT TIME ZONE %(tz)s)),"
+    "  (greatest(b.start_at, b.last_day::timestamp AT TIME ZONE %(tz)s), b.end_at)"
+    " ) AS span (lo, hi) CROSS JOIN LATERAL {singles} JOIN device d ON d.id = r.device_id"
+).format(
+    singles=sql.SQL(
+        _SINGLES_WITHIN.format(
+            patient="%(patient)s", columns=_DEVICE_AND_TIME, lo="span.lo", hi="span.hi"
+        )
     )
+)
 
 
 async def reading_days(
-    conn: Connection,
-    patient_id: int,
-    time_zone: str,
-    start: datetime,
-    end: datetime,
-    source: DaySource | None = None,
+    conn: Connection, patient_id: int, time_zone: str, start: datetime, end: datetime
 ) -> dict[str, set[date]]:
     """Per device kind, the patient's local days in [start, end) with a reading."""
-    query = _days_query(
-        source or await day_source(conn),
-        "DISTINCT d.kind, (q.at AT TIME ZONE %(tz)s)::date",
-        "q.patient_id = %(patient)s AND q.at >= %(start)s AND q.at < %(end)s",
-    )
+    if end <= start:
+        return {}
     cursor = await conn.execute(
-        query, {"tz": time_zone, "patient": patient_id, "start": start, "end": end}
+        _READING_DAYS, {"tz": time_zone, "patient": patient_id, "start": start, "end": end}
     )
     days: dict[str, set[date]] = defaultdict(set)
     for kind, day in await cursor.fetchall():
@@ -119,9 +107,7 @@ async def episode_reading_days(
     return await reading_days(conn, patient_id, time_zone, start, end)
 
 
-# The last single reading of each reading kind of patient `{patient}` (its `{columns}`),
-# each found through the patient-kind-time index rather than by reading the patient's
-# whole history.
+# The last single reading of each reading kind of patient `{patient}` (its `{columns}`).
 _LAST_OF_EACH_KIND = """
 unnest(ARRAY['blood_pressure', 'body_weight', 'blood_glucose', 'heart_rate']) AS k (kind)
 CROSS JOIN LATERAL (
@@ -130,16 +116,22 @@ CROSS JOIN LATERAL (
     ORDER BY measured_at DESC LIMIT 1
 ) last
 """
-_DEVICE_AND_TIME = "device_id, measured_at"
-_LAST_READINGS = sql.SQL(
-    "SELECT d.kind, max(last.measured_at) FROM {last}"
-    " JOIN device d ON d.id = last.device_id GROUP BY d.kind"
-).format(last=sql.SQL(_LAST_OF_EACH_KIND.format(patient="%s", columns=_DEVICE_AND_TIME)))
+# When patient `{patient}`'s last single reading was measured: on their latest day with
+# readings (a local day is later exactly when its readings are), the latest of its devices'.
+# One backward step through the patient's days in the key's index.
+_LAST_READING_AT = """
+(SELECT last_measured_at FROM reading_day WHERE patient_id = {patient}
+ ORDER BY local_day DESC, last_measured_at DESC LIMIT 1)
+"""
 
 
 async def last_readings(conn: Connection, patient_id: int) -> dict[str, datetime]:
     """Per device kind, when the patient's last reading was measured."""
-    cursor = await conn.execute(_LAST_READINGS, [patient_id])
+    cursor = await conn.execute(
+        "SELECT d.kind, max(day.last_measured_at) FROM reading_day day"
+        " JOIN device d ON d.id = day.device_id WHERE day.patient_id = %s GROUP BY d.kind",
+        [patient_id],
+    )
     return dict(await cursor.fetchall())
 
 
@@ -158,21 +150,18 @@ class CurrentPeriod:
 
 
 async def current_periods(
-    conn: Connection,
-    now: datetime,
-    care_team_ids: Collection[int] | None,
-    source: DaySource | None = None,
+    conn: Connection, now: datetime, care_team_ids: Collection[int] | None
 ) -> list[CurrentPeriod]:
     """Every active patient in an open episode (of these teams; None: all), with the
     local days of their current period that have readings."""
     teams = None if care_team_ids is None else list(care_team_ids)
-    days = _days_query(
-        source or await day_source(conn),
-        "DISTINCT (q.at AT TIME ZONE c.time_zone)::date",
-        # From the episode's start, as `episode_reading_days` counts for the patient page.
-        "q.patient_id = c.patient_id AND q.at >= c.started_at"
-        " AND q.at >= (c.period_first::timestamp AT TIME ZONE c.time_zone)"
-        " AND q.at < ((c.period_first + 30)::timestamp AT TIME ZONE c.time_zone)",
+    # From the episode's start, as `episode_reading_days` counts for the patient page: the
+    # episode's first day from the readings after it began, the days after from reading_day.
+    first_day_read = _SINGLES_WITHIN.format(
+        patient="c.patient_id",
+        columns="1",
+        lo="c.started_at",
+        hi="((c.first_day + 1)::timestamp AT TIME ZONE c.time_zone)",
     )
     query = sql.SQL(
         "WITH open_episode AS ("
@@ -187,12 +176,18 @@ async def current_periods(
         " FROM open_episode WHERE today >= first_day"
         ")"
         " SELECT c.patient_id, c.external_ref, c.care_team_id, c.time_zone, c.started_at,"
-        " ARRAY({days}),"
-        " (SELECT max(last.measured_at) FROM {last})"
+        " ARRAY(SELECT day.local_day FROM reading_day day WHERE day.patient_id = c.patient_id"
+        "       AND day.local_day > c.first_day AND day.local_day >= c.period_first"
+        "       AND day.local_day < c.period_first + 30"
+        # CASE, not AND: PostgreSQL would look the readings up for every patient first.
+        "       UNION SELECT c.first_day WHERE CASE WHEN c.period_first = c.first_day"
+        "       THEN EXISTS (SELECT FROM {first_day_read}) END"
+        "       ORDER BY 1),"
+        " {last}"
         " FROM c ORDER BY c.patient_id"
     ).format(
-        days=days,
-        last=sql.SQL(_LAST_OF_EACH_KIND.format(patient="c.patient_id", columns=_DEVICE_AND_TIME)),
+        first_day_read=sql.SQL(first_day_read),
+        last=sql.SQL(_LAST_READING_AT.format(patient="c.patient_id")),
     )
     cursor = await conn.execute(query, {"now": now, "teams": teams})
     return [CurrentPeriod(*row) for row in await cursor.fetchall()]
@@ -218,7 +213,7 @@ async def reminder_candidates(conn: Connection) -> list[ReminderCandidate]:
     query = sql.SQL(
         "SELECT p.id, p.time_zone, p.reminder_phone, p.reminder_after_days,"
         " p.quiet_hours_start, p.quiet_hours_end, e.started_at,"
-        " (SELECT max(last.measured_at) FROM {last}),"
+        " {last},"
         # When the job (on its own clock) wanted it sent, not the row's created_at: the
         # database's clock is not the job's.
         " (SELECT max(coalesce(n.not_before, n.created_at)) FROM notification n"
@@ -227,7 +222,7 @@ async def reminder_candidates(conn: Connection) -> list[ReminderCandidate]:
         " FROM patient p JOIN care_episode e ON e.patient_id = p.id AND e.ended_at IS NULL"
         " WHERE p.status = 'active' AND p.reminders_opted_in_at IS NOT NULL"
         " ORDER BY p.id"
-    ).format(last=sql.SQL(_LAST_OF_EACH_KIND.format(patient="p.id", columns=_DEVICE_AND_TIME)))
+    ).format(last=sql.SQL(_LAST_READING_AT.format(patient="p.id")))
     cursor = await conn.execute(query)
     return [ReminderCandidate(*row) for row in await cursor.fetchall()]
 

@@ -86,6 +86,7 @@ def _patient(
                 " original, source) VALUES (%s, 'body_weight', %s, %s, 80, '{}', 'native')",
                 [device[0], last_reading, patient_id],
             )
+            conn.execute("SELECT reading_day_rebuild(%s)", [patient_id])
     return patient_id
 
 

@@ -1,6 +1,6 @@
 """Program operations' SQL on a real PostgreSQL: episodes follow the patient's status, days
-with readings on the patient's clock (the same from the continuous aggregate as from the
-readings), and time logs that cannot overlap."""
+with readings on the patient's clock (from `reading_day`, whole days and partial ones alike),
+and time logs that cannot overlap."""
 
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ async def _weights(
             " original, source) VALUES (%s, 'body_weight', %s, %s, 80, %s, '{}', 'native')",
             [(device_id, at, patient_id, statistic) for at in times],
         )
+    # Written by hand, not by ingest: their days are counted as ingest would.
+    await conn.execute("SELECT reading_day_rebuild(%s)", [patient_id])
 
 
 async def test_episodes_follow_the_patient_status(conn: Conn) -> None:
@@ -104,22 +106,15 @@ async def test_days_with_readings_on_the_patient_clock(conn: Conn, zone_name: st
     end = datetime(2026, 10, 1, tzinfo=zone).astimezone(UTC)
     expected = {at.astimezone(zone).date() for at in times if start <= at < end}
 
-    plain = await repository.reading_days(conn, patient, zone_name, start, end, repository.READINGS)
-    assert plain == {"weight_scale": expected}
-    if await repository.day_source(conn) is repository.AGGREGATE:
-        # Half materialized, half computed at query time: both must agree with the readings.
-        await conn.execute(
-            "CALL refresh_continuous_aggregate('reading_quarter_hours', NULL, %s)",
-            [datetime(2026, 9, 15, tzinfo=UTC)],
-        )
-        aggregated = await repository.reading_days(
-            conn, patient, zone_name, start, end, repository.AGGREGATE
-        )
-        assert aggregated == plain
-        now = datetime(2026, 9, 20, 12, tzinfo=UTC)
-        assert await repository.current_periods(conn, now, None, repository.AGGREGATE) == (
-            await repository.current_periods(conn, now, None, repository.READINGS)
-        )
+    assert await repository.reading_days(conn, patient, zone_name, start, end) == {
+        "weight_scale": expected
+    }
+    # A range that starts and ends inside a day: those two days from the readings themselves.
+    inside_start, inside_end = start + timedelta(hours=13), end - timedelta(hours=5)
+    partly = {at.astimezone(zone).date() for at in times if inside_start <= at < inside_end}
+    assert await repository.reading_days(conn, patient, zone_name, inside_start, inside_end) == {
+        "weight_scale": partly
+    }
 
 
 async def test_current_periods_and_last_readings(conn: Conn) -> None:

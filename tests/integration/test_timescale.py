@@ -53,12 +53,12 @@ async def test_timescale_mode_follows_the_server(empty_db_url: str) -> None:
     policies = _policies(empty_db_url)
     assert "policy_compression" in policies
     assert "policy_retention" in policies
-    # Adherence and billing's day counts: computed at query time past what is materialized.
+    # Adherence and billing's day counts are kept in reading_day (0017), not an aggregate.
     with psycopg.connect(empty_db_url) as conn:
         aggregates = conn.execute(
-            "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates"
+            "SELECT view_name FROM timescaledb_information.continuous_aggregates"
         ).fetchall()
-    assert aggregates == [("reading_quarter_hours", False)]
+    assert aggregates == []
 
     # Retention is off unless configured: the next start without it removes the policy.
     await prepare_schema(empty_db_url, DatabaseSettings(timescale="on"))
