@@ -21,7 +21,7 @@ from rpm.program.billing import MonthTime, PeriodBilling, bill_episode, month_ti
 from rpm.program.huddle import HuddleRow, MeasureSummary, OpenAlert, PatientOnBoard, board
 from rpm.program.periods import Month, local_day, period_on, periods
 from rpm.rules import care_plans
-from rpm.rules.plan import CarePlan, Measure, Severity
+from rpm.rules.plan import Measure, Severity
 
 Connection = AsyncConnection[TupleRow]
 
@@ -102,7 +102,7 @@ async def huddle_board(conn: Connection, care_team_id: int, now: datetime) -> li
     currents = await repository.current_periods(conn, now, [care_team_id])
     ids = [c.patient_id for c in currents]
     records = await registry.by_ids(conn, ids)
-    documents = await care_plans.documents(
+    plans = await care_plans.plans(
         conn,
         [(r.id, r.care_plan_version) for r in records.values() if r.care_plan_version is not None],
     )
@@ -116,7 +116,6 @@ async def huddle_board(conn: Connection, care_team_id: int, now: datetime) -> li
     patients = []
     for current in currents:
         record = records[current.patient_id]
-        document = documents.get((record.id, record.care_plan_version or 0))
         last = current.last_reading_at
         zone = time_zone(record.time_zone)
         today = local_day(now, zone)
@@ -126,7 +125,7 @@ async def huddle_board(conn: Connection, care_team_id: int, now: datetime) -> li
                 record.external_ref,
                 f"{record.given_name} {record.family_name}",
                 record.time_zone,
-                None if document is None else CarePlan.model_validate(document),
+                plans.get((record.id, record.care_plan_version or 0)),
                 [
                     MeasureSummary(
                         Measure(m.measure), m.value, m.measured_at, m.recent_mean, m.previous_mean

@@ -6,6 +6,7 @@ pointer to it, compare-and-set on the version the editor started from.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -165,19 +166,30 @@ async def in_force(conn: Connection, patient_ids: Iterable[int]) -> list[tuple[i
     return await cursor.fetchall()
 
 
-async def documents(
+async def plans(
     conn: Connection, versions: Sequence[tuple[int, int]]
-) -> dict[tuple[int, int], Any]:
-    """The plan documents of these (patient id, version) pairs."""
+) -> dict[tuple[int, int], CarePlan]:
+    """The plans of these (patient id, version) pairs, each distinct document parsed once:
+    most patients' plans are a template's, word for word, and validating a plan costs
+    about 0.3 ms (a huddle board of 500 patients spent most of its time on it). The plans
+    are frozen, so patients with the same document share one."""
     if not versions:
         return {}
+    # jsonb's text is canonical (keys sorted, no spacing): equal documents, equal text.
     cursor = await conn.execute(
-        "SELECT v.patient_id, v.version, v.document FROM care_plan_version v"
+        "SELECT v.patient_id, v.version, v.document::text FROM care_plan_version v"
         " JOIN unnest(%s::bigint[], %s::integer[]) AS w(patient_id, version)"
         " ON v.patient_id = w.patient_id AND v.version = w.version",
         [[p for p, _ in versions], [v for _, v in versions]],
     )
-    return {(p, v): document for p, v, document in await cursor.fetchall()}
+    parsed: dict[str, CarePlan] = {}
+    found = {}
+    for patient_id, version, text in await cursor.fetchall():
+        plan = parsed.get(text)
+        if plan is None:
+            plan = parsed[text] = CarePlan.model_validate(json.loads(text))
+        found[(patient_id, version)] = plan
+    return found
 
 
 async def _current_version(conn: Connection, patient_id: int) -> int | None:
