@@ -43,6 +43,7 @@ from psycopg_pool import AsyncConnectionPool
 from benchmarks.ingest import add_database_options, throwaway_database
 from rpm.app import Wiring, create_app
 from rpm.auth.passwords import hash_password
+from rpm.cli.serve import tune_garbage_collector
 from rpm.config import (
     BrokerAddress,
     DatabaseSettings,
@@ -529,6 +530,9 @@ def _app(url: str, pool: AsyncConnectionPool) -> object:
     app.state.pool = pool
     app.state.settings = settings
     app.state.health = Health()
+    # As `rpm up` does once started: the collector's thresholds set the pauses a request
+    # may meet.
+    tune_garbage_collector()
     return app
 
 
