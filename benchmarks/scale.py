@@ -2,10 +2,11 @@
 enrolled patients with 90 days of readings.
 
     python -m benchmarks.scale [--patients 100000] [--runs 30] [--program-runs 7]
-                               [--seeded URL] [--only NAME] [--keep-database]
+                               [--seeded URL] [--only NAME] [--view team|program]
+                               [--keep-database]
                                                                (or: make bench-scale)
 
-Seeds a throwaway database (binary-free, text COPY straight into the tables) with care
+Seeds a throwaway database (COPY in text format, straight into the tables) with care
 teams of 500 patients, each patient with a care plan from the guideline templates, a
 device per kind the plan expects, 90 days of readings (one or two on most days; some
 patients read on half their days, some stopped a few days ago, a few never started),
@@ -18,7 +19,8 @@ and an admin (every patient). Each read is timed `--runs` times for the team and
 the targets: 100 ms for a team's view, 1 s for the programme-wide one.
 
 `--seeded URL` reuses a database seeded by an earlier run (`--keep-database` prints its
-URL); `--only NAME` times one read (names as printed). docs/benchmarks.md has the figures.
+URL); `--only NAME` times one read (names as printed), `--view team|program` one view's.
+docs/benchmarks.md has the figures.
 """
 
 from __future__ import annotations
@@ -593,14 +595,18 @@ def _size(body: bytes, content_type: str) -> str:
 
 
 async def measure(
-    url: str, runs: int, program_runs: int, only: str | None, patients: int
+    url: str, runs: int, program_runs: int, only: str | None, view: str | None, patients: int
 ) -> list[Timing]:
     now = datetime.now(UTC)
     # Team 1's patient with the most going on: two devices, an open alert, notes.
     patient = next(g for g in (498, 48, 1) if g <= patients)
     # Last month: a whole month of logged time.
     month = f"{now.replace(day=1) - timedelta(days=1):%Y-%m}"
-    chosen = [r for r in reads(patient, 1, month) if only is None or r.name == only]
+    chosen = [
+        r
+        for r in reads(patient, 1, month)
+        if (only is None or r.name == only) and (view is None or r.who == view)
+    ]
     if not chosen:
         names = sorted({r.name for r in reads(patient, 1, month)})
         raise SystemExit(f"--only: no read named {only!r}; choose from {', '.join(names)}")
@@ -664,7 +670,9 @@ def run(url: str, args: argparse.Namespace, seed: bool) -> bool:
         (patients,) = conn.execute("SELECT count(*) FROM patient").fetchone() or (0,)
     print(f"\nmeasuring ({_load()}); team: team 1's care manager, program: an admin")
     print(HEADER)
-    timings = asyncio.run(measure(url, args.runs, args.program_runs, args.only, int(patients)))
+    timings = asyncio.run(
+        measure(url, args.runs, args.program_runs, args.only, args.view, int(patients))
+    )
     print(f"after: {_load()}")
     ok = all(t.passed for t in timings)
     print(f"overall: {'PASS' if ok else 'FAIL'}")
@@ -679,6 +687,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--program-runs", type=int, default=7, help="timed runs of a programme-wide read"
     )
     parser.add_argument("--only", help="time only the read of this name (both views)")
+    parser.add_argument("--view", choices=("team", "program"), help="time only this view's reads")
     parser.add_argument("--seeded", metavar="URL", help="a database seeded by an earlier run")
     add_database_options(parser)
     args = parser.parse_args(argv)
