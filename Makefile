@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up migrate test lint fmt lock bench bench-rules bench-alerts bench-program bench-burden bench-identities clean
+.PHONY: help install up migrate test lint fmt lock bench bench-rules bench-alerts bench-program bench-burden bench-scale bench-identities clean
 
 help:
 	@echo "make up       install, then run the whole service (embedded database and broker unless"
@@ -24,6 +24,9 @@ help:
 	@echo "              readings/s, and the worklist query over 100,000 alerts (same needs, BENCH_ARGS)"
 	@echo "make bench-program  adherence worklist, billing periods and reminder scan over 5,000"
 	@echo "              patients with a year of readings each (same needs, BENCH_ARGS)"
+	@echo "make bench-scale  every page and API call of a care team (500 patients) and of an admin"
+	@echo "              over 100,000 patients with 90 days of readings: p50/p99 against 100 ms and 1 s"
+	@echo "              (same needs, BENCH_ARGS: --seeded URL, --only NAME, --patients N)"
 	@echo "make bench-burden  alert burden of the care-plan templates on 1,000 simulated patients"
 	@echo "              over 90 days, through the rule engine's own evaluation (no database; BENCH_ARGS)"
 	@echo "make bench-identities  how soon Mosquitto's dynamic security plugin drops a rotated or"
@@ -81,6 +84,9 @@ bench-alerts: $(STAMP)
 
 bench-program: $(STAMP)
 	$(BIN)/python -m benchmarks.program $(BENCH_ARGS)
+
+bench-scale: $(STAMP)
+	$(BIN)/python -m benchmarks.scale $(BENCH_ARGS)
 
 bench-burden: $(STAMP)
 	$(BIN)/python -m benchmarks.burden $(BENCH_ARGS)

@@ -103,14 +103,26 @@ def month_time(
 ) -> MonthTime:
     """`start` and `end`: the month's bounds on the patient's clock."""
     inside = [e for e in entries if e.started_at < end and e.ended_at > start]
-    spent = time_within(inside, start, end)
-    physician = time_within((e for e in inside if e.by_physician), start, end)
-    interactive = any(e.interactive for e in inside)
+    return month_time_of(
+        month,
+        len(inside),
+        time_within(inside, start, end),
+        time_within((e for e in inside if e.by_physician), start, end),
+        any(e.interactive for e in inside),
+    )
+
+
+def month_time_of(
+    month: Month, entries: int, spent: timedelta, physician: timedelta, interactive: bool
+) -> MonthTime:
+    """The month's codes from its totals: `entries` in the month (wholly or in part), the
+    time of theirs inside it (`physician`: a physician's part), and whether any was an
+    interactive communication."""
     codes = management_codes(spent, interactive)
     minutes = int(spent.total_seconds()) // 60
     if codes:
         reason = f"{minutes} min with an interactive communication"
-    elif not inside:
+    elif not entries:
         reason = "no time logged"
     elif not interactive and minutes >= SHORT_MANAGEMENT.total_seconds() // 60:
         reason = f"{minutes} min but no interactive communication in the month"
@@ -118,7 +130,7 @@ def month_time(
         reason = f"{minutes} min: under the 10 min of {MANAGEMENT_FIRST_10_MIN}"
     return MonthTime(
         month,
-        len(inside),
+        entries,
         minutes,
         int(physician.total_seconds()) // 60,
         interactive,

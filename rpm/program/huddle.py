@@ -63,20 +63,28 @@ class MeasureSummary:
     previous_mean: float | None
 
 
+def plan_limits(plan: CarePlan | None) -> dict[Measure, list[Limit]]:
+    """The limits of the plan's enabled one-reading rules (threshold rules for every
+    reading, not those for some meal contexts only), by measure."""
+    found: dict[Measure, list[Limit]] = {}
+    for rule in plan.reading_rules() if plan is not None else ():
+        if isinstance(rule, ThresholdRule) and not rule.meal_contexts:
+            for limit in rule.limits:
+                found.setdefault(limit.measure, []).append(limit)
+    return found
+
+
 def breached_limit(plan: CarePlan | None, measure: Measure, value: float) -> Limit | None:
-    """The most severe limit of the plan's enabled one-reading rules (threshold rules for
-    every reading, not those for some meal contexts only) that this value is beyond."""
-    if plan is None:
-        return None
+    """The most severe of the plan's one-reading limits (`plan_limits`) that this value
+    is beyond."""
+    return _most_severe_beyond(plan_limits(plan).get(measure, ()), value)
+
+
+def _most_severe_beyond(limits: Sequence[Limit], value: float) -> Limit | None:
     found: Limit | None = None
-    for rule in plan.reading_rules():
-        if not isinstance(rule, ThresholdRule) or rule.meal_contexts:
-            continue
-        for limit in rule.limits:
-            if limit.measure is not measure or not beyond(limit, value):
-                continue
-            if found is None or limit.severity.rank > found.severity.rank:
-                found = limit
+    for limit in limits:
+        if beyond(limit, value) and (found is None or limit.severity.rank > found.severity.rank):
+            found = limit
     return found
 
 
@@ -137,7 +145,14 @@ class HuddleRow:
 def board(patients: Sequence[PatientOnBoard]) -> list[HuddleRow]:
     """The rows, patients who need discussion first: the most severe open alert or last
     value first, then the most reasons, then the least adherence slack."""
-    rows = [_row(p) for p in patients]
+    # Patients of one template share its plan (`care_plans.plans`): its limits are
+    # sorted out once, not once a patient.
+    limits: dict[int, dict[Measure, list[Limit]]] = {}
+    rows = []
+    for patient in patients:
+        if id(patient.plan) not in limits:
+            limits[id(patient.plan)] = plan_limits(patient.plan)
+        rows.append(_row(patient, limits[id(patient.plan)]))
     rows.sort(
         key=lambda r: (
             -(r.severity.rank if r.severity else 0),
@@ -149,13 +164,13 @@ def board(patients: Sequence[PatientOnBoard]) -> list[HuddleRow]:
     return rows
 
 
-def _row(patient: PatientOnBoard) -> HuddleRow:
+def _row(patient: PatientOnBoard, limits: dict[Measure, list[Limit]]) -> HuddleRow:
     marks = [
         MeasureMark(
             m.measure,
             m.value,
             m.measured_at,
-            breached_limit(patient.plan, m.measure, m.value),
+            _most_severe_beyond(limits.get(m.measure, ()), m.value),
             trend(m.measure, m.recent_mean, m.previous_mean),
         )
         # Systolic before diastolic, as a blood pressure is read.

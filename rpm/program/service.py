@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
@@ -17,11 +17,18 @@ from rpm.patients import handoff, registry
 from rpm.patients.registry import PatientRecord, time_zone
 from rpm.program import repository, time_logs
 from rpm.program.adherence import Adherence, Standing, assess, silent_days
-from rpm.program.billing import MonthTime, PeriodBilling, bill_episode, month_time, time_within
+from rpm.program.billing import (
+    MonthTime,
+    PeriodBilling,
+    bill_episode,
+    month_time,
+    month_time_of,
+    time_within,
+)
 from rpm.program.huddle import HuddleRow, MeasureSummary, OpenAlert, PatientOnBoard, board
 from rpm.program.periods import Month, local_day, period_on, periods
 from rpm.rules import care_plans
-from rpm.rules.plan import CarePlan, Measure, Severity
+from rpm.rules.plan import Measure, Severity
 
 Connection = AsyncConnection[TupleRow]
 
@@ -102,7 +109,7 @@ async def huddle_board(conn: Connection, care_team_id: int, now: datetime) -> li
     currents = await repository.current_periods(conn, now, [care_team_id])
     ids = [c.patient_id for c in currents]
     records = await registry.by_ids(conn, ids)
-    documents = await care_plans.documents(
+    plans = await care_plans.plans(
         conn,
         [(r.id, r.care_plan_version) for r in records.values() if r.care_plan_version is not None],
     )
@@ -116,7 +123,6 @@ async def huddle_board(conn: Connection, care_team_id: int, now: datetime) -> li
     patients = []
     for current in currents:
         record = records[current.patient_id]
-        document = documents.get((record.id, record.care_plan_version or 0))
         last = current.last_reading_at
         zone = time_zone(record.time_zone)
         today = local_day(now, zone)
@@ -126,7 +132,7 @@ async def huddle_board(conn: Connection, care_team_id: int, now: datetime) -> li
                 record.external_ref,
                 f"{record.given_name} {record.family_name}",
                 record.time_zone,
-                None if document is None else CarePlan.model_validate(document),
+                plans.get((record.id, record.care_plan_version or 0)),
                 [
                     MeasureSummary(
                         Measure(m.measure), m.value, m.measured_at, m.recent_mean, m.previous_mean
@@ -213,13 +219,13 @@ async def program_month(
     conn: Connection, month: Month, care_team_ids: Collection[int] | None
 ) -> list[ProgramMonthRow]:
     """Every patient with time logged in the month (on their own clock), by patient id."""
-    # Wide enough for every zone's month (UTC-12 to UTC+14); each patient's own is clipped.
-    start = datetime.combine(month.first_day, datetime.min.time(), UTC) - timedelta(days=1)
-    end = datetime.combine(month.next().first_day, datetime.min.time(), UTC) + timedelta(days=1)
-    rows = []
-    for patient in await time_logs.for_program(conn, start, end, care_team_ids):
-        zone = time_zone(patient.time_zone)
-        spent = month_time(month, patient.entries, month.starts_at(zone), month.ends_at(zone))
-        if spent.entries:
-            rows.append(ProgramMonthRow(patient.patient_id, patient.external_ref, spent))
-    return rows
+    return [
+        ProgramMonthRow(
+            t.patient_id,
+            t.external_ref,
+            month_time_of(month, t.entries, t.spent, t.physician, t.interactive),
+        )
+        for t in await time_logs.month_totals(
+            conn, month.first_day, month.next().first_day, care_team_ids
+        )
+    ]

@@ -6,6 +6,7 @@ pointer to it, compare-and-set on the version the editor started from.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -165,19 +166,29 @@ async def in_force(conn: Connection, patient_ids: Iterable[int]) -> list[tuple[i
     return await cursor.fetchall()
 
 
-async def documents(
+async def plans(
     conn: Connection, versions: Sequence[tuple[int, int]]
-) -> dict[tuple[int, int], Any]:
-    """The plan documents of these (patient id, version) pairs."""
+) -> dict[tuple[int, int], CarePlan]:
+    """The plans of these (patient id, version) pairs, each distinct document parsed once:
+    most patients' plans are a template's, word for word, and validating a plan costs
+    about 0.3 ms (a huddle board of 500 patients spent most of its time on it). The plans
+    are frozen, so patients with the same document share one."""
     if not versions:
         return {}
+    # Grouped on the document (jsonb equality), so each distinct one crosses the wire once:
+    # a template's plan is some 10 kB, 500 of them 5 MB.
     cursor = await conn.execute(
-        "SELECT v.patient_id, v.version, v.document FROM care_plan_version v"
+        "SELECT v.document::text, array_agg(v.patient_id), array_agg(v.version)"
+        " FROM care_plan_version v"
         " JOIN unnest(%s::bigint[], %s::integer[]) AS w(patient_id, version)"
-        " ON v.patient_id = w.patient_id AND v.version = w.version",
+        " ON v.patient_id = w.patient_id AND v.version = w.version GROUP BY v.document",
         [[p for p, _ in versions], [v for _, v in versions]],
     )
-    return {(p, v): document for p, v, document in await cursor.fetchall()}
+    found: dict[tuple[int, int], CarePlan] = {}
+    for text, patient_ids, numbers in await cursor.fetchall():
+        plan = CarePlan.model_validate(json.loads(text))
+        found.update(dict.fromkeys(zip(patient_ids, numbers, strict=True), plan))
+    return found
 
 
 async def _current_version(conn: Connection, patient_id: int) -> int | None:

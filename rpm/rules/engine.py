@@ -407,8 +407,7 @@ class RuleEngine:
                 self._plans.move_to_end((pid, version))
             else:
                 missing.append((pid, version))
-        for key, document in (await care_plans.documents(conn, missing)).items():
-            self._plans[key] = CarePlan.model_validate(document)
+        self._plans.update(await care_plans.plans(conn, missing))
         while len(self._plans) > max(PLAN_CACHE_SIZE, len(in_force)):
             self._plans.popitem(last=False)
         return {

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, overload
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -252,24 +252,34 @@ def _observed(rule: LimitRule, limit: Limit, times: Floats, values: Floats) -> F
 
 
 def _compare(op: Op, observed: Floats, limit: float) -> Bools:
+    with np.errstate(invalid="ignore"):  # NaN compares False: no value, no firing
+        return _past(op, observed, limit)
+
+
+@overload
+def _past(op: Op, observed: float, limit: float) -> bool: ...
+@overload
+def _past(op: Op, observed: Floats, limit: float) -> Bools: ...
+def _past(op: Op, observed: float | Floats, limit: float) -> bool | Bools:
     # A value within AT_LIMIT of the limit is at it: a reading of exactly the limit in
     # another unit (3.0 mmol/L, a 3.0 lb gain) comes back from kg or mg/dL, and from the
     # store's float32 columns, a rounding error either side of it.
-    with np.errstate(invalid="ignore"):  # NaN compares False: no value, no firing
-        match op:
-            case Op.AT_OR_ABOVE:
-                return observed >= limit - AT_LIMIT
-            case Op.ABOVE:
-                return observed > limit + AT_LIMIT
-            case Op.AT_OR_BELOW:
-                return observed <= limit + AT_LIMIT
-            case Op.BELOW:
-                return observed < limit - AT_LIMIT
+    match op:
+        case Op.AT_OR_ABOVE:
+            return observed >= limit - AT_LIMIT
+        case Op.ABOVE:
+            return observed > limit + AT_LIMIT
+        case Op.AT_OR_BELOW:
+            return observed <= limit + AT_LIMIT
+        case Op.BELOW:
+            return observed < limit - AT_LIMIT
 
 
 def beyond(limit: Limit, value: float) -> bool:
-    """Whether one value (canonical unit) is past the limit, as a rule compares it."""
-    return bool(_compare(limit.op, np.array([value]), limit.canonical_value())[0])
+    """Whether one value (canonical unit) is past the limit, as a rule compares it: on a
+    plain float, since a numpy array and its error state cost more than the comparison
+    (the huddle board makes thousands)."""
+    return _past(limit.op, value, limit.canonical_value())
 
 
 def _rank(limits: Sequence[tuple[Limit, float]], observed: Sequence[Floats]) -> Ints:

@@ -13,6 +13,8 @@ import pytest
 from psycopg.rows import TupleRow
 
 from rpm.program import repository, time_logs
+from rpm.program.billing import TimeSpent, month_time, month_time_of
+from rpm.program.periods import Month
 from rpm.program.time_logs import TimeLogConflict, TimeLogError
 
 Conn = psycopg.AsyncConnection[TupleRow]
@@ -214,7 +216,44 @@ async def test_time_logs_cannot_overlap_and_are_voided_not_deleted(conn: Conn) -
         conn, patient, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
     )
     assert len(listed) == 4  # the voided one too
-    [program] = await time_logs.for_program(
-        conn, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC), None
-    )
-    assert len(program.entries) == 3  # not the voided one, nor a running one
+    [program] = await time_logs.month_totals(conn, date(2026, 11, 1), date(2026, 12, 1), None)
+    assert program.entries == 3  # not the voided one, nor a running one
+
+
+async def test_month_totals_are_each_patients_own_month_as_month_time_counts_it(
+    conn: Conn,
+) -> None:
+    """The database's sums give what `billing.month_time` gives from the entries: each
+    entry clipped to the patient's own calendar month, on their clock (one across
+    midnight at a month's end counts in part), a physician's part apart."""
+    nurse = await _staff(conn, "nurse-m", "nurse")
+    doctor = await _staff(conn, "doctor-m", "physician")
+    rng = random.Random(7)
+    month, following = Month(2026, 11), Month(2026, 12)
+    entries: dict[int, list[TimeSpent]] = {}
+    for zone in ZONES:
+        patient = await _patient(conn, f"P-M-{zone}", zone, datetime(2026, 9, 1, tzinfo=UTC))
+        entries[patient] = []
+        # Around both ends of the month on the patient's clock, and inside it.
+        edges = [month.starts_at(ZoneInfo(zone)), following.starts_at(ZoneInfo(zone))]
+        for i, edge in enumerate([*edges, edges[0] + timedelta(days=9)]):
+            for staff, role in ((nurse, "nurse"), (doctor, "physician")):
+                start = edge - timedelta(minutes=rng.randrange(5, 40) + 60 * i)
+                end = start + timedelta(minutes=rng.randrange(20, 90), seconds=rng.randrange(60))
+                interactive = rng.random() < 0.3
+                await time_logs.add(conn, patient, staff, start, end, interactive, "", role)
+                entries[patient].append(TimeSpent(start, end, interactive, role == "physician"))
+    found = {
+        t.patient_id: month_time_of(month, t.entries, t.spent, t.physician, t.interactive)
+        for t in await time_logs.month_totals(conn, month.first_day, following.first_day, None)
+    }
+    zones = dict(await (await conn.execute("SELECT id, time_zone FROM patient")).fetchall())
+    expected = {
+        patient: month_time(
+            month, spent, month.starts_at(ZoneInfo(zones[patient])),
+            month.ends_at(ZoneInfo(zones[patient])),
+        )
+        for patient, spent in entries.items()
+    }  # fmt: skip
+    assert found == expected
+    assert await time_logs.month_totals(conn, month.first_day, following.first_day, [999]) == []

@@ -319,3 +319,16 @@ async def test_warming_parses_the_plans_of_patients_whose_devices_sent_lately(
     assert await RuleEngine(pool).warm() == 1
     # Two days later nobody counts as active: nothing to warm.
     assert await RuleEngine(pool, clock=lambda: NOW + timedelta(days=3)).warm() == 0
+
+
+async def test_patients_with_the_same_plan_document_share_one_parsed_plan(conn: Conn) -> None:
+    """A template's plan is parsed once however many patients have it (the huddle board
+    and the engine's warm-up read hundreds at once); a different document is its own."""
+    first = await _enrol(conn, "SHARED-1", ("hypertension",))
+    second = await _enrol(conn, "SHARED-2", ("hypertension",))
+    other = await _enrol(conn, "OTHER-1", ("heart_failure",))
+    found = await care_plans.plans(conn, [(first, 1), (second, 1), (other, 1), (other, 9)])
+    assert set(found) == {(first, 1), (second, 1), (other, 1)}
+    assert found[(first, 1)] is found[(second, 1)]
+    assert found[(first, 1)] == plan_from_templates(["hypertension"])
+    assert found[(other, 1)] == plan_from_templates(["heart_failure"])
