@@ -180,9 +180,6 @@ def resolve(messages: Iterable[DecodedMessage], devices: Mapping[str, KnownDevic
         stored = 0
         for item in message.items:
             device = devices.get(item.serial) if item.serial is not None else None
-            if device is not None:
-                previous = plan.last_seen.get(device.id)
-                plan.last_seen[device.id] = max(received_at, previous or received_at)
             outcome = _attribute(item, device, received_at)
             if isinstance(outcome, Rejection):
                 rejections.append(outcome)
@@ -191,8 +188,13 @@ def resolve(messages: Iterable[DecodedMessage], devices: Mapping[str, KnownDevic
             else:
                 plan.rows.append(outcome)
                 stored += 1
+        # Once a device, not once a reading: a message's readings mostly share one.
+        serial_names = {i.serial for i in message.items if i.serial is not None}
+        for name in serial_names:
+            if (device := devices.get(name)) is not None:
+                previous = plan.last_seen.get(device.id)
+                plan.last_seen[device.id] = max(received_at, previous or received_at)
         if rejections:
-            serial_names = {i.serial for i in message.items if i.serial is not None}
             plan.dead_letters.append(
                 DeadLetter(
                     message.envelope,
