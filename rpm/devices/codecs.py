@@ -12,6 +12,7 @@ the good ones. Formats, told apart by their shape:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, NotRequired
 
@@ -82,15 +83,16 @@ class NativeBloodGlucose(_NativeBase):
     meal: NotRequired[MealContext | None]
 
 
-_NATIVE: TypeAdapter[NativeBloodPressure | NativeBodyWeight | NativeBloodGlucose] = TypeAdapter(
-    Annotated[
-        NativeBloodPressure | NativeBodyWeight | NativeBloodGlucose, Field(discriminator="kind")
-    ]
-)
+NativeReading = NativeBloodPressure | NativeBodyWeight | NativeBloodGlucose
+# The adapter's validator itself: `TypeAdapter.validate_python` adds a call and eight
+# keyword arguments to every reading.
+_validate_native: Callable[[object], NativeReading] = TypeAdapter(
+    Annotated[NativeReading, Field(discriminator="kind")]
+).validator.validate_python
 
 
 def _from_native(item: dict[str, Any]) -> Reading | Rejection:
-    native = _NATIVE.validate_python(item)
+    native = _validate_native(item)
     measured_at = parse_timestamp(native["measured_at"], "measured_at")
     if isinstance(measured_at, Rejection):
         return measured_at
