@@ -85,13 +85,15 @@ def parse_timestamp(value: str, field: str) -> datetime | Rejection:
 def check_time(
     measured_at: datetime, received_at: datetime, limits: TimeLimits
 ) -> Rejection | None:
-    if measured_at - received_at > limits.max_future:
+    # One subtraction: between times of different UTC offsets it is the costly part.
+    ahead = measured_at - received_at
+    if ahead > limits.max_future:
         return Rejection(
             Reason.FUTURE_TIMESTAMP,
-            f"measured at {measured_at.isoformat()}, {_ago(measured_at - received_at)} "
+            f"measured at {measured_at.isoformat()}, {_ago(ahead)} "
             f"after it was received: is the device clock right?",
         )
-    if limits.max_age is not None and received_at - measured_at > limits.max_age:
+    if limits.max_age is not None and -ahead > limits.max_age:
         return Rejection(
             Reason.STALE_TIMESTAMP,
             f"measured at {measured_at.isoformat()}, more than {limits.max_age.days} days "

@@ -12,11 +12,15 @@ the good ones. Formats, told apart by their shape:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 import pydantic_core
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+# pydantic reads TypedDicts from typing_extensions only, before Python 3.12.
+from typing_extensions import TypedDict
 
 from rpm.devices.checks import (
     KG_PER_MASS_UNIT,
@@ -50,16 +54,19 @@ class _Strict(BaseModel):
 # --- native -------------------------------------------------------------------------
 
 
-class _NativeBase(_Strict):
+# TypedDicts, not models: pydantic-core checks them by the same rules and with the same
+# errors, but returns a plain dict, half the cost of a model instance (docs/benchmarks.md).
+# Absent optional keys stay absent: read them with `.get`.
+class _NativeBase(TypedDict):
     measured_at: str
-    id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    id: NotRequired[Annotated[str, Field(min_length=1, max_length=128)] | None]
 
 
 class NativeBloodPressure(_NativeBase):
     kind: Literal["blood_pressure"]
     systolic: Number
     diastolic: Number
-    pulse: Number | None = None
+    pulse: NotRequired[Number | None]
     unit: Literal["mmHg"]
 
 
@@ -73,49 +80,53 @@ class NativeBloodGlucose(_NativeBase):
     kind: Literal["blood_glucose"]
     glucose: Number
     unit: Literal["mg/dL", "mmol/L"]
-    meal: MealContext | None = None
+    meal: NotRequired[MealContext | None]
 
 
-_NATIVE: TypeAdapter[NativeBloodPressure | NativeBodyWeight | NativeBloodGlucose] = TypeAdapter(
-    Annotated[
-        NativeBloodPressure | NativeBodyWeight | NativeBloodGlucose, Field(discriminator="kind")
-    ]
-)
+NativeReading = NativeBloodPressure | NativeBodyWeight | NativeBloodGlucose
+# The adapter's validator itself: `TypeAdapter.validate_python` adds a call and eight
+# keyword arguments to every reading.
+_validate_native: Callable[[object], NativeReading] = TypeAdapter(
+    Annotated[NativeReading, Field(discriminator="kind")]
+).validator.validate_python
 
 
 def _from_native(item: dict[str, Any]) -> Reading | Rejection:
-    native = _NATIVE.validate_python(item)
-    measured_at = parse_timestamp(native.measured_at, "measured_at")
+    native = _validate_native(item)
+    measured_at = parse_timestamp(native["measured_at"], "measured_at")
     if isinstance(measured_at, Rejection):
         return measured_at
-    common: dict[str, Any] = {
-        "measured_at": measured_at,
-        "source": Source.NATIVE,
-        "original": item,
-        "device_reading_id": native.id,
-    }
-    match native:
-        case NativeBloodPressure():
-            return Reading(
-                ReadingKind.BLOOD_PRESSURE,
-                systolic_mmhg=native.systolic,
-                diastolic_mmhg=native.diastolic,
-                pulse_bpm=native.pulse,
-                **common,
-            )
-        case NativeBodyWeight():
-            return Reading(
-                ReadingKind.BODY_WEIGHT,
-                weight_kg=native.weight * KG_PER_MASS_UNIT[native.unit],
-                **common,
-            )
-        case NativeBloodGlucose():
-            return Reading(
-                ReadingKind.BLOOD_GLUCOSE,
-                glucose_mg_dl=native.glucose * MG_DL_PER_GLUCOSE_UNIT[native.unit],
-                meal_context=native.meal,
-                **common,
-            )
+    # The fields every reading has go positionally, not as a shared `**dict`: unpacking
+    # one per reading cost about 0.4 µs of the ingest hot path.
+    if native["kind"] == "blood_pressure":
+        return Reading(
+            ReadingKind.BLOOD_PRESSURE,
+            measured_at,
+            Source.NATIVE,
+            item,
+            systolic_mmhg=native["systolic"],
+            diastolic_mmhg=native["diastolic"],
+            pulse_bpm=native.get("pulse"),
+            device_reading_id=native.get("id"),
+        )
+    if native["kind"] == "body_weight":
+        return Reading(
+            ReadingKind.BODY_WEIGHT,
+            measured_at,
+            Source.NATIVE,
+            item,
+            weight_kg=native["weight"] * KG_PER_MASS_UNIT[native["unit"]],
+            device_reading_id=native.get("id"),
+        )
+    return Reading(
+        ReadingKind.BLOOD_GLUCOSE,
+        measured_at,
+        Source.NATIVE,
+        item,
+        glucose_mg_dl=native["glucose"] * MG_DL_PER_GLUCOSE_UNIT[native["unit"]],
+        meal_context=native.get("meal"),
+        device_reading_id=native.get("id"),
+    )
 
 
 # --- Open mHealth ---------------------------------------------------------------------

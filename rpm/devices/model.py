@@ -7,7 +7,7 @@ Pure: standard library only. Values are in canonical units, named in the field
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 
@@ -78,6 +78,9 @@ class Rejection:
         return f"{where}{self.reason.value}: {self.detail}"
 
 
+_MINUTE = timedelta(minutes=1)
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One measurement event, normalized, not yet tied to a device or a patient."""
@@ -99,7 +102,7 @@ class Reading:
     @property
     def utc_offset_min(self) -> int:
         offset = self.measured_at.utcoffset()
-        return 0 if offset is None else int(offset.total_seconds() // 60)
+        return 0 if offset is None else offset // _MINUTE
 
 
 Decoded = Reading | Rejection

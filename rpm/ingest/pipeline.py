@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from rpm.devices.checks import TimeLimits
 from rpm.devices.codecs import decode_readings, decode_status
@@ -51,12 +52,15 @@ class Envelope:
     received_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+# Item and ReadingRow, made once a reading on the ingest hot path, are named tuples: as
+# immutable as a frozen dataclass, whose every field costs a call of object.__setattr__
+# to set (about 1,250 instructions; docs/benchmarks.md, "ingest").
+class Item(NamedTuple):
     serial: str | None
     outcome: Reading | Rejection | DeviceStatus
     # Position in an array payload, to name it in a rejection; None for a lone item.
-    index: int | None = None
+    # (Not `index`, which would hide tuple.index.)
+    position: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +91,7 @@ class KnownDevice:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class ReadingRow:
+class ReadingRow(NamedTuple):
     reading: Reading
     device_id: int
     patient_id: int
@@ -180,9 +183,6 @@ def resolve(messages: Iterable[DecodedMessage], devices: Mapping[str, KnownDevic
         stored = 0
         for item in message.items:
             device = devices.get(item.serial) if item.serial is not None else None
-            if device is not None:
-                previous = plan.last_seen.get(device.id)
-                plan.last_seen[device.id] = max(received_at, previous or received_at)
             outcome = _attribute(item, device, received_at)
             if isinstance(outcome, Rejection):
                 rejections.append(outcome)
@@ -191,8 +191,13 @@ def resolve(messages: Iterable[DecodedMessage], devices: Mapping[str, KnownDevic
             else:
                 plan.rows.append(outcome)
                 stored += 1
+        # Once a device, not once a reading: a message's readings mostly share one.
+        serial_names = {i.serial for i in message.items if i.serial is not None}
+        for name in serial_names:
+            if (device := devices.get(name)) is not None:
+                previous = plan.last_seen.get(device.id)
+                plan.last_seen[device.id] = max(received_at, previous or received_at)
         if rejections:
-            serial_names = {i.serial for i in message.items if i.serial is not None}
             plan.dead_letters.append(
                 DeadLetter(
                     message.envelope,
@@ -210,7 +215,7 @@ def _attribute(
     outcome = item.outcome
     if isinstance(outcome, Rejection):
         return outcome
-    index = item.index
+    index = item.position
     if device is None:
         return Rejection(
             Reason.UNKNOWN_DEVICE,
