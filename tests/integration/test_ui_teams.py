@@ -234,6 +234,10 @@ def test_a_shift_under_way_ends_now_and_one_that_is_over_stays(
     csrf = _csrf(db_url, manager)
     page = ui_client.get(f"/ui/teams/{team}")
     assert "End shift now" in page.text
+    # The week holding the shift that is over, which began before this one on a Monday's
+    # early hours (the manager's clock is UTC: their staff record's zone).
+    week = (now - timedelta(hours=1)).date()
+    page = ui_client.get(f"/ui/teams/{team}", params={"week": str(week)})
     assert "Over: kept as the record" in page.text
     ended = ui_client.post(f"/ui/teams/{team}/shifts/{under_way}/remove", headers=csrf)
     assert "Shift ended now." in ended.text
