@@ -40,12 +40,15 @@ help:
 # amqtt's `pwdlib[argon2]` as a requirement of its own, finds a newer release than the
 # lock's and refuses it.) `pip check` then proves the locked set is complete and consistent.
 # The project itself is built by the locked setuptools (--no-build-isolation), not by
-# whatever setuptools is newest on the day. tests/e2e/test_fresh_install.py does all this
-# in new venvs of every supported Python found, so CI notices when it stops being true.
+# whatever setuptools is newest on the day. Nothing is byte-compiled at install
+# (--no-compile): Python compiles a module when it is first imported, and compiling every
+# module of every package (most never imported: mypy's, playwright's) was a fifth of the
+# install's time. tests/e2e/test_fresh_install.py does all this in new venvs of every
+# supported Python found, so CI notices when it stops being true.
 $(STAMP): requirements.lock requirements-dev.lock requirements-build.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rpm needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-compile --require-hashes \
 		-r requirements-build.lock -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
 		--no-build-isolation -e .
