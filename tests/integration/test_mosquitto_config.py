@@ -32,14 +32,18 @@ def broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
     broker.stop()
 
 
-def _client(port: int, user: str | None, password: str | None = None) -> aiomqtt.Client:
+def _client(
+    port: int, user: str | None, password: str | None = None, tls: BrokerTls | None = None
+) -> aiomqtt.Client:
+    """A client as devices and rpm connect: over TLS by the name the certificate has."""
     return aiomqtt.Client(
-        "127.0.0.1",
+        "localhost" if tls else "127.0.0.1",
         port,
         username=user,
         password=password,
         identifier=user or f"anonymous-{port}",
         protocol=aiomqtt.ProtocolVersion.V5,
+        tls_context=tls.context() if tls else None,
     )
 
 
@@ -133,26 +137,9 @@ async def test_the_compose_stack_broker_serves_devices_and_rpm_over_tls(tmp_path
         # rpm's admin makes the device's identity over TLS, as compose's RPM_MQTT_DYNSEC_URL.
         admin = BrokerAddress("localhost", broker.tls_port, "rpm-admin", ADMIN_PW, tls=tls)
         secret = await BrokerIdentities(admin).create("BP-0005")
-        context = tls.context()
-        async with aiomqtt.Client(
-            "localhost",
-            broker.tls_port,
-            username="rpm-ingest",
-            password=INGEST_PW,
-            identifier="rpm-ingest",
-            protocol=aiomqtt.ProtocolVersion.V5,
-            tls_context=context,
-        ) as ingest:
+        async with _client(broker.tls_port, "rpm-ingest", INGEST_PW, tls) as ingest:
             await ingest.subscribe("$share/rpm/rpm/v1/devices/+/readings", qos=1)
-            async with aiomqtt.Client(
-                "localhost",
-                broker.tls_port,
-                username="BP-0005",
-                password=secret,
-                identifier="BP-0005",
-                protocol=aiomqtt.ProtocolVersion.V5,
-                tls_context=context,
-            ) as device:
+            async with _client(broker.tls_port, "BP-0005", secret, tls) as device:
                 await device.publish("rpm/v1/devices/BP-0005/readings", b"{}", qos=1)
             assert await _next_topic(ingest, within_s=5) == "rpm/v1/devices/BP-0005/readings"
     finally:
