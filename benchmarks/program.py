@@ -6,9 +6,9 @@ Seeds a throwaway database with active patients in five time zones, each with a 
 sent a reading on about two days in three over the last year (a year of history is what a
 billing page reads), then prints the p50/p99/max time of:
 
-- the at-risk list (`rpm.program.service.patients_at_risk`: every active patient's current
-  period, its days with readings and last reading, assessed), for all patients and for one
-  care team's;
+- the at-risk list's first 100 (`rpm.program.service.patients_at_risk`: every active
+  patient's current period ranked by its days with readings, the first 100 assessed), for
+  all patients and for one care team's;
 - one patient's billing periods and months (`service.patient_billing`: a year of periods);
 - the reminder job's scan (`repository.reminder_candidates`, every patient opted in).
 
@@ -112,14 +112,14 @@ async def measure(url: str, runs: int) -> None:
     async with AsyncConnectionPool(url, min_size=1, max_size=2, open=False) as pool:
         await pool.open()
         async with pool.connection() as conn:
-            found = await service.patients_at_risk(conn, now, None)
+            _, at_risk = await service.patients_at_risk(conn, now, None, 0, 1)
             patient = await registry.get(conn, 1)
             billing = await service.patient_billing(conn, patient, now)
-        print(f"at risk: {len(found):,} patients; billing: {len(billing.periods)} periods")
+        print(f"at risk: {at_risk:,} patients; billing: {len(billing.periods)} periods")
         print(_line("at-risk list, all patients", await _timed(
-            pool, runs, lambda c: service.patients_at_risk(c, now, None))))  # fmt: skip
+            pool, runs, lambda c: service.patients_at_risk(c, now, None, 0, 100))))  # fmt: skip
         print(_line("at-risk list, one care team", await _timed(
-            pool, runs, lambda c: service.patients_at_risk(c, now, [1]))))  # fmt: skip
+            pool, runs, lambda c: service.patients_at_risk(c, now, [1], 0, 100))))  # fmt: skip
         print(_line("a patient's billing (a year of periods)", await _timed(
             pool, runs, lambda c: service.patient_billing(c, patient, now))))  # fmt: skip
         print(_line("reminder scan, all opted in", await _timed(

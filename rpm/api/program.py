@@ -139,6 +139,7 @@ class AtRiskRow(BaseModel):
 
 class AtRiskPage(BaseModel):
     patients: list[AtRiskRow]
+    total: int = Field(description="Patients at risk in all (0 past the last page)")
     # Pass as `offset` for the next page; null on the last page.
     next: int | None
 
@@ -154,28 +155,34 @@ async def at_risk(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AtRiskPage:
-    rows = await read_at_risk(conn, user, datetime.now(UTC))
-    page = rows[offset : offset + limit]
-    await record("read", "adherence", patient_ids=[p.patient_id for p in page] or [None])
-    more = offset + limit < len(rows)
-    return AtRiskPage(patients=page, next=offset + limit if more else None)
+    return await read_at_risk(conn, user, record, datetime.now(UTC), offset, limit)
 
 
 async def read_at_risk(
-    conn: AsyncConnection[TupleRow], user: Principal, now: datetime
-) -> list[AtRiskRow]:
-    """Fewest days to spare first. The caller audits the read of the patients it shows
-    (a page of them), as the worklist does."""
-    found = await service.patients_at_risk(conn, now, user.visible_teams())
-    return [
-        AtRiskRow(
-            patient_id=p.patient_id,
-            external_ref=p.external_ref,
-            care_team_id=p.care_team_id,
-            adherence=AdherenceView.of(p.adherence),
-        )
-        for p in found
-    ]
+    conn: AsyncConnection[TupleRow],
+    user: Principal,
+    record: AuditTrail,
+    now: datetime,
+    offset: int,
+    limit: int,
+) -> AtRiskPage:
+    """A page, fewest days to spare first. Audited as read: the patients on the page,
+    as the worklist does."""
+    found, total = await service.patients_at_risk(conn, now, user.visible_teams(), offset, limit)
+    await record("read", "adherence", patient_ids=[p.patient_id for p in found] or [None])
+    return AtRiskPage(
+        patients=[
+            AtRiskRow(
+                patient_id=p.patient_id,
+                external_ref=p.external_ref,
+                care_team_id=p.care_team_id,
+                adherence=AdherenceView.of(p.adherence),
+            )
+            for p in found
+        ],
+        total=total,
+        next=offset + limit if offset + limit < total else None,
+    )
 
 
 class PeriodView(BaseModel):
@@ -523,18 +530,55 @@ class ProgramMonthRowView(BaseModel):
     external_ref: str
     time: MonthView
 
+    @classmethod
+    def of(cls, row: service.ProgramMonthRow) -> ProgramMonthRowView:
+        return cls(
+            patient_id=row.patient_id, external_ref=row.external_ref, time=MonthView.of(row.time)
+        )
+
+
+class TimeReportPage(BaseModel):
+    month: str = Field(examples=["2026-11"])
+    patients: list[ProgramMonthRowView]
+    # Pass as `after` for the next page; null on the last page.
+    next: int | None = Field(description="The last patient id on this page, if more follow")
+
 
 @router.get(
     "/reports/time",
     summary="Every patient's logged time in a calendar month, and the codes it supports",
+    description="By patient id, a page at a time; the CSV has the whole month.",
 )
 async def time_report(
     conn: Conn,
     user: ReadsProgramReports,
     record: Audit,
     month: ReportMonth,
-) -> list[ProgramMonthRowView]:
-    return await read_time_report(conn, user, record, month)
+    after: Annotated[int, Query(ge=0, description="The `next` of the page before")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> TimeReportPage:
+    return await read_time_report_page(conn, user, record, month, after, limit)
+
+
+async def read_time_report_page(
+    conn: AsyncConnection[TupleRow],
+    user: Principal,
+    record: AuditTrail,
+    month_text: str,
+    after: int,
+    limit: int,
+) -> TimeReportPage:
+    """The patients after `after` (by id), `limit` of them, and where the next page
+    starts. Audited as read: the patients on the page."""
+    month = parse_month(month_text)
+    found = await service.program_month(conn, month, user.visible_teams(), after, limit + 1)
+    rows = found[:limit]
+    await record("read", "time_report", str(month), [r.patient_id for r in rows] or [None])
+    return TimeReportPage(
+        month=str(month),
+        patients=[ProgramMonthRowView.of(r) for r in rows],
+        next=rows[-1].patient_id if len(found) > limit else None,
+    )
 
 
 CSV_COLUMNS = (
@@ -555,7 +599,8 @@ async def time_report_csv(
     record: Audit,
     month: ReportMonth,
 ) -> Response:
-    return time_report_csv_response(await read_time_report(conn, user, record, month), month)
+    rows = await read_time_report(conn, user, record, parse_month(month))
+    return time_report_csv_response(rows, month)
 
 
 def time_report_csv_response(rows: list[ProgramMonthRowView], month: str) -> Response:
@@ -589,17 +634,12 @@ def _spreadsheet_safe(text: str) -> str:
 
 
 async def read_time_report(
-    conn: AsyncConnection[TupleRow], user: Principal, record: AuditTrail, month_text: str
+    conn: AsyncConnection[TupleRow], user: Principal, record: AuditTrail, month: Month
 ) -> list[ProgramMonthRowView]:
-    month = parse_month(month_text)
+    """The whole month, for the CSV. Audited as read: every patient in it."""
     rows = await service.program_month(conn, month, user.visible_teams())
     await record("read", "time_report", str(month), [r.patient_id for r in rows] or [None])
-    return [
-        ProgramMonthRowView(
-            patient_id=r.patient_id, external_ref=r.external_ref, time=MonthView.of(r.time)
-        )
-        for r in rows
-    ]
+    return [ProgramMonthRowView.of(r) for r in rows]
 
 
 class RemindersView(BaseModel):

@@ -150,11 +150,15 @@ class CurrentPeriod:
 
 
 async def current_periods(
-    conn: Connection, now: datetime, care_team_ids: Collection[int] | None
+    conn: Connection,
+    now: datetime,
+    care_team_ids: Collection[int] | None,
+    patient_ids: Collection[int] | None = None,
 ) -> list[CurrentPeriod]:
-    """Every active patient in an open episode (of these teams; None: all), with the
-    local days of their current period that have readings."""
+    """Every active patient in an open episode (of these teams; None: all; and of these
+    patients, if given), with the local days of their current period that have readings."""
     teams = None if care_team_ids is None else list(care_team_ids)
+    patients = None if patient_ids is None else list(patient_ids)
     # From the episode's start, as `episode_reading_days` counts for the patient page: the
     # episode's first day from the readings after it began, the days after from reading_day.
     first_day_read = _SINGLES_WITHIN.format(
@@ -171,6 +175,7 @@ async def current_periods(
         " FROM patient p JOIN care_episode e ON e.patient_id = p.id AND e.ended_at IS NULL"
         " WHERE p.status = 'active'"
         " AND (%(teams)s::bigint[] IS NULL OR p.care_team_id = ANY(%(teams)s::bigint[]))"
+        " AND (%(patients)s::bigint[] IS NULL OR p.id = ANY(%(patients)s::bigint[]))"
         "), c AS ("
         " SELECT *, first_day + 30 * ((today - first_day) / 30) AS period_first"
         " FROM open_episode WHERE today >= first_day"
@@ -189,8 +194,90 @@ async def current_periods(
         first_day_read=sql.SQL(first_day_read),
         last=sql.SQL(_LAST_READING_AT.format(patient="c.patient_id")),
     )
-    cursor = await conn.execute(query, {"now": now, "teams": teams})
+    cursor = await conn.execute(query, {"now": now, "teams": teams, "patients": patients})
     return [CurrentPeriod(*row) for row in await cursor.fetchall()]
+
+
+# The active patients whose current period is at risk or out of reach, ranked as
+# `rpm.program.service.patients_at_risk` lists them, with how many there are: from each
+# patient's `reading_calendar` row (migration 0018), one bit count a patient instead of
+# their days' index range, so that ranking a programme of 100,000 reads 100,000 short rows.
+# Days and the standing are `rpm.program.adherence.assess`'s arithmetic, term for term
+# (round() of a float8 rounds half to even, as Python's does); a test holds the two
+# together. MATERIALIZED: each step's columns are worked out once a patient, not once
+# for every expression that names them.
+_AT_RISK = """
+WITH zone AS MATERIALIZED (
+    SELECT z.name, (%(now)s::timestamptz AT TIME ZONE z.name)::date AS today
+    FROM (SELECT DISTINCT time_zone FROM patient
+          WHERE %(teams)s::bigint[] IS NULL OR care_team_id = ANY(%(teams)s::bigint[])) z (name)
+), c AS MATERIALIZED (
+    SELECT p.id AS patient_id, p.time_zone, e.started_at, f.first_day, z.today,
+           f.first_day + 30 * ((z.today - f.first_day) / 30) AS period_first,
+           cal.first_day AS calendar_first, cal.days AS calendar
+    FROM patient p
+    JOIN zone z ON z.name = p.time_zone
+    JOIN care_episode e ON e.patient_id = p.id AND e.ended_at IS NULL
+    CROSS JOIN LATERAL (SELECT (e.started_at AT TIME ZONE p.time_zone)::date AS first_day) f
+    LEFT JOIN reading_calendar cal ON cal.patient_id = p.id
+    WHERE p.status = 'active' AND z.today >= f.first_day
+      AND (%(teams)s::bigint[] IS NULL OR p.care_team_id = ANY(%(teams)s::bigint[]))
+), counted AS MATERIALIZED (
+    -- The period's days after the episode's first, from the calendar; its first day only
+    -- when a reading came after the episode began (as `current_periods` counts it).
+    SELECT c.patient_id, c.today, c.period_first,
+           coalesce(bit_count(substring(c.calendar
+               FROM greatest(c.first_day + 1, c.period_first) - c.calendar_first + 1
+               FOR c.today - greatest(c.first_day + 1, c.period_first) + 1)), 0)::int
+           + CASE WHEN c.period_first = c.first_day
+                  AND substring(c.calendar FROM c.first_day - c.calendar_first + 1 FOR 1) = B'1'
+                  AND EXISTS (SELECT FROM {first_day_read})
+             THEN 1 ELSE 0 END AS days,
+           CASE WHEN c.today = c.first_day THEN NULL
+                ELSE coalesce(substring(c.calendar FROM c.today - c.calendar_first + 1 FOR 1)
+                              = B'1', false) END AS read_today_after_first
+    FROM c
+), standing AS (
+    SELECT patient_id, days,
+           (period_first + 29 - today) + CASE WHEN read_today THEN 0 ELSE 1 END AS days_left,
+           (today - period_first) + CASE WHEN read_today THEN 1 ELSE 0 END AS elapsed
+    FROM (SELECT *, coalesce(read_today_after_first, days > 0) AS read_today FROM counted) t
+)
+SELECT patient_id, count(*) OVER () FROM standing
+WHERE days < 16
+  AND (days + days_left <= 16
+       OR CASE WHEN elapsed >= 3 THEN days + round((days_left * days)::float8 / elapsed)
+               ELSE days + days_left END < 16)
+ORDER BY days_left - greatest(16 - days, 0), days, patient_id
+OFFSET %(offset)s LIMIT %(limit)s
+"""
+
+
+async def at_risk(
+    conn: Connection,
+    now: datetime,
+    care_team_ids: Collection[int] | None,
+    offset: int,
+    limit: int | None,
+) -> tuple[list[int], int]:
+    """The ids of a page of the patients at risk (of these teams; None: all), fewest days
+    to spare first, and how many are at risk in all (0 when the page is past the end)."""
+    teams = None if care_team_ids is None else list(care_team_ids)
+    query = sql.SQL(_AT_RISK).format(
+        first_day_read=sql.SQL(
+            _SINGLES_WITHIN.format(
+                patient="c.patient_id",
+                columns="1",
+                lo="c.started_at",
+                hi="((c.first_day + 1)::timestamp AT TIME ZONE c.time_zone)",
+            )
+        )
+    )
+    cursor = await conn.execute(
+        query, {"now": now, "teams": teams, "offset": offset, "limit": limit}
+    )
+    rows = await cursor.fetchall()
+    return [patient_id for patient_id, _ in rows], (rows[0][1] if rows else 0)
 
 
 @dataclass(frozen=True)

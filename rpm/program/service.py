@@ -16,7 +16,7 @@ from rpm.alerts import repository as alert_repository
 from rpm.patients import handoff, registry
 from rpm.patients.registry import PatientRecord, time_zone
 from rpm.program import repository, time_logs
-from rpm.program.adherence import Adherence, Standing, assess, silent_days
+from rpm.program.adherence import Adherence, assess, silent_days
 from rpm.program.billing import (
     MonthTime,
     PeriodBilling,
@@ -80,21 +80,30 @@ class PatientAtRisk:
 
 
 async def patients_at_risk(
-    conn: Connection, now: datetime, care_team_ids: Collection[int] | None
-) -> list[PatientAtRisk]:
+    conn: Connection,
+    now: datetime,
+    care_team_ids: Collection[int] | None,
+    offset: int = 0,
+    limit: int | None = None,
+) -> tuple[list[PatientAtRisk], int]:
     """Active patients whose current period will not reach 16 days at their pace (or
-    cannot), fewest days to spare first."""
-    found = []
-    for current in await repository.current_periods(conn, now, care_team_ids):
-        adherence = _current_adherence(current, now)
-        if adherence.standing in (Standing.AT_RISK, Standing.OUT_OF_REACH):
-            found.append(
-                PatientAtRisk(
-                    current.patient_id, current.external_ref, current.care_team_id, adherence
-                )
-            )
-    found.sort(key=lambda p: (p.adherence.slack, p.adherence.days_with_readings, p.patient_id))
-    return found
+    cannot), fewest days to spare first: a page of them (from `offset`, at most `limit`;
+    None: all), and how many there are in all. The database ranks the programme; only
+    the page's patients have their adherence worked out here."""
+    ids, total = await repository.at_risk(conn, now, care_team_ids, offset, limit)
+    currents = {
+        c.patient_id: c for c in await repository.current_periods(conn, now, care_team_ids, ids)
+    }
+    page = [
+        PatientAtRisk(
+            current.patient_id,
+            current.external_ref,
+            current.care_team_id,
+            _current_adherence(current, now),
+        )
+        for current in (currents[i] for i in ids)
+    ]
+    return page, total
 
 
 def _current_adherence(current: repository.CurrentPeriod, now: datetime) -> Adherence:
@@ -216,9 +225,14 @@ class ProgramMonthRow:
 
 
 async def program_month(
-    conn: Connection, month: Month, care_team_ids: Collection[int] | None
+    conn: Connection,
+    month: Month,
+    care_team_ids: Collection[int] | None,
+    after: int = 0,
+    limit: int | None = None,
 ) -> list[ProgramMonthRow]:
-    """Every patient with time logged in the month (on their own clock), by patient id."""
+    """Every patient with time logged in the month (on their own clock), by patient id:
+    from the patient after `after`, at most `limit` (None: all)."""
     return [
         ProgramMonthRow(
             t.patient_id,
@@ -226,6 +240,6 @@ async def program_month(
             month_time_of(month, t.entries, t.spent, t.physician, t.interactive),
         )
         for t in await time_logs.month_totals(
-            conn, month.first_day, month.next().first_day, care_team_ids
+            conn, month.first_day, month.next().first_day, care_team_ids, after, limit
         )
     ]

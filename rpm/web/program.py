@@ -21,8 +21,10 @@ from rpm.api.program import (
     MONTH_PATTERN,
     ReportMonth,
     add_time,
+    parse_month,
     read_at_risk,
     read_time_report,
+    read_time_report_page,
     stop_time,
     time_report_csv_response,
     void_entry,
@@ -39,16 +41,30 @@ from rpm.web.deps import (
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
+# Patients a report page shows: a screenful to scan, and a page that renders at once
+# (a programme's month is 100,000 rows; the CSV has them all).
+REPORT_PAGE_SIZE = 100
+
 
 @router.get("/adherence")
 async def adherence_page(
-    request: Request, conn: Conn, user: BrowserReadsPatients, record: BrowserAudit
+    request: Request,
+    conn: Conn,
+    user: BrowserReadsPatients,
+    record: BrowserAudit,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
     """Active patients at risk of fewer than 16 days with readings this period, fewest
-    days to spare first."""
-    rows = await read_at_risk(conn, user.principal, datetime.now(UTC))
-    await record("read", "adherence", patient_ids=[r.patient_id for r in rows] or [None])
-    return render(request, user, "adherence.html", {"rows": rows})
+    days to spare first, a page at a time."""
+    page = await read_at_risk(
+        conn, user.principal, record, datetime.now(UTC), offset, REPORT_PAGE_SIZE
+    )
+    return render(
+        request,
+        user,
+        "adherence.html",
+        {"rows": page.patients, "page": page, "offset": offset},
+    )
 
 
 def _time_section(patient_id: int) -> str:
@@ -129,16 +145,23 @@ async def time_report_page(
     user: BrowserReadsProgramReports,
     record: BrowserAudit,
     month: Annotated[str | None, Query(pattern=MONTH_PATTERN)] = None,
+    after: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
-    """Every patient's time in a month and the codes it supports (default: this month)."""
+    """Every patient's time in a month and the codes it supports (default: this month),
+    a page of patients at a time."""
     month = month or _this_month()
-    rows = await read_time_report(conn, user.principal, record, month)
-    return render(request, user, "time_report.html", {"rows": rows, "month": month})
+    page = await read_time_report_page(conn, user.principal, record, month, after, REPORT_PAGE_SIZE)
+    return render(
+        request,
+        user,
+        "time_report.html",
+        {"page": page, "rows": page.patients, "month": page.month, "after": after},
+    )
 
 
 @router.get("/reports/time.csv")
 async def time_report_csv(
     conn: Conn, user: BrowserReadsProgramReports, record: BrowserAudit, month: ReportMonth
 ) -> Response:
-    rows = await read_time_report(conn, user.principal, record, month)
+    rows = await read_time_report(conn, user.principal, record, parse_month(month))
     return time_report_csv_response(rows, month)

@@ -565,17 +565,20 @@ def test_the_time_report_shows_the_care_managers_teams_as_json_and_csv(
     _ok(_log(ui_client, outsider, theirs, _local(day, 9), 30, True), 201)
 
     report = _ok(ui_client.get("/api/v1/reports/time", params={"month": month}, headers=manager))
+    assert (report["month"], report["next"]) == (month, None)
     rows = [
         (r["patient_id"], r["external_ref"], r["time"]["minutes"], r["time"]["codes"])
-        for r in report
+        for r in report["patients"]
     ]
     assert rows == [
         (short, "MRN-SHORT", 12, ["99470"]),
         (long, "MRN-LONG", 65, ["99457", "99458", "99458"]),
         (silent, "=MRN-NOCALL", 15, []),
     ]
-    assert report[2]["time"]["reason"] == "15 min but no interactive communication in the month"
-    assert untouched not in [r["patient_id"] for r in report]
+    assert report["patients"][2]["time"]["reason"] == (
+        "15 min but no interactive communication in the month"
+    )
+    assert untouched not in [r["patient_id"] for r in report["patients"]]
 
     exported = ui_client.get("/api/v1/reports/time.csv", params={"month": month}, headers=manager)
     assert exported.status_code == 200
@@ -610,6 +613,38 @@ def test_the_time_report_shows_the_care_managers_teams_as_json_and_csv(
     refused = ui_client.get("/api/v1/reports/time", params={"month": month}, headers=nurse)
     assert refused.status_code == 403
     assert "may not read the program's time and billing reports" in refused.json()["detail"]
+
+
+def test_the_time_report_comes_a_page_of_patients_at_a_time_and_audits_the_page_it_shows(
+    ui_client: TestClient, db_url: str, clinic: Clinic, admin: Headers, nurse: Headers
+) -> None:
+    patients = [clinic.first.patient(f"MRN-PAGE-{n}") for n in range(5)]
+    day = _today() - timedelta(days=1)
+    month = f"{day:%Y-%m}"
+    for n, patient in enumerate(patients):
+        if n != 2:  # no time: not in the report, and not counted towards a page
+            _ok(_log(ui_client, nurse, patient, _local(day, 8 + n), 5 + n, True), 201)
+    listed = [patients[n] for n in (0, 1, 3, 4)]
+
+    def page(after: int) -> dict[str, Any]:
+        params = {"month": month, "limit": "2", "after": str(after)}
+        return _ok(ui_client.get("/api/v1/reports/time", params=params, headers=admin))
+
+    first = page(0)
+    assert [r["patient_id"] for r in first["patients"]] == listed[:2]
+    assert first["next"] == listed[1]
+    second = page(first["next"])
+    assert [r["patient_id"] for r in second["patients"]] == listed[2:]
+    assert second["next"] is None
+    assert page(listed[-1]) == {"month": month, "patients": [], "next": None}
+    # Each read audits the patients it returned, not the one it looked ahead to.
+    assert [p for _, p in _audited(db_url, "admin-1", "time_report")] == [*listed, None]
+
+    for params in ({"limit": "0"}, {"limit": "1001"}, {"after": "-1"}):
+        refused = ui_client.get(
+            "/api/v1/reports/time", params={"month": month, **params}, headers=admin
+        )
+        assert refused.status_code == 422, params
 
 
 def test_a_month_that_is_not_one_is_refused_as_problem_details(

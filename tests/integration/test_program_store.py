@@ -13,8 +13,9 @@ import pytest
 from psycopg.rows import TupleRow
 
 from rpm.program import repository, time_logs
+from rpm.program.adherence import Standing, assess
 from rpm.program.billing import TimeSpent, month_time, month_time_of
-from rpm.program.periods import Month
+from rpm.program.periods import Month, period_on
 from rpm.program.time_logs import TimeLogConflict, TimeLogError
 
 Conn = psycopg.AsyncConnection[TupleRow]
@@ -257,3 +258,99 @@ async def test_month_totals_are_each_patients_own_month_as_month_time_counts_it(
     }  # fmt: skip
     assert found == expected
     assert await time_logs.month_totals(conn, month.first_day, following.first_day, [999]) == []
+
+
+async def _calendar_mismatches(conn: Conn) -> list[int]:
+    cursor = await conn.execute(
+        "SELECT p.id FROM patient p LEFT JOIN reading_calendar c ON c.patient_id = p.id"
+        " WHERE coalesce(ARRAY(SELECT c.first_day + n - 1"
+        "  FROM generate_series(1, length(c.days)) n WHERE substring(c.days FROM n FOR 1) = B'1'"
+        "  ORDER BY 1), '{}')"
+        " <> ARRAY(SELECT DISTINCT local_day FROM reading_day d WHERE d.patient_id = p.id"
+        "  ORDER BY 1)"
+    )
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def test_the_calendar_gains_each_new_day_before_after_and_between_its_own(
+    conn: Conn,
+) -> None:
+    patient = await _patient(conn, "P-CAL", "UTC", datetime(2026, 9, 1, tzinfo=UTC))
+    scale, cuff = (
+        await _device(conn, "SCALE-CAL", "weight_scale"),
+        await _device(conn, "CUFF-CAL", "blood_pressure_cuff"),
+    )
+    # As ingest's upsert writes them: one statement a batch, several devices and days.
+    for batch in (
+        [(scale, date(2026, 9, 10)), (cuff, date(2026, 9, 10))],
+        [(scale, date(2026, 9, 14)), (scale, date(2026, 9, 10))],
+        [(cuff, date(2026, 9, 3)), (cuff, date(2026, 9, 12))],  # before the first, between
+        [(scale, date(2026, 9, 20))],
+    ):
+        await conn.execute(
+            "INSERT INTO reading_day AS day (patient_id, local_day, device_id, readings,"
+            " last_measured_at) SELECT %s, d, dev, 1, now()"
+            " FROM unnest(%s::date[], %s::bigint[]) AS b (d, dev)"
+            " ON CONFLICT (patient_id, local_day, device_id)"
+            " DO UPDATE SET readings = day.readings + 1",
+            [patient, [d for _, d in batch], [dev for dev, _ in batch]],
+        )
+    cursor = await conn.execute(
+        "SELECT first_day, days::text FROM reading_calendar WHERE patient_id = %s", [patient]
+    )
+    assert await cursor.fetchone() == (date(2026, 9, 3), "100000010101000001")
+    assert await _calendar_mismatches(conn) == []
+    await conn.execute("SELECT reading_day_rebuild(%s)", [patient])  # no readings: no days
+    assert await _calendar_mismatches(conn) == []
+
+
+async def test_the_at_risk_ranking_in_sql_is_the_adherence_assessment_of_every_patient(
+    conn: Conn,
+) -> None:
+    """Patients in every zone at every point of their period, reading on some days, today
+    or not, one device or two, some readings before the episode began on its first day
+    and some from a device clock ahead: the database's ranking is exactly the patients
+    `assess` finds at risk or out of reach, in the list's order."""
+    now = datetime(2026, 11, 10, 15, 30, tzinfo=UTC)
+    rng = random.Random(21)
+    for n in range(120):
+        zone_name = rng.choice(ZONES)
+        zone = ZoneInfo(zone_name)
+        enrolled = now - timedelta(days=rng.randint(0, 75), hours=rng.uniform(0, 23))
+        patient = await _patient(conn, f"P-RISK-{n}", zone_name, enrolled)
+        devices = [await _device(conn, f"SCALE-RISK-{n}", "weight_scale")]
+        if n % 4 == 0:
+            devices.append(await _device(conn, f"CUFF-RISK-{n}", "blood_pressure_cuff"))
+        pace = rng.choice([0.0, 0.2, 0.45, 0.55, 0.7, 0.9, 1.0])
+        times = []
+        day = enrolled.astimezone(zone).date() - timedelta(days=1)
+        while day <= now.astimezone(zone).date() + timedelta(days=1):
+            if rng.random() < pace:
+                midnight = datetime.combine(day, datetime.min.time(), zone)
+                times.append((midnight + timedelta(hours=rng.uniform(0, 23.9))).astimezone(UTC))
+            day += timedelta(days=1)
+        for device in devices:
+            await _weights(conn, device, patient, [t for t in times if rng.random() < 0.8])
+        if n % 7 == 0:
+            await conn.execute("UPDATE patient SET status = 'paused' WHERE id = %s", [patient])
+
+    assessed = []
+    for current in await repository.current_periods(conn, now, None):
+        zone = ZoneInfo(current.time_zone)
+        today = now.astimezone(zone).date()
+        adherence = assess(
+            period_on(current.episode_started_at, today, zone),
+            set(current.reading_days),
+            current.last_reading_at,
+            today,
+        )
+        if adherence.standing in (Standing.AT_RISK, Standing.OUT_OF_REACH):
+            assessed.append((adherence.slack, adherence.days_with_readings, current.patient_id))
+    expected = [patient for *_, patient in sorted(assessed)]
+    assert 10 < len(expected) < 100  # some of each
+    assert await _calendar_mismatches(conn) == []
+
+    assert await repository.at_risk(conn, now, None, 0, None) == (expected, len(expected))
+    assert await repository.at_risk(conn, now, None, 5, 10) == (expected[5:15], len(expected))
+    assert await repository.at_risk(conn, now, None, len(expected), 10) == ([], 0)
+    assert await repository.at_risk(conn, now, [12345], 0, 10) == ([], 0)
