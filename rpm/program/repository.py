@@ -47,6 +47,14 @@ _SINGLES_WITHIN = """
  AND measured_at >= {lo} AND measured_at < {hi}) r
 """
 _DEVICE_AND_TIME = "device_id, measured_at"
+# Whether an open episode `c`'s first local day had a reading after the episode began (a day
+# can hold readings from before it, which do not count).
+_FIRST_DAY_READ = _SINGLES_WITHIN.format(
+    patient="c.patient_id",
+    columns="1",
+    lo="c.started_at",
+    hi="((c.first_day + 1)::timestamp AT TIME ZONE c.time_zone)",
+)
 
 # Days wholly inside [start, end) from `reading_day`; the day holding `start` and the one
 # holding `end` (where the range begins or ends inside them) from the readings in the range.
@@ -161,12 +169,6 @@ async def current_periods(
     patients = None if patient_ids is None else list(patient_ids)
     # From the episode's start, as `episode_reading_days` counts for the patient page: the
     # episode's first day from the readings after it began, the days after from reading_day.
-    first_day_read = _SINGLES_WITHIN.format(
-        patient="c.patient_id",
-        columns="1",
-        lo="c.started_at",
-        hi="((c.first_day + 1)::timestamp AT TIME ZONE c.time_zone)",
-    )
     query = sql.SQL(
         "WITH open_episode AS ("
         " SELECT p.id AS patient_id, p.external_ref, p.care_team_id, p.time_zone,"
@@ -191,7 +193,7 @@ async def current_periods(
         " {last}"
         " FROM c ORDER BY c.patient_id"
     ).format(
-        first_day_read=sql.SQL(first_day_read),
+        first_day_read=sql.SQL(_FIRST_DAY_READ),
         last=sql.SQL(_LAST_READING_AT.format(patient="c.patient_id")),
     )
     cursor = await conn.execute(query, {"now": now, "teams": teams, "patients": patients})
@@ -263,16 +265,7 @@ async def at_risk(
     """The ids of a page of the patients at risk (of these teams; None: all), fewest days
     to spare first, and how many are at risk in all (0 when the page is past the end)."""
     teams = None if care_team_ids is None else list(care_team_ids)
-    query = sql.SQL(_AT_RISK).format(
-        first_day_read=sql.SQL(
-            _SINGLES_WITHIN.format(
-                patient="c.patient_id",
-                columns="1",
-                lo="c.started_at",
-                hi="((c.first_day + 1)::timestamp AT TIME ZONE c.time_zone)",
-            )
-        )
-    )
+    query = sql.SQL(_AT_RISK).format(first_day_read=sql.SQL(_FIRST_DAY_READ))
     cursor = await conn.execute(
         query, {"now": now, "teams": teams, "offset": offset, "limit": limit}
     )

@@ -101,7 +101,8 @@ async def patients_at_risk(
             current.care_team_id,
             _current_adherence(current, now),
         )
-        for current in (currents[i] for i in ids)
+        # A patient discharged between the two reads is no longer at risk: left out.
+        for current in (currents[i] for i in ids if i in currents)
     ]
     return page, total
 
