@@ -61,7 +61,8 @@ from rpm.ingest.consumer import ConsumerOptions, MqttConsumer
 from rpm.ingest.service import IngestService, chain
 from rpm.logs import first_line
 from rpm.program.reminders import AdherenceReminders
-from rpm.rules.engine import RuleEngine
+from rpm.rules.care_plans import PlanCache
+from rpm.rules.engine import PLAN_CACHE_SIZE, RuleEngine
 from rpm.rules.handoff import RulesHandoff
 from rpm.web import care_plans as care_plans_ui
 from rpm.web import dead_letters as dead_letters_ui
@@ -116,8 +117,14 @@ def create_app(wiring: Wiring) -> FastAPI:
         notifier = Notifier(policy, wake_dispatcher)
         escalator = Escalator(pool, policy, wake_dispatcher)
         reminders = AdherenceReminders(pool, settings.adherence, wake_dispatcher)
+        # One cache of parsed plans for the engine and the reads that show plans' limits.
+        plans = PlanCache(PLAN_CACHE_SIZE)
+        app.state.plans = plans
         rules = RuleEngine(
-            pool, notifier=notifier, request_text=settings.rules.confirm_request_template
+            pool,
+            notifier=notifier,
+            request_text=settings.rules.confirm_request_template,
+            plans=plans,
         )
         app.state.rules = rules
         changes = AlertChanges(wiring.database_url, settings.database)

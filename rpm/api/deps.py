@@ -43,6 +43,7 @@ from rpm.ingest.service import IngestService
 from rpm.patients import registry as patients
 from rpm.program import time_logs
 from rpm.rules import care_plans
+from rpm.rules.care_plans import PlanCache
 from rpm.rules.engine import RuleEngine
 from rpm.rules.templates import UnknownTemplate
 
@@ -156,6 +157,12 @@ def _identities(request: Request) -> Identities | None:
 def _rule_engine(request: Request) -> RuleEngine:
     engine: RuleEngine = request.app.state.rules
     return engine
+
+
+def _plan_cache(request: Request) -> PlanCache:
+    """The parsed plans the rule engine keeps, which reads share (`PlanCache`)."""
+    plans: PlanCache = request.app.state.plans
+    return plans
 
 
 class NotSignedIn(Exception):
@@ -273,6 +280,7 @@ Pool = Annotated[AsyncConnectionPool, Depends(_pool)]
 Conn = Annotated[AsyncConnection[TupleRow], Depends(_connection)]
 Ingest = Annotated[IngestService, Depends(_ingest_service)]
 Rules = Annotated[RuleEngine, Depends(_rule_engine)]
+Plans = Annotated[PlanCache, Depends(_plan_cache)]
 DeviceIdentities = Annotated[Identities | None, Depends(_identities)]
 Audit = Annotated[AuditTrail, Depends(_audit_trail)]
 # The signed-in user, if their role may do what the route does (function level).

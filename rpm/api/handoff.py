@@ -20,6 +20,7 @@ from rpm.api.deps import (
     Conn,
     Forbidden,
     HandsOff,
+    Plans,
     ReadsPatients,
     RequestBody,
     patient_in_view,
@@ -28,7 +29,8 @@ from rpm.auth.access import Principal
 from rpm.patients import handoff
 from rpm.patients.handoff import MAX_NOTE_LENGTH, FollowUp, PatientNote
 from rpm.program.huddle import HuddleRow
-from rpm.program.service import huddle_board
+from rpm.program.service import HuddlePage, huddle_board
+from rpm.rules.care_plans import PlanCache
 
 router = APIRouter(
     prefix="/api/v1",
@@ -208,20 +210,48 @@ class HuddleRowView(BaseModel):
         )
 
 
+class HuddlePageView(BaseModel):
+    patients: list[HuddleRowView]
+    total: int = Field(description="Active patients on the team's board")
+    to_discuss: int = Field(description="Of them, those with a reason to discuss")
+    # Pass as `offset` for the next page; null on the last page.
+    next: int | None
+
+
 async def huddle(
-    conn: AsyncConnection[TupleRow], user: Principal, record: AuditTrail, team_id: int
-) -> list[HuddleRow]:
+    conn: AsyncConnection[TupleRow],
+    user: Principal,
+    record: AuditTrail,
+    plans: PlanCache,
+    team_id: int,
+    offset: int,
+    limit: int,
+) -> HuddlePage:
+    """A page of the team's board; the audit names the patients on it."""
     await team_in_view(conn, user, record, team_id)
-    rows = await huddle_board(conn, team_id, datetime.now(UTC))
-    await record("read", "huddle", team_id, [r.patient.patient_id for r in rows] or [None])
-    return rows
+    page = await huddle_board(conn, team_id, datetime.now(UTC), plans, offset, limit)
+    await record("read", "huddle", team_id, [r.patient.patient_id for r in page.rows] or [None])
+    return page
 
 
 @router.get(
     "/care-teams/{team_id}/huddle",
-    summary="The team's huddle board: its active patients, those to discuss first",
+    summary="A page of the team's huddle board: its active patients, those to discuss first",
 )
 async def get_huddle(
-    conn: Conn, user: ReadsPatients, record: Audit, team_id: int
-) -> list[HuddleRowView]:
-    return [HuddleRowView.of(r) for r in await huddle(conn, user, record, team_id)]
+    conn: Conn,
+    user: ReadsPatients,
+    record: Audit,
+    plans: Plans,
+    team_id: int,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> HuddlePageView:
+    page = await huddle(conn, user, record, plans, team_id, offset, limit)
+    shown = offset + len(page.rows)
+    return HuddlePageView(
+        patients=[HuddleRowView.of(r) for r in page.rows],
+        total=page.total,
+        to_discuss=page.to_discuss,
+        next=shown if shown < page.total else None,
+    )

@@ -55,11 +55,14 @@ class PatientRecord:
     care_team_id: int | None
 
 
+# The plan's version by the patient's own key: as a join, a few hundred ids from ANY()
+# were hashed against a scan of every patient's care_plan row (7 ms of a team's huddle).
 _SELECT = """
 SELECT p.id, p.external_ref, p.given_name, p.family_name, p.birth_date, p.time_zone,
-       p.status, p.enrolled_at, c.version AS care_plan_version, p.care_team_id
+       p.status, p.enrolled_at,
+       (SELECT c.version FROM care_plan c WHERE c.patient_id = p.id) AS care_plan_version,
+       p.care_team_id
 FROM patient p
-LEFT JOIN care_plan c ON c.patient_id = p.id
 """
 
 

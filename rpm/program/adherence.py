@@ -55,7 +55,8 @@ def assess(
     period: Period, reading_days: set[date], last_reading_at: datetime | None, today: date
 ) -> Adherence:
     """`reading_days`: the local days of the period with at least one reading."""
-    days = sum(1 for day in reading_days if day in period and day <= today)
+    first, last = period.first_day, min(period.last_day, today)
+    days = sum(1 for day in reading_days if first <= day <= last)
     read_today = today in reading_days
     elapsed = (today - period.first_day).days + (1 if read_today else 0)
     days_left = (period.last_day - today).days + (0 if read_today else 1)

@@ -144,7 +144,8 @@ class HuddleRow:
 
 def board(patients: Sequence[PatientOnBoard]) -> list[HuddleRow]:
     """The rows, patients who need discussion first: the most severe open alert or last
-    value first, then the most reasons, then the least adherence slack."""
+    value first, then the most reasons, then the least adherence slack. The trends order
+    nothing: a page of rows built again with its means keeps its order."""
     # Patients of one template share its plan (`care_plans.plans`): its limits are
     # sorted out once, not once a patient.
     limits: dict[int, dict[Measure, list[Limit]]] = {}

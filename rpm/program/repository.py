@@ -155,6 +155,7 @@ class CurrentPeriod:
     episode_started_at: datetime
     reading_days: list[date]
     last_reading_at: datetime | None
+    care_plan_version: int | None  # the plan in force (None: none yet)
 
 
 async def current_periods(
@@ -170,14 +171,20 @@ async def current_periods(
     # From the episode's start, as `episode_reading_days` counts for the patient page: the
     # episode's first day from the readings after it began, the days after from reading_day.
     query = sql.SQL(
-        "WITH open_episode AS ("
+        # The open episode (one a patient at most) by the patient's key: as a join, a
+        # team's 500 patients were hashed against a scan of every episode (10 ms);
+        # MATERIALIZED, so that it is looked up once a patient, not once a use.
+        "WITH patient_episode AS MATERIALIZED ("
         " SELECT p.id AS patient_id, p.external_ref, p.care_team_id, p.time_zone,"
-        "        e.started_at, (e.started_at AT TIME ZONE p.time_zone)::date AS first_day,"
-        "        (%(now)s::timestamptz AT TIME ZONE p.time_zone)::date AS today"
-        " FROM patient p JOIN care_episode e ON e.patient_id = p.id AND e.ended_at IS NULL"
-        " WHERE p.status = 'active'"
+        "        (SELECT e.started_at FROM care_episode e"
+        "         WHERE e.patient_id = p.id AND e.ended_at IS NULL) AS started_at"
+        " FROM patient p WHERE p.status = 'active'"
         " AND (%(teams)s::bigint[] IS NULL OR p.care_team_id = ANY(%(teams)s::bigint[]))"
         " AND (%(patients)s::bigint[] IS NULL OR p.id = ANY(%(patients)s::bigint[]))"
+        "), open_episode AS ("
+        " SELECT *, (started_at AT TIME ZONE time_zone)::date AS first_day,"
+        "        (%(now)s::timestamptz AT TIME ZONE time_zone)::date AS today"
+        " FROM patient_episode WHERE started_at IS NOT NULL"
         "), c AS ("
         " SELECT *, first_day + 30 * ((today - first_day) / 30) AS period_first"
         " FROM open_episode WHERE today >= first_day"
@@ -190,7 +197,8 @@ async def current_periods(
         "       UNION SELECT c.first_day WHERE CASE WHEN c.period_first = c.first_day"
         "       THEN EXISTS (SELECT FROM {first_day_read}) END"
         "       ORDER BY 1),"
-        " {last}"
+        " {last},"
+        " (SELECT version FROM care_plan WHERE patient_id = c.patient_id)"
         " FROM c ORDER BY c.patient_id"
     ).format(
         first_day_read=sql.SQL(_FIRST_DAY_READ),
@@ -308,16 +316,14 @@ async def reminder_candidates(conn: Connection) -> list[ReminderCandidate]:
 
 
 @dataclass(frozen=True)
-class MeasureStats:
+class LastValue:
     """One measure of one patient for the huddle board: the last single reading's value
-    (canonical unit) and the means of the last 7 days and of the 7 days before them."""
+    (canonical unit)."""
 
     patient_id: int
     measure: str
     value: float
     measured_at: datetime
-    recent_mean: float | None
-    previous_mean: float | None
 
 
 # Each measure's column, and the reading kinds that carry it (a pulse comes with a blood
@@ -357,22 +363,35 @@ _FORTNIGHT_MEANS = sql.SQL(
 )  # fmt: skip
 
 
-async def measure_stats(
-    conn: Connection, patient_ids: Collection[int], now: datetime
-) -> dict[int, list[MeasureStats]]:
-    """Per patient, each measure it has a reading of: the last value and two weeks' means."""
-    ids = list(patient_ids)
+async def last_values(conn: Connection, patient_ids: Collection[int]) -> dict[int, list[LastValue]]:
+    """Per patient, each measure it has a single reading of: the last value, by measure."""
     last: dict[tuple[int, str], tuple[datetime, float]] = {}
-    cursor = await conn.execute(_LAST_VALUES, {"patients": ids})
+    cursor = await conn.execute(_LAST_VALUES, {"patients": list(patient_ids)})
     for patient_id, measured_at, *values in await cursor.fetchall():
         for measure, value in zip(_MEASURE_COLUMNS, values, strict=True):
             seen = last.get((patient_id, measure))
             if value is not None and (seen is None or measured_at > seen[0]):
                 last[(patient_id, measure)] = (measured_at, float(value))
+    found: dict[int, list[LastValue]] = defaultdict(list)
+    for (patient_id, measure), (measured_at, value) in sorted(last.items()):
+        found[patient_id].append(LastValue(patient_id, measure, value, measured_at))
+    return dict(found)
+
+
+async def fortnight_means(
+    conn: Connection, patient_ids: Collection[int], now: datetime
+) -> dict[tuple[int, str], tuple[float | None, float | None]]:
+    """Per (patient, measure) with single readings in the 14 days before `now`: the mean
+    of the last 7 days and of the 7 days before them (None: none in that week)."""
     week = now - timedelta(days=7)
     cursor = await conn.execute(
         _FORTNIGHT_MEANS,
-        {"patients": ids, "now": now, "week": week, "fortnight": week - timedelta(days=7)},
+        {
+            "patients": list(patient_ids),
+            "now": now,
+            "week": week,
+            "fortnight": week - timedelta(days=7),
+        },
     )
     means: dict[tuple[int, str], tuple[float | None, float | None]] = {}
     for patient_id, *pairs in await cursor.fetchall():
@@ -382,10 +401,4 @@ async def measure_stats(
                 None if recent is None else float(recent),
                 None if previous is None else float(previous),
             )
-    found: dict[int, list[MeasureStats]] = defaultdict(list)
-    for (patient_id, measure), (measured_at, value) in sorted(last.items()):
-        recent, previous = means.get((patient_id, measure), (None, None))
-        found[patient_id].append(
-            MeasureStats(patient_id, measure, value, measured_at, recent, previous)
-        )
-    return dict(found)
+    return means

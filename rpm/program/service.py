@@ -114,52 +114,100 @@ def _current_adherence(current: repository.CurrentPeriod, now: datetime) -> Adhe
     return assess(period, set(current.reading_days), current.last_reading_at, today)
 
 
-async def huddle_board(conn: Connection, care_team_id: int, now: datetime) -> list[HuddleRow]:
-    """The team's active patients for its huddle, those who need discussion first."""
-    currents = await repository.current_periods(conn, now, [care_team_id])
-    ids = [c.patient_id for c in currents]
-    records = await registry.by_ids(conn, ids)
-    plans = await care_plans.plans(
-        conn,
-        [(r.id, r.care_plan_version) for r in records.values() if r.care_plan_version is not None],
-    )
-    stats = await repository.measure_stats(conn, ids, now)
-    alerts = await alert_repository.unresolved_for_patients(conn, ids)
-    owners = await handoff.follow_ups(conn, ids)
-    month = Month.of(now.date())
-    minutes = {
-        row.patient_id: row.time.minutes for row in await program_month(conn, month, [care_team_id])
+@dataclass(frozen=True)
+class HuddlePage:
+    """A page of a care team's huddle board, and the whole board's counts."""
+
+    rows: list[HuddleRow]
+    total: int
+    to_discuss: int
+
+
+async def huddle_board(
+    conn: Connection,
+    care_team_id: int,
+    now: datetime,
+    plans: care_plans.PlanCache,
+    offset: int = 0,
+    limit: int | None = None,
+) -> HuddlePage:
+    """The team's active patients for its huddle, those who need discussion first: a page
+    of them (from `offset`, at most `limit`; None: all). The whole board is ranked on what
+    orders it (open alerts, last values against the plan, days with readings, silence);
+    the 7-day trends order nothing, so they are read for the page's patients only."""
+    currents = {
+        c.patient_id: c for c in await repository.current_periods(conn, now, [care_team_id])
     }
-    patients = []
-    for current in currents:
-        record = records[current.patient_id]
-        last = current.last_reading_at
-        zone = time_zone(record.time_zone)
+    ids = list(currents)
+    # What orders the board, for every patient on it.
+    plan_of = await plans.plans(
+        conn,
+        [(c.patient_id, v) for c in currents.values() if (v := c.care_plan_version) is not None],
+    )
+    last = await repository.last_values(conn, ids)
+    alerts = await alert_repository.unresolved_for_patients(conn, ids)
+
+    def on_board(current: repository.CurrentPeriod, shown: _PageDetails | None) -> PatientOnBoard:
+        patient_id = current.patient_id
+        last_at = current.last_reading_at
+        zone = time_zone(current.time_zone)
         today = local_day(now, zone)
-        patients.append(
-            PatientOnBoard(
-                record.id,
-                record.external_ref,
-                f"{record.given_name} {record.family_name}",
-                record.time_zone,
-                plans.get((record.id, record.care_plan_version or 0)),
-                [
-                    MeasureSummary(
-                        Measure(m.measure), m.value, m.measured_at, m.recent_mean, m.previous_mean
-                    )
-                    for m in stats.get(record.id, [])
-                ],
-                [
-                    OpenAlert(a.id, a.rule_id, Severity(a.severity), a.message)
-                    for a in alerts.get(record.id, [])
-                ],
-                _current_adherence(current, now),
-                minutes.get(record.id, 0),
-                owners.get(record.id),
-                None if last is None else silent_days(local_day(last, zone), today, today),
-            )
+        means = shown.means if shown else {}
+        record = shown.records.get(patient_id) if shown else None
+        return PatientOnBoard(
+            patient_id,
+            current.external_ref,
+            f"{record.given_name} {record.family_name}" if record else "",
+            current.time_zone,
+            plan_of.get((patient_id, current.care_plan_version or 0)),
+            [
+                MeasureSummary(
+                    Measure(m.measure),
+                    m.value,
+                    m.measured_at,
+                    *means.get((patient_id, m.measure), (None, None)),
+                )
+                for m in last.get(patient_id, [])
+            ],
+            [
+                OpenAlert(a.id, a.rule_id, Severity(a.severity), a.message)
+                for a in alerts.get(patient_id, [])
+            ],
+            _current_adherence(current, now),
+            shown.minutes.get(patient_id, 0) if shown else 0,
+            shown.owners.get(patient_id) if shown else None,
+            None if last_at is None else silent_days(local_day(last_at, zone), today, today),
         )
-    return board(patients)
+
+    ranked = board([on_board(current, None) for current in currents.values()])
+    page_ids = [
+        row.patient.patient_id
+        for row in (ranked[offset:] if limit is None else ranked[offset : offset + limit])
+    ]
+    # What the board only shows, for the page's patients: names, trends, minutes, owners.
+    month = Month.of(now.date())
+    shown = _PageDetails(
+        await registry.by_ids(conn, page_ids),
+        await repository.fortnight_means(conn, page_ids, now),
+        {
+            row.patient_id: row.time.minutes
+            for row in await program_month(conn, month, [care_team_id], patient_ids=page_ids)
+        },
+        await handoff.follow_ups(conn, page_ids),
+    )
+    # The same order: `board` orders on nothing of what the page adds.
+    page = board([on_board(currents[patient_id], shown) for patient_id in page_ids])
+    return HuddlePage(page, len(ranked), sum(row.needs_discussion for row in ranked))
+
+
+@dataclass(frozen=True)
+class _PageDetails:
+    """What a huddle page shows of its patients beyond what orders the board."""
+
+    records: dict[int, PatientRecord]
+    means: dict[tuple[int, str], tuple[float | None, float | None]]
+    minutes: dict[int, int]
+    owners: dict[int, str]
 
 
 @dataclass(frozen=True)
@@ -231,9 +279,11 @@ async def program_month(
     care_team_ids: Collection[int] | None,
     after: int = 0,
     limit: int | None = None,
+    patient_ids: Collection[int] | None = None,
 ) -> list[ProgramMonthRow]:
-    """Every patient with time logged in the month (on their own clock), by patient id:
-    from the patient after `after`, at most `limit` (None: all)."""
+    """Every patient with time logged in the month (on their own clock; of these teams,
+    None: all; and of these patients, if given), by patient id: from the patient after
+    `after`, at most `limit` (None: all)."""
     return [
         ProgramMonthRow(
             t.patient_id,
@@ -241,6 +291,6 @@ async def program_month(
             month_time_of(month, t.entries, t.spent, t.physician, t.interactive),
         )
         for t in await time_logs.month_totals(
-            conn, month.first_day, month.next().first_day, care_team_ids, after, limit
+            conn, month.first_day, month.next().first_day, care_team_ids, after, limit, patient_ids
         )
     ]

@@ -194,6 +194,7 @@ CROSS JOIN LATERAL (
 ) t
 WHERE p.id > %(after)s AND t.entries > 0
   AND (%(teams)s::bigint[] IS NULL OR p.care_team_id = ANY(%(teams)s::bigint[]))
+  AND (%(patients)s::bigint[] IS NULL OR p.id = ANY(%(patients)s::bigint[]))
 ORDER BY p.id
 LIMIT %(limit)s
 """
@@ -206,15 +207,18 @@ async def month_totals(
     care_team_ids: Collection[int] | None,
     after: int = 0,
     limit: int | None = None,
+    patient_ids: Collection[int] | None = None,
 ) -> list[MonthTotals]:
-    """The counted (stopped, not voided) time of every patient (of these teams; None: all)
-    with any in the month from `first_day` to before `next_first_day`, each on their own
-    clock, by patient id: from the patient after `after`, at most `limit` (None: all)."""
+    """The counted (stopped, not voided) time of every patient (of these teams; None: all;
+    and of these patients, if given) with any in the month from `first_day` to before
+    `next_first_day`, each on their own clock, by patient id: from the patient after
+    `after`, at most `limit` (None: all)."""
     teams = None if care_team_ids is None else list(care_team_ids)
+    patients = None if patient_ids is None else list(patient_ids)
     cursor = await conn.execute(
         _MONTH_TOTALS,
-        {"first": first_day, "next": next_first_day, "teams": teams, "after": after,
-         "limit": limit},
+        {"first": first_day, "next": next_first_day, "teams": teams, "patients": patients,
+         "after": after, "limit": limit},
     )  # fmt: skip
     return [MonthTotals(*row) for row in await cursor.fetchall()]
 

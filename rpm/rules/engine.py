@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -119,12 +118,13 @@ class RuleEngine:
         clock: Callable[[], datetime] = _utc_now,
         notifier: Notifier | None = None,
         request_text: str = CONFIRM_REQUEST_TEMPLATE,
+        plans: care_plans.PlanCache | None = None,
     ) -> None:
         self._pool = pool
         self._clock = clock
         self._notifier = notifier
         self._request_text = request_text
-        self._plans: OrderedDict[tuple[int, int], CarePlan] = OrderedDict()
+        self.plans = plans or care_plans.PlanCache(PLAN_CACHE_SIZE)
 
     async def warm(self) -> int:
         """Parse the plans of recently active patients before consuming starts.
@@ -142,8 +142,8 @@ class RuleEngine:
             for start in range(0, len(active), WARM_CHUNK):
                 await self._plans_of(conn, active[start : start + WARM_CHUNK])
         logger.info("rule engine warmed: %d plan(s) parsed in %.1f s",
-                    len(self._plans), time.perf_counter() - started)  # fmt: skip
-        return len(self._plans)
+                    len(self.plans), time.perf_counter() - started)  # fmt: skip
+        return len(self.plans)
 
     async def enqueue(self, conn: Connection, entry: QueueEntry) -> int:
         """In the ingest transaction: the readings will be evaluated, whatever happens."""
@@ -401,17 +401,9 @@ class RuleEngine:
     ) -> dict[int, PatientPlan]:
         """The plan in force for each active patient that has one, parsed once per version."""
         in_force = await care_plans.in_force(conn, patient_ids)
-        missing = []
-        for pid, _, version in in_force:
-            if (pid, version) in self._plans:
-                self._plans.move_to_end((pid, version))
-            else:
-                missing.append((pid, version))
-        self._plans.update(await care_plans.plans(conn, missing))
-        while len(self._plans) > max(PLAN_CACHE_SIZE, len(in_force)):
-            self._plans.popitem(last=False)
+        parsed = await self.plans.plans(conn, [(pid, version) for pid, _, version in in_force])
         return {
-            pid: PatientPlan(pid, version, self._plans[pid, version], ZoneInfo(zone))
+            pid: PatientPlan(pid, version, parsed[pid, version], ZoneInfo(zone))
             for pid, zone, version in in_force
         }
 

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+import rpm.web.huddle
 from rpm.web.deps import CSRF_FIELD
 from tests.integration.conftest import Clinic
 from tests.support import TEST_PASSWORD, add_readings, bearer, browser_csrf, browser_sign_in
@@ -117,7 +118,11 @@ def _bp(days_and_values: list[tuple[float, float]]) -> list[tuple[datetime, dict
 
 
 def test_the_huddle_board_puts_the_patients_to_discuss_first(
-    ui_client: TestClient, db_url: str, clinic: Clinic, nurse: dict[str, str]
+    ui_client: TestClient,
+    db_url: str,
+    clinic: Clinic,
+    nurse: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stable = clinic.first.patient("MRN-HUDDLE-STABLE")
     crisis = clinic.first.patient("MRN-HUDDLE-CRISIS")
@@ -139,7 +144,9 @@ def test_the_huddle_board_puts_the_patients_to_discuss_first(
 
     board = ui_client.get(f"/api/v1/care-teams/{clinic.first.team_id}/huddle", headers=nurse)
     assert board.status_code == 200, board.text
-    rows = board.json()
+    whole = board.json()
+    assert (whole["total"], whole["to_discuss"], whole["next"]) == (3, 2, None)
+    rows = whole["patients"]
     assert [r["external_ref"] for r in rows] == [
         "MRN-HUDDLE-CRISIS", "MRN-HUDDLE-ALERT", "MRN-HUDDLE-STABLE"
     ]  # fmt: skip
@@ -161,6 +168,30 @@ def test_the_huddle_board_puts_the_patients_to_discuss_first(
 
     outside = ui_client.get(f"/api/v1/care-teams/{clinic.second.team_id}/huddle", headers=nurse)
     assert outside.status_code == 404
+
+    # A page at a time, in the board's order, each page's trends its own; the audit names
+    # only the patients a page showed.
+    pages = [
+        ui_client.get(
+            f"/api/v1/care-teams/{clinic.first.team_id}/huddle?offset={offset}&limit=1",
+            headers=nurse,
+        ).json()
+        for offset in (0, 1, 2)
+    ]
+    assert [p["next"] for p in pages] == [1, 2, None]
+    assert [p["total"] for p in pages] == [3, 3, 3]
+    assert [p["patients"] for p in pages] == [[row] for row in rows]
+    past = ui_client.get(
+        f"/api/v1/care-teams/{clinic.first.team_id}/huddle?offset=3", headers=nurse
+    ).json()
+    assert (past["patients"], past["total"], past["next"]) == ([], 3, None)
+    with psycopg.connect(db_url) as conn:
+        audited = conn.execute(
+            "SELECT patient_id FROM audit_event WHERE resource = 'huddle' ORDER BY id"
+        ).fetchall()
+    read = [p for (p,) in audited]
+    assert sorted(read[:3]) == sorted([crisis, alerted, stable])
+    assert read[3:] == [crisis, alerted, stable, None]
 
     # The same board in the browser, with the follow-up given from it.
     browser_sign_in(ui_client, "nurse-1")
@@ -192,6 +223,23 @@ def test_the_huddle_board_puts_the_patients_to_discuss_first(
             "SELECT follow_up_staff_id FROM patient WHERE id = %s", [stable]
         ).fetchall()
     assert owner == clinic.teammate
+
+    # The board a page at a time; a follow-up given on the second page comes back to it.
+    monkeypatch.setattr(rpm.web.huddle, "PAGE_SIZE", 2)
+    board_page = f"/ui/huddle?team={clinic.first.team_id}"
+    first_page = html.unescape(ui_client.get(board_page).text)
+    assert "3 patients, 2 to discuss: 1 to 2 here" in first_page
+    assert f'href="{board_page}&offset=2" rel="next">Next page' in first_page
+    assert "MRN-HUDDLE-STABLE" not in first_page
+    last_page = html.unescape(ui_client.get(f"{board_page}&offset=2").text)
+    assert "3 patients, 2 to discuss: 3 to 3 here" in last_page
+    assert "MRN-HUDDLE-STABLE" in last_page
+    assert "MRN-HUDDLE-CRISIS" not in last_page
+    assert f'<a href="{board_page}">First page</a>' in last_page
+    assert "Next page" not in last_page
+    assert f'name="back" value="{board_page}&offset=2"' in last_page
+    past = html.unescape(ui_client.get(f"{board_page}&offset=4").text)
+    assert "No more patients on this board." in past
 
 
 def test_a_note_written_on_the_patient_page(

@@ -332,3 +332,20 @@ async def test_patients_with_the_same_plan_document_share_one_parsed_plan(conn: 
     assert found[(first, 1)] is found[(second, 1)]
     assert found[(first, 1)] == plan_from_templates(["hypertension"])
     assert found[(other, 1)] == plan_from_templates(["heart_failure"])
+
+
+async def test_the_plan_cache_keeps_the_recently_used_and_never_fewer_than_asked(
+    conn: Conn,
+) -> None:
+    first = await _enrol(conn, "CACHED-1", ("hypertension",))
+    second = await _enrol(conn, "CACHED-2", ("heart_failure",))
+    third = await _enrol(conn, "CACHED-3", ("diabetes",))
+    cache = care_plans.PlanCache(size=2)
+    both = await cache.plans(conn, [(first, 1), (second, 1), (third, 1), (third, 9)])
+    assert set(both) == {(first, 1), (second, 1), (third, 1)}
+    assert len(cache) == 3  # all of one call, however small the cache
+    again = await cache.plans(conn, [(first, 1)])
+    assert again[(first, 1)] is both[(first, 1)]  # kept, not read again
+    assert len(cache) == 2  # the least recently used dropped: second's
+    assert (await cache.plans(conn, [(third, 1)]))[(third, 1)] is both[(third, 1)]
+    assert (await cache.plans(conn, [(second, 1)]))[(second, 1)] is not both[(second, 1)]
