@@ -223,6 +223,13 @@ async def change(
     return await endpoint(conn, endpoint_id)
 
 
+async def any_active(conn: Connection) -> bool:
+    """Whether any server is fed: without one, the ingest builds and sends no arrays."""
+    cursor = await conn.execute("SELECT EXISTS (SELECT FROM ehr_endpoint WHERE active)")
+    row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
 async def enqueue(
     conn: Connection,
     device_ids: Sequence[int],
