@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from rpm.api import problems
-from rpm.api.deps import Conn, ReadsAudit
+from rpm.api.deps import Conn, PageLimit, ReadsAudit
 from rpm.api.values import Instant
 from rpm.auth import audit
 from rpm.auth.audit import AuditFilter, AuditRecord
@@ -32,7 +32,7 @@ async def audit_events(
     since: Instant | None = None,
     until: Instant | None = None,
     before: Annotated[int | None, Query(ge=1, description="The previous page's next")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: PageLimit = 100,
 ) -> AuditPage:
     where = AuditFilter(patient_id, username, action, since, until)
     events = await audit.query(conn, where, before, limit + 1)

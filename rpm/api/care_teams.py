@@ -22,6 +22,7 @@ from rpm.api.deps import (
     Conn,
     CreatesCareTeams,
     ManagesRota,
+    PageLimit,
     ReadsCareTeams,
     RequestBody,
 )
@@ -84,7 +85,7 @@ async def list_staff(
     conn: Conn,
     user: ReadsCareTeams,
     after: Annotated[int, Query(ge=0, description="The last id of the previous page")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: PageLimit = 100,
 ) -> list[StaffRecord]:
     return await registry.list_staff(conn, after, limit, user.visible_teams())
 
@@ -117,7 +118,7 @@ async def list_teams(
     conn: Conn,
     user: ReadsCareTeams,
     after: Annotated[int, Query(ge=0, description="The last id of the previous page")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: PageLimit = 100,
 ) -> list[CareTeamRecord]:
     return await registry.list_teams(conn, after, limit, user.visible_teams())
 

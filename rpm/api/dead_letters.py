@@ -11,7 +11,7 @@ from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rpm.api import problems
-from rpm.api.deps import Audit, AuditTrail, Conn, Ingest, ManagesDeadLetters, RequestBody
+from rpm.api.deps import Audit, AuditTrail, Conn, Ingest, ManagesDeadLetters, PageLimit, RequestBody
 from rpm.devices.model import Reason
 from rpm.ingest import dead_letters
 from rpm.ingest.dead_letters import DeadLetterFilter, DeadLetterMessage, DeadLetterRecord
@@ -144,7 +144,7 @@ async def list_dead_letters(
     before_id: Annotated[
         int | None, Query(ge=1, le=2**63 - 1, description="Paging: the last id seen")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: PageLimit = 100,
 ) -> list[DeadLetterRecord]:
     return await read_dead_letters(
         conn, record, DeadLetterFilter(reason, device_serial), include_replayed, before_id, limit

@@ -15,7 +15,7 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends, FastAPI, Request, Security
+from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -280,6 +280,9 @@ Pool = Annotated[AsyncConnectionPool, Depends(_pool)]
 Conn = Annotated[AsyncConnection[TupleRow], Depends(_connection)]
 Ingest = Annotated[IngestService, Depends(_ingest_service)]
 Rules = Annotated[RuleEngine, Depends(_rule_engine)]
+# A page of a list: where a ranked list's page starts, and at most how many rows it holds.
+Offset = Annotated[int, Query(ge=0, le=1_000_000)]
+PageLimit = Annotated[int, Query(ge=1, le=1000)]
 Plans = Annotated[PlanCache, Depends(_plan_cache)]
 DeviceIdentities = Annotated[Identities | None, Depends(_identities)]
 Audit = Annotated[AuditTrail, Depends(_audit_trail)]

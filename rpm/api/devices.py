@@ -19,7 +19,15 @@ from psycopg.rows import TupleRow
 from pydantic import ConfigDict, Field
 
 from rpm.api import problems
-from rpm.api.deps import Audit, AuditTrail, Conn, DeviceIdentities, ManagesDevices, RequestBody
+from rpm.api.deps import (
+    Audit,
+    AuditTrail,
+    Conn,
+    DeviceIdentities,
+    ManagesDevices,
+    PageLimit,
+    RequestBody,
+)
 from rpm.api.values import Instant
 from rpm.devices import provisioning, registry
 from rpm.devices.identities import Identities
@@ -199,7 +207,7 @@ async def list_devices(
     admin: ManagesDevices,
     record: Audit,
     after: Annotated[str, Query(description="Start after this serial (paging)")] = "",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: PageLimit = 100,
     patient_id: Annotated[int | None, Query(description="Only this patient's devices")] = None,
     unassigned: Annotated[
         bool, Query(description="Only active devices nobody has: those a patient can be given")

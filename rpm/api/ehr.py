@@ -12,7 +12,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rpm.api import problems
-from rpm.api.deps import Audit, Conn, ManagesEhrFeeds, RequestBody
+from rpm.api.deps import Audit, Conn, ManagesEhrFeeds, PageLimit, RequestBody
 from rpm.api.values import in_utc
 from rpm.ehr import repository
 from rpm.ehr.repository import Endpoint, NewEndpoint, Push
@@ -207,7 +207,7 @@ async def list_pushes(
     before_id: Annotated[
         int | None, Query(ge=1, le=2**63 - 1, description="Paging: the last id seen")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: PageLimit = 100,
 ) -> list[Push]:
     return await repository.pushes(conn, endpoint_id, status, before_id, limit)
 

@@ -20,6 +20,8 @@ from rpm.api.deps import (
     Conn,
     Forbidden,
     HandsOff,
+    Offset,
+    PageLimit,
     Plans,
     ReadsPatients,
     RequestBody,
@@ -244,8 +246,8 @@ async def get_huddle(
     record: Audit,
     plans: Plans,
     team_id: int,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
+    limit: PageLimit = 100,
 ) -> HuddlePageView:
     page = await huddle(conn, user, record, plans, team_id, offset, limit)
     shown = offset + len(page.rows)

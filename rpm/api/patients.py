@@ -20,6 +20,7 @@ from rpm.api.deps import (
     AuditTrail,
     Conn,
     EnrolsPatients,
+    PageLimit,
     ReadsPatients,
     RequestBody,
     check_team_choice,
@@ -169,7 +170,7 @@ async def list_patients(
     user: ReadsPatients,
     record: Audit,
     after: Annotated[int, Query(ge=0, description="Start after this id (paging)")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: PageLimit = 100,
     external_ref: Annotated[str | None, Query(description="Only the patient with this")] = None,
 ) -> list[PatientRecord]:
     return await read_patients(conn, user, record, after, limit, external_ref)
@@ -224,7 +225,7 @@ async def patient_alerts(
     before: Annotated[
         int | None, Query(ge=1, le=2**63 - 1, description="The previous page's `next`")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: PageLimit = 100,
 ) -> PatientAlertsPage:
     found = await read_patient_alerts(
         conn, user, record, patient_id, include_resolved, limit + 1, before

@@ -26,6 +26,8 @@ from rpm.api.deps import (
     EnrolsPatients,
     Forbidden,
     LogsTime,
+    Offset,
+    PageLimit,
     ReadsPatients,
     ReadsProgramReports,
     RequestBody,
@@ -152,8 +154,8 @@ async def at_risk(
     conn: Conn,
     user: ReadsPatients,
     record: Audit,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
+    limit: PageLimit = 100,
 ) -> AtRiskPage:
     return await read_at_risk(conn, user, record, datetime.now(UTC), offset, limit)
 
@@ -555,7 +557,7 @@ async def time_report(
     record: Audit,
     month: ReportMonth,
     after: Annotated[int, Query(ge=0, description="The `next` of the page before")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: PageLimit = 100,
 ) -> TimeReportPage:
     return await read_time_report_page(conn, user, record, month, after, limit)
 

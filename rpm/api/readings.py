@@ -15,7 +15,7 @@ from psycopg.rows import TupleRow
 from pydantic import BaseModel
 
 from rpm.api import problems
-from rpm.api.deps import Audit, AuditTrail, Conn, ReadsPatients, patient_in_view
+from rpm.api.deps import Audit, AuditTrail, Conn, PageLimit, ReadsPatients, patient_in_view
 from rpm.api.values import Instant
 from rpm.auth.access import Principal
 from rpm.ingest import readings
@@ -55,7 +55,7 @@ async def list_readings(
     since: Instant | None = None,
     until: Instant | None = None,
     after: Annotated[str | None, Query(description="The previous page's `next`")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: PageLimit = 100,
 ) -> ReadingsPage:
     await patient_in_view(conn, user, record, patient_id)
     await record("read", "readings", patient_ids=[patient_id])

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rpm.api import problems
-from rpm.api.deps import Audit, AuditTrail, Conn, ManagesUsers, RequestBody, SignedInUser
+from rpm.api.deps import Audit, AuditTrail, Conn, ManagesUsers, PageLimit, RequestBody, SignedInUser
 from rpm.auth import passwords, repository
 from rpm.auth.access import Principal, Role
 from rpm.auth.repository import ApiKeyRecord, Connection, NewUser, UserRecord
@@ -118,7 +118,7 @@ async def list_users(
     conn: Conn,
     admin: ManagesUsers,
     after: Annotated[int, Query(ge=0, description="Start after this id (paging)")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: PageLimit = 100,
 ) -> list[UserRecord]:
     return await repository.list_users(conn, after, limit)
 

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from rpm.api.deps import Conn, Plans
+from rpm.api.deps import Conn, Offset, Plans
 from rpm.api.handoff import give_follow_up, huddle, write_note
 from rpm.auth.access import Permission
 from rpm.care_teams import registry as care_teams
@@ -36,7 +36,7 @@ async def huddle_page(
     record: BrowserAudit,
     plans: Plans,
     team: Annotated[int | None, Query(ge=1)] = None,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    offset: Offset = 0,
 ) -> Response:
     """One care team's board (the user's first team unless another is chosen), a page
     at a time."""

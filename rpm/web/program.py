@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from rpm.api.deps import Conn
+from rpm.api.deps import Conn, Offset
 from rpm.api.program import (
     MONTH_PATTERN,
     ReportMonth,
@@ -52,7 +52,7 @@ async def adherence_page(
     conn: Conn,
     user: BrowserReadsPatients,
     record: BrowserAudit,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    offset: Offset = 0,
 ) -> Response:
     """Active patients at risk of fewer than 16 days with readings this period, fewest
     days to spare first, a page at a time."""
