@@ -216,8 +216,7 @@ class HuddlePageView(BaseModel):
     patients: list[HuddleRowView]
     total: int = Field(description="Active patients on the team's board")
     to_discuss: int = Field(description="Of them, those with a reason to discuss")
-    # Pass as `offset` for the next page; null on the last page.
-    next: int | None
+    next: int | None = Field(description="The next page's `offset`; null on the last page")
 
 
 async def huddle(

@@ -142,8 +142,7 @@ class AtRiskRow(BaseModel):
 class AtRiskPage(BaseModel):
     patients: list[AtRiskRow]
     total: int = Field(description="Patients at risk in all (0 past the last page)")
-    # Pass as `offset` for the next page; null on the last page.
-    next: int | None
+    next: int | None = Field(description="The next page's `offset`; null on the last page")
 
 
 @router.get(

@@ -56,7 +56,7 @@ class PatientRecord:
 
 
 # The plan's version by the patient's own key: as a join, a few hundred ids from ANY()
-# were hashed against a scan of every patient's care_plan row (7 ms of a team's huddle).
+# were hashed against a scan of every patient's care_plan row (7 ms for a team of 500).
 _SELECT = """
 SELECT p.id, p.external_ref, p.given_name, p.family_name, p.birth_date, p.time_zone,
        p.status, p.enrolled_at,

@@ -190,8 +190,8 @@ async def current_periods(
         " FROM open_episode WHERE today >= first_day"
         ")"
         " SELECT c.patient_id, c.external_ref, c.care_team_id, c.time_zone, c.started_at,"
-        # A day once a device, in order; the caller makes the days a set (no sort and
-        # no Unique here, which were half the query's time).
+        # A day once a device, in no set order; the caller makes the days a set (no sort
+        # and no Unique here, which were half the query's time).
         " ARRAY(SELECT day.local_day FROM reading_day day WHERE day.patient_id = c.patient_id"
         "       AND day.local_day > c.first_day AND day.local_day >= c.period_first"
         "       AND day.local_day < c.period_first + 30"

@@ -210,19 +210,20 @@ class PlanCache:
     ) -> dict[tuple[int, int], CarePlan]:
         """As `plans`: those it holds, and the others read and kept. It keeps at least
         all of these, however many."""
-        missing = []
-        for key in versions:
-            if key in self._plans:
-                self._plans.move_to_end(key)
-            else:
-                missing.append(key)
+        # Taken before the read: another call meanwhile may drop some of them.
+        found = {key: self._plans[key] for key in versions if key in self._plans}
+        for key in found:
+            self._plans.move_to_end(key)
+        missing = [key for key in versions if key not in found]
         read = await plans(conn, missing)
         for key in missing:  # in the order asked, so that the least recent go first
             if key in read:
                 self._plans[key] = read[key]
         while len(self._plans) > max(self._size, len(versions)):
             self._plans.popitem(last=False)
-        return {key: self._plans[key] for key in versions if key in self._plans}
+        return {
+            key: plan for key in versions if (plan := found.get(key, read.get(key))) is not None
+        }
 
 
 async def _current_version(conn: Connection, patient_id: int) -> int | None:

@@ -124,7 +124,7 @@ class RuleEngine:
         self._clock = clock
         self._notifier = notifier
         self._request_text = request_text
-        self.plans = plans or care_plans.PlanCache(PLAN_CACHE_SIZE)
+        self.plans = plans if plans is not None else care_plans.PlanCache(PLAN_CACHE_SIZE)
 
     async def warm(self) -> int:
         """Parse the plans of recently active patients before consuming starts.

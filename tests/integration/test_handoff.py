@@ -168,6 +168,10 @@ def test_the_huddle_board_puts_the_patients_to_discuss_first(
 
     outside = ui_client.get(f"/api/v1/care-teams/{clinic.second.team_id}/huddle", headers=nurse)
     assert outside.status_code == 404
+    # The board's plans are the rule engine's parsed ones: one cache a process.
+    state = ui_client.app.state  # type: ignore[attr-defined]
+    assert state.rules.plans is state.plans
+    assert len(state.plans) > 0
 
     # A page at a time, in the board's order, each page's trends its own; the audit names
     # only the patients a page showed.
