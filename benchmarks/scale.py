@@ -60,7 +60,6 @@ from rpm.db.store import prepare_schema
 from rpm.devices.model import ReadingKind
 from rpm.health import Health
 from rpm.rules.care_plans import PlanCache
-from rpm.rules.engine import PLAN_CACHE_SIZE
 from rpm.rules.templates import TEMPLATES, plan_from_templates
 
 TEAM_SIZE = 500
@@ -542,7 +541,7 @@ def _app(url: str, pool: AsyncConnectionPool) -> object:
     app.state.settings = settings
     app.state.health = Health()
     app.state.identities = None  # no broker: rpm leaves device accounts alone
-    app.state.plans = PlanCache(PLAN_CACHE_SIZE)
+    app.state.plans = PlanCache()
     # As `rpm up` does once started: the collector's thresholds set the pauses a request
     # may meet.
     tune_garbage_collector()

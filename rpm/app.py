@@ -62,7 +62,7 @@ from rpm.ingest.service import IngestService, chain
 from rpm.logs import first_line
 from rpm.program.reminders import AdherenceReminders
 from rpm.rules.care_plans import PlanCache
-from rpm.rules.engine import PLAN_CACHE_SIZE, RuleEngine
+from rpm.rules.engine import RuleEngine
 from rpm.rules.handoff import RulesHandoff
 from rpm.web import care_plans as care_plans_ui
 from rpm.web import dead_letters as dead_letters_ui
@@ -118,7 +118,7 @@ def create_app(wiring: Wiring) -> FastAPI:
         escalator = Escalator(pool, policy, wake_dispatcher)
         reminders = AdherenceReminders(pool, settings.adherence, wake_dispatcher)
         # One cache of parsed plans for the engine and the reads that show plans' limits.
-        plans = PlanCache(PLAN_CACHE_SIZE)
+        plans = PlanCache()
         app.state.plans = plans
         rules = RuleEngine(
             pool,

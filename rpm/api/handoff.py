@@ -249,10 +249,9 @@ async def get_huddle(
     limit: PageLimit = 100,
 ) -> HuddlePageView:
     page = await huddle(conn, user, record, plans, team_id, offset, limit)
-    shown = offset + len(page.rows)
     return HuddlePageView(
         patients=[HuddleRowView.of(r) for r in page.rows],
         total=page.total,
         to_discuss=page.to_discuss,
-        next=shown if shown < page.total else None,
+        next=page.next,
     )

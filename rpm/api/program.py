@@ -541,8 +541,9 @@ class ProgramMonthRowView(BaseModel):
 class TimeReportPage(BaseModel):
     month: str = Field(examples=["2026-11"])
     patients: list[ProgramMonthRowView]
-    # Pass as `after` for the next page; null on the last page.
-    next: int | None = Field(description="The last patient id on this page, if more follow")
+    next: int | None = Field(
+        description="The last patient id on this page, to pass as `after`; null on the last page"
+    )
 
 
 @router.get(

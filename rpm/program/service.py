@@ -121,6 +121,7 @@ class HuddlePage:
     rows: list[HuddleRow]
     total: int
     to_discuss: int
+    next: int | None  # the next page's offset (None: this is the last)
 
 
 async def huddle_board(
@@ -147,13 +148,12 @@ async def huddle_board(
     last = await repository.last_values(conn, ids)
     alerts = await alert_repository.unresolved_for_patients(conn, ids)
 
-    def on_board(current: repository.CurrentPeriod, shown: _PageDetails | None) -> PatientOnBoard:
+    def on_board(current: repository.CurrentPeriod, shown: _PageDetails) -> PatientOnBoard:
         patient_id = current.patient_id
         last_at = current.last_reading_at
         zone = time_zone(current.time_zone)
         today = local_day(now, zone)
-        means = shown.means if shown else {}
-        record = shown.records.get(patient_id) if shown else None
+        record = shown.records.get(patient_id)
         return PatientOnBoard(
             patient_id,
             current.external_ref,
@@ -165,7 +165,7 @@ async def huddle_board(
                     Measure(m.measure),
                     m.value,
                     m.measured_at,
-                    *means.get((patient_id, m.measure), (None, None)),
+                    *shown.means.get((patient_id, m.measure), (None, None)),
                 )
                 for m in last.get(patient_id, [])
             ],
@@ -174,16 +174,15 @@ async def huddle_board(
                 for a in alerts.get(patient_id, [])
             ],
             _current_adherence(current, now),
-            shown.minutes.get(patient_id, 0) if shown else 0,
-            shown.owners.get(patient_id) if shown else None,
+            shown.minutes.get(patient_id, 0),
+            shown.owners.get(patient_id),
             None if last_at is None else silent_days(local_day(last_at, zone), today, today),
         )
 
-    ranked = board([on_board(current, None) for current in currents.values()])
-    page_ids = [
-        row.patient.patient_id
-        for row in (ranked[offset:] if limit is None else ranked[offset : offset + limit])
-    ]
+    unshown = _PageDetails({}, {}, {}, {})
+    ranked = board([on_board(current, unshown) for current in currents.values()])
+    end = len(ranked) if limit is None else min(offset + limit, len(ranked))
+    page_ids = [row.patient.patient_id for row in ranked[offset:end]]
     # What the board only shows, for the page's patients: names, trends, minutes, owners.
     month = Month.of(now.date())
     shown = _PageDetails(
@@ -197,12 +196,18 @@ async def huddle_board(
     )
     # The same order: `board` orders on nothing of what the page adds.
     page = board([on_board(currents[patient_id], shown) for patient_id in page_ids])
-    return HuddlePage(page, len(ranked), sum(row.needs_discussion for row in ranked))
+    return HuddlePage(
+        page,
+        len(ranked),
+        sum(row.needs_discussion for row in ranked),
+        end if end < len(ranked) else None,
+    )
 
 
 @dataclass(frozen=True)
 class _PageDetails:
-    """What a huddle page shows of its patients beyond what orders the board."""
+    """What a huddle page shows of its patients beyond what orders the board (none of it,
+    while the board is ranked)."""
 
     records: dict[int, PatientRecord]
     means: dict[tuple[int, str], tuple[float | None, float | None]]

@@ -192,13 +192,17 @@ async def plans(
     return found
 
 
+# Parsed plans kept in memory, keyed by (patient, version): a version never changes.
+PLAN_CACHE_SIZE = 50_000
+
+
 class PlanCache:
     """Parsed plans by (patient id, version), the least recently used dropped once there
     are more than `size`. A version is never changed (a change is a new version), so an
     entry never goes stale: the rule engine and the huddle board share one, and a board
     of 500 patients reads no plan document the engine has parsed (5 MB, 14 ms)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int = PLAN_CACHE_SIZE) -> None:
         self._size = size
         self._plans: OrderedDict[tuple[int, int], CarePlan] = OrderedDict()
 

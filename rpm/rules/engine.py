@@ -76,8 +76,6 @@ MISSED_CHECK_SECONDS = Histogram(
 
 # Any 64-bit number unique to this job among the advisory locks the service takes.
 MISSED_CHECK_LOCK = 0x72706D_6D69737365  # "rpm" "misse"
-# Parsed plans kept in memory, keyed by (patient, version): a version never changes.
-PLAN_CACHE_SIZE = 50_000
 DRY_RUN_DAYS = 30
 # How far back a resolved alert still tells whether a firing continues its episode.
 EPISODE_MEMORY = timedelta(days=30)
@@ -124,7 +122,7 @@ class RuleEngine:
         self._clock = clock
         self._notifier = notifier
         self._request_text = request_text
-        self.plans = plans if plans is not None else care_plans.PlanCache(PLAN_CACHE_SIZE)
+        self.plans = plans if plans is not None else care_plans.PlanCache()
 
     async def warm(self) -> int:
         """Parse the plans of recently active patients before consuming starts.
@@ -138,7 +136,7 @@ class RuleEngine:
         started = time.perf_counter()
         since = self._clock() - WARM_ACTIVE_WITHIN
         async with self._pool.connection() as conn:
-            active = await devices.patients_seen_since(conn, since, PLAN_CACHE_SIZE)
+            active = await devices.patients_seen_since(conn, since, care_plans.PLAN_CACHE_SIZE)
             for start in range(0, len(active), WARM_CHUNK):
                 await self._plans_of(conn, active[start : start + WARM_CHUNK])
         logger.info("rule engine warmed: %d plan(s) parsed in %.1f s",

@@ -51,7 +51,6 @@ async def huddle_page(
     )
     chosen = next((t for t in teams if t.id == team_id), None)
     board = f"{PREFIX}/huddle?team={team_id}"
-    shown = offset + len(page.rows) if page else 0
     context = {
         "teams": teams,
         "team": chosen,
@@ -60,7 +59,7 @@ async def huddle_page(
         "offset": offset,
         "page_size": PAGE_SIZE,
         "first_page": board if offset else None,
-        "next_page": f"{board}&offset={shown}" if page and shown < page.total else None,
+        "next_page": f"{board}&offset={page.next}" if page and page.next else None,
         "members": [m for m in chosen.members if m.active] if chosen else [],
         "hands_off": principal.may(Permission.HAND_OFF),
         "back": (f"{board}&offset={offset}" if offset else board)
